@@ -1,0 +1,271 @@
+"""The one configuration format: TOML sections mirroring these dataclasses, every key documented here.
+
+Precedence: built-in defaults (the paper's sizes) < preset < config file < command-line flags.
+The `demo` preset (chosen automatically for the embedded SmolLM2) sizes a run for a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, min: float | None = None) -> Any:
+    meta = {"help": help, "choices": choices, "min": min}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    task: str = opt("arith", "task name: arith, gsm8k, math, humaneval, mbpp, hotpotqa, drop, jsonl")
+    data: str = opt("", "data file or folder of AFlow-format JSON Lines ('' = $SCOREFLOW_DATA or the cache)")
+    iterations: int = opt(3, "optimisation iterations (generate, execute, pairs, train)", min=1)
+    problems: int = opt(0, "problems of the optimisation split used per iteration (0 = all)", min=0)
+    test_problems: int = opt(0, "problems of the test split used by `evaluate` (0 = all)", min=0)
+    seed: int = opt(0, "seed for problem selection, sampling, pair sampling and LoRA init")
+    preset: str = opt("auto", "sizes: demo (laptop CPU), paper (the paper's), auto (demo for the embedded model)",
+                      choices=("auto", "demo", "paper"))
+
+
+@dataclass
+class GeneratorConfig:
+    model: str = opt("smollm2-135m", "generator base model: smollm2-135m (embedded), an HF folder, a .gguf file or a hub id")
+    backend: str = opt("auto", "auto (mlx on Apple silicon, else PyTorch), cuda (PyTorch, CUDA or CPU) or mlx",
+                       choices=("auto", "cuda", "torch", "pytorch", "mlx"))
+    device: str = opt("auto", "PyTorch device: auto, cpu, cuda, cuda:N")
+    dtype: str = opt("auto", "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
+    workflows_per_problem: int = opt(8, "k: workflows generated per problem per iteration", min=1)
+    temperature: float = opt(0.2, "sampling temperature", min=0)
+    top_p: float = opt(0.95, "nucleus sampling p", min=0)
+    max_new_tokens: int = opt(1000, "token limit per workflow", min=1)
+    max_attempts: int = opt(3, "generation rounds for a slot whose workflow is invalid", min=1)
+    batch_size: int = opt(8, "workflows generated per batch", min=1)
+
+
+@dataclass
+class ExecutorConfig:
+    kind: str = opt("local", "local (a backend model in this process) or openai (any OpenAI-compatible server)",
+                    choices=("local", "openai"))
+    model: str = opt("", "executor model: for local, a model like generator.model ('' = the generator's base); "
+                         "for openai, the model name sent to the server")
+    base_url: str = opt("", "OpenAI-compatible base URL ('' = api.openai.com), e.g. http://127.0.0.1:11434/v1")
+    api_key_env: str = opt("OPENAI_API_KEY", "name of the environment variable holding the API key (never the key)")
+    temperature: float = opt(0.0, "executor sampling temperature", min=0)
+    max_tokens: int = opt(512, "token limit per executor call", min=1)
+    runs: int = opt(3, "r: executions of each workflow; its score is the mean", min=1)
+    concurrency: int = opt(8, "executor requests in flight at once", min=1)
+    timeout_s: float = opt(120.0, "seconds per request before it is retried", min=1)
+    max_retries: int = opt(6, "retries per request on 429, 5xx, timeouts and dropped connections", min=0)
+    extract_answer: bool = opt(True, "one executor call after a maths or QA workflow to extract its final answer")
+    batch_size: int = opt(8, "local executor: calls gathered into one batched generation", min=1)
+
+
+@dataclass
+class LoraSection:
+    rank: int = opt(8, "LoRA rank r", min=1)
+    alpha: float = opt(16.0, "LoRA alpha (scale = alpha / rank)", min=0)
+    dropout: float = opt(0.01, "LoRA dropout", min=0)
+    targets: list = opt(["q_proj", "v_proj"], "module names that get LoRA")
+
+
+@dataclass
+class TrainSection:
+    loss: str = opt("score-dpo", "score-dpo, dpo, or sft (winners only)", choices=("score-dpo", "dpo", "sft"))
+    beta: float = opt(0.1, "preference loss beta", min=0)
+    pairs: int = opt(2000, "N: pairs sampled per iteration, with replacement", min=1)
+    sampling_alpha: float = opt(3.0, "pairs drawn with probability proportional to (s_w - s_l)^alpha (0 = uniform)", min=0)
+    learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights", min=0)
+    epochs: int = opt(1, "passes over the sampled pairs", min=1)
+    batch_size: int = opt(1, "pairs per optimiser step", min=1)
+    gradient_checkpointing: bool = opt(False, "recompute activations: 2-3x less memory, 10-20% slower")
+    max_length: int = opt(2048, "prompt + completion token limit in training", min=16)
+    checkpoint_every: int = opt(8, "steps between resumable training checkpoints (0 = none)", min=0)
+
+
+@dataclass
+class SandboxSection:
+    timeout_s: float = opt(30.0, "wall-clock seconds a workflow or program may run, executor waits excluded", min=0.1)
+    memory_mb: int = opt(1024, "address-space limit of a sandboxed process", min=64)
+    cpu_s: int = opt(30, "CPU-seconds limit of a sandboxed process", min=1)
+    max_output_chars: int = opt(20000, "longest output kept from a run", min=100)
+    concurrency: int = opt(8, "sandboxed processes at once", min=1)
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    lora: LoraSection = field(default_factory=LoraSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    sandbox: SandboxSection = field(default_factory=SandboxSection)
+
+
+SECTIONS = {f.name: f.type for f in fields(Config)}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {},
+    # Two iterations of this fit in about 15 minutes on 2 CPU cores with SmolLM2-135M.
+    "demo": {
+        "run": {"iterations": 2, "problems": 4, "test_problems": 20},
+        "generator": {"workflows_per_problem": 4, "max_new_tokens": 256, "max_attempts": 2},
+        "executor": {"runs": 1, "max_tokens": 160},
+        "train": {"pairs": 12, "max_length": 1024},
+    },
+}
+
+
+def _section_classes() -> dict[str, type]:
+    return {f.name: f.default_factory for f in fields(Config)}  # type: ignore[misc]
+
+
+def _coerce(section: str, f, default: Any, value: Any) -> Any:
+    where = f"{section}.{f.name}"
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            value = value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false, not {value!r}")
+    elif kind is int:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise UserError(f"{where} must be a whole number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where} must be a whole number, not {value!r}")
+    elif kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise UserError(f"{where} must be a number, not {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where} must be a number, not {value!r}")
+        value = float(value)
+    elif kind is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or not value:
+            raise UserError(f"{where} must be a non-empty list of strings")
+    else:
+        if not isinstance(value, str):
+            raise UserError(f"{where} must be a string, not {value!r}")
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise UserError(f"{where} = {value!r}: choose one of {', '.join(meta['choices'])}")
+    if meta.get("min") is not None and value < meta["min"]:
+        low = "positive" if meta["min"] == 1 else f"at least {meta['min']}"
+        raise UserError(f"{where} = {value!r}: must be {low}")
+    return value
+
+
+def read_toml(path: str | Path) -> dict[str, dict[str, Any]]:
+    p = Path(path).expanduser()
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {p}") from None
+    except PermissionError:
+        raise UserError(f"config file is not readable: {p}") from None
+    except IsADirectoryError:
+        raise UserError(f"config path is a folder, not a TOML file: {p}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file is not UTF-8 text: {p}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"malformed TOML in {p}: {e}") from None
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise UserError(f"{p}: unknown section [{section}]; sections are {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise UserError(f"{p}: {section} must be a [section] table")
+    return raw
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """`--set section.key=value` flags."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--set {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            out.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
+    return out
+
+
+def build(user: dict[str, dict[str, Any]]) -> Config:
+    """Defaults < preset < `user` (file then flags, already merged)."""
+    from .models import EMBEDDED_ALIASES
+
+    for section, values in user.items():
+        if section not in SECTIONS:
+            raise UserError(f"unknown config section {section!r}; sections are {', '.join(SECTIONS)}")
+        known = {f.name for f in fields(_section_classes()[section])}
+        for k in values:
+            if k not in known:
+                raise UserError(f"unknown config key {section}.{k}; keys of [{section}]: {', '.join(sorted(known))}")
+    preset = user.get("run", {}).get("preset", "auto")
+    if preset == "auto":
+        model = str(user.get("generator", {}).get("model", GeneratorConfig.model))
+        preset = "demo" if model.lower() in EMBEDDED_ALIASES else "paper"
+    if preset not in PRESETS:
+        raise UserError(f"run.preset = {preset!r}: choose auto, demo or paper")
+    layered = merge(PRESETS[preset], user)
+    cfg = Config()
+    for section, values in layered.items():
+        obj = getattr(cfg, section)
+        by_name = {f.name: f for f in fields(obj)}
+        for k, v in values.items():
+            setattr(obj, k, _coerce(section, by_name[k], getattr(obj, k), v))
+    cfg.run.preset = preset
+    return cfg
+
+
+def to_toml(cfg: Config, documented: bool = False) -> str:
+    lines = []
+    for sf in fields(cfg):
+        section = getattr(cfg, sf.name)
+        lines.append(f"[{sf.name}]")
+        for f in fields(section):
+            if documented:
+                lines.append(f"# {f.metadata['help']}")
+            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def as_dict(cfg: Config) -> dict[str, dict[str, Any]]:
+    return {sf.name: {f.name: getattr(getattr(cfg, sf.name), f.name) for f in fields(getattr(cfg, sf.name))}
+            for sf in fields(cfg)}

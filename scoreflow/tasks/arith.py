@@ -1,0 +1,62 @@
+"""`arith`: procedural arithmetic word problems from a seed, so the tool runs with no data file."""
+
+from __future__ import annotations
+
+import random
+
+from .base import Problem, Task
+from .scoring import number_score
+
+NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Iris", "Jack", "Lena", "Omar"]
+ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stickers", "cookies", "shells", "cards", "stamps"]
+SIZES = {"validate": 60, "test": 200}
+SEEDS = {"validate": 1001, "test": 2002}
+
+MATH_TEMPLATE = '''async def run_workflow(self):
+    solution = await self.custom(input=self.problem, instruction="Solve the problem step by step.")
+    return solution'''
+
+
+def make_problem(rng: random.Random) -> tuple[str, int]:
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    kind = rng.choice(["add", "sub", "mul", "div", "two"])
+    a, b = rng.randint(2, 20), rng.randint(2, 12)
+    if kind == "add":
+        return f"{name} has {a} {item}. {name} gets {b} more. How many {item} does {name} have now?", a + b
+    if kind == "sub":
+        a += b
+        return f"{name} has {a} {item} and gives away {b} of them. How many {item} are left?", a - b
+    if kind == "mul":
+        a = rng.randint(2, 9)
+        return f"{name} buys {a} boxes with {b} {item} in each box. How many {item} does {name} buy?", a * b
+    if kind == "div":
+        a = rng.randint(2, 9)
+        return f"{a * b} {item} are shared equally among {b} friends. How many {item} does each friend get?", a
+    c = rng.randint(1, a + b - 1)
+    return f"{name} has {a} {item}, buys {b} more and then gives {c} away. How many {item} does {name} have?", a + b - c
+
+
+class ArithTask(Task):
+    def __init__(self, size: dict[str, int] | None = None):
+        super().__init__(
+            name="arith",
+            family="math",
+            description="short arithmetic word problems; the answer is one whole number",
+            operators=("Custom", "Programmer", "ScEnsemble", "Review"),
+            template=MATH_TEMPLATE,
+            toy=Problem("arith-toy", "What is 2 + 3?", "What is 2 + 3?", 5),
+            similarity_threshold=0.8,
+            extract="Give the final answer to the problem as a single number, with nothing else.",
+        )
+        self.size = {**SIZES, **(size or {})}
+
+    def problems(self, split: str) -> list[Problem]:
+        rng = random.Random(SEEDS[split])
+        out = []
+        for i in range(self.size[split]):
+            q, a = make_problem(rng)
+            out.append(Problem(f"arith-{split}-{i}", q, q, a))
+        return out
+
+    def score(self, problem: Problem, output: str) -> float:
+        return number_score(output, problem.answer)

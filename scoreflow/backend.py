@@ -78,6 +78,7 @@ class StepInfo:
     chosen_reward: float  # beta * (logp_w - ref_logp_w), batch mean
     rejected_reward: float
     seconds: float
+    grad_norm: float = 0.0  # total gradient norm before clipping
 
 
 @dataclass

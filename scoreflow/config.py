@@ -39,6 +39,17 @@ class RunConfig:
 
 
 @dataclass
+class TaskSection:
+    question_field: str = opt("question", "task jsonl: the field holding the question")
+    answer_field: str = opt("answer", "task jsonl: the field holding the gold answer")
+    id_field: str = opt("id", "task jsonl: the field holding a record id (line number when absent)")
+    scorer: str = opt("exact", "task jsonl: number, exact, f1, boxed or python-tests",
+                      choices=("number", "exact", "f1", "boxed", "python-tests"))
+    family: str = opt("qa", "task jsonl: operator family math, qa or code", choices=("math", "qa", "code"))
+    description: str = opt("", "task jsonl: one line describing the problems to the generator")
+
+
+@dataclass
 class GeneratorConfig:
     model: str = opt("smollm2-135m", "generator base model: smollm2-135m (embedded), an HF folder, a .gguf file or a hub id")
     backend: str = opt("auto", "auto (mlx on Apple silicon, else PyTorch), cuda (PyTorch, CUDA or CPU) or mlx",
@@ -67,6 +78,11 @@ class ExecutorConfig:
     concurrency: int = opt(8, "executor requests in flight at once", min=1)
     timeout_s: float = opt(120.0, "seconds per request before it is retried", min=1)
     max_retries: int = opt(6, "retries per request on 429, 5xx, timeouts and dropped connections", min=0)
+    max_cost_usd: float = opt(0.0, "stop the run cleanly once executor spend reaches this many USD (0 = no cap)", min=0)
+    max_total_tokens: int = opt(0, "stop the run cleanly once executor tokens reach this count (0 = no cap)", min=0)
+    price_in_per_mtok: float = opt(-1.0, "USD per million prompt tokens (-1 = from the built-in table by model name)")
+    price_out_per_mtok: float = opt(-1.0, "USD per million completion tokens (-1 = from the built-in table)")
+    cache: bool = opt(True, "cache executor replies by (request, repetition index) within a run")
     extract_answer: bool = opt(True, "one executor call after a maths or QA workflow to extract its final answer")
     batch_size: int = opt(8, "local executor: calls gathered into one batched generation", min=1)
 
@@ -105,6 +121,7 @@ class SandboxSection:
 @dataclass
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
+    task: TaskSection = field(default_factory=TaskSection)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     lora: LoraSection = field(default_factory=LoraSection)

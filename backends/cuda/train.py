@@ -160,12 +160,11 @@ def train(
         loss, st = preference_loss(cfg.loss, cfg.beta, pw, pl, ref[w].to(device), ref[l].to(device), sw, sl, ntok)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
         opt.step()
         tokens += sum(len(enc.seqs[i]) for i in ids)
         info = StepInfo(step + 1, len(batches), loss.item(), float(st["margin"]), float(st["chosen_reward"]),
-                        float(st["rejected_reward"]), time.time() - ts)
+                        float(st["rejected_reward"]), time.time() - ts, float(norm))
         history.append(info)
         if on_step:
             on_step(info)

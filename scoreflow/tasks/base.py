@@ -38,6 +38,7 @@ class Task:
     toy: Problem  # the validation test prompt
     similarity_threshold: float | None  # reject bodies at least this similar to the template
     extract: str | None = None  # answer-extraction instruction run once after a workflow, or None
+    examples: tuple[tuple[str, str], ...] = ()  # few-shot (question, workflow source) for the generator prompt
 
     def problems(self, split: str) -> list[Problem]:
         raise NotImplementedError

@@ -131,6 +131,13 @@ class Config:
 
 SECTIONS = {f.name: f.type for f in fields(Config)}
 
+# Keys that may change when a run is resumed: they do not change what was computed.
+RESUMABLE = {
+    ("run", "iterations"), ("run", "test_problems"), ("run", "preset"), ("generator", "device"),
+    ("executor", "max_cost_usd"), ("executor", "max_total_tokens"), ("executor", "concurrency"),
+    ("executor", "timeout_s"), ("executor", "max_retries"), ("sandbox", "concurrency"),
+}
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {},
     # Two iterations of this fit in about 15 minutes on 2 CPU cores with SmolLM2-135M.

@@ -1,0 +1,349 @@
+"""The `scoreflow` command line. Bad input ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import StopRun, UserError
+
+# (flag, section, key, type, help): flags that override the config file.
+FLAGS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
+    ("--task", "run", "task", str, "task: arith (built in), gsm8k, math, humaneval, mbpp, hotpotqa, drop, jsonl"),
+    ("--data", "run", "data", str, "data file or folder of AFlow-format JSON Lines"),
+    ("--iterations", "run", "iterations", int, "optimisation iterations"),
+    ("--problems", "run", "problems", int, "problems of the optimisation split per iteration (0 = all)"),
+    ("--test-problems", "run", "test_problems", int, "problems of the test split for evaluate (0 = all)"),
+    ("--seed", "run", "seed", int, "random seed"),
+    ("--preset", "run", "preset", str, "sizes: auto, demo or paper"),
+    ("--backend", "generator", "backend", str, "auto, cuda (PyTorch: CUDA or CPU) or mlx"),
+    ("--device", "generator", "device", str, "PyTorch device: auto, cpu, cuda, cuda:N"),
+    ("--model", "generator", "model", str, "generator base model (default: the embedded SmolLM2-135M)"),
+    ("-k", "generator", "workflows_per_problem", int, "workflows generated per problem"),
+    ("--executor", "executor", "kind", str, "local (a model in this process) or openai (OpenAI-compatible server)"),
+    ("--executor-model", "executor", "model", str, "executor model name or path"),
+    ("--base-url", "executor", "base_url", str, "OpenAI-compatible base URL"),
+    ("--api-key-env", "executor", "api_key_env", str, "environment variable holding the API key"),
+    ("--runs", "executor", "runs", int, "executions per workflow (r)"),
+    ("--max-cost-usd", "executor", "max_cost_usd", float, "stop cleanly at this executor spend"),
+    ("--max-tokens", "executor", "max_total_tokens", int, "stop cleanly at this many executor tokens"),
+    ("--loss", "train", "loss", str, "score-dpo, dpo or sft"),
+    ("--pairs", "train", "pairs", int, "preference pairs sampled per iteration"),
+    ("--alpha", "train", "sampling_alpha", float, "pair sampling exponent: P ~ (s_w - s_l)^alpha"),
+    ("--lr", "train", "learning_rate", float, "learning rate"),
+]
+
+
+def _quiet() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:
+        pass
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE.toml", help="configuration file (see `scoreflow config`)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config key")
+    for flag, section, key, kind, help in FLAGS:
+        p.add_argument(flag, dest=f"{section}.{key}", type=kind, default=None, help=help)
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, help="run directory (default: runs/TASK-DATE-TIME)")
+    p.add_argument("--no-dashboard", action="store_true", help="plain log lines instead of the live dashboard")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="scoreflow", allow_abbrev=False, description="Optimise LLM agent workflows by training "
+                                 "the model that writes them (ScoreFlow, Score-DPO), on PyTorch or MLX.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("optimize", help="run the generate-execute-train loop")
+    _config_args(p)
+    _run_args(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
+    p.add_argument("--force", action="store_true", help="resume even if the configuration changed, or overwrite")
+    p.add_argument("--evaluate", action="store_true", help="evaluate on the test split after the last iteration")
+    p = sub.add_parser("evaluate", help="solve rate on the test split with the latest (or a given) adapter")
+    _config_args(p)
+    _run_args(p)
+    p.add_argument("--iteration", type=int, help="adapter of this iteration (0 = the base model; default latest)")
+    p = sub.add_parser("run-workflow", help="run one workflow file on one problem and print a JSON verdict")
+    _config_args(p)
+    p.add_argument("--workflow", type=Path, required=True, help="file holding `async def run_workflow(self)`")
+    p.add_argument("--index", type=int, default=0, help="problem index in the split")
+    p.add_argument("--split", default="validate", choices=("validate", "test"))
+    p = sub.add_parser("export", help="convert a run's adapter to PEFT or mlx-lm format")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--to", required=True, choices=("peft", "mlx"))
+    p.add_argument("--iteration", type=int)
+    p.add_argument("--out", type=Path)
+    p = sub.add_parser("config", help="print every configuration key with its default and meaning")
+    p.add_argument("--preset", default="paper", choices=("demo", "paper"))
+    for name, help in (("report", "write report.md and plots for a run"), ("runs", "list runs"),
+                       ("show", "print a problem's workflows with their scores")):
+        p = sub.add_parser(name, help=help, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+    return ap
+
+
+def build_config(args: argparse.Namespace, base: dict[str, dict[str, Any]] | None = None):
+    from . import config as C
+
+    layers = [base or {}]
+    if getattr(args, "config", None):
+        layers.append(C.read_toml(args.config))
+    flags: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if "." in dest and value is not None:
+            section, key = dest.split(".", 1)
+            flags.setdefault(section, {})[key] = value
+    layers += [flags, C.parse_set(getattr(args, "set", []))]
+    return C.build(C.merge(*layers))
+
+
+def _reporter(args: argparse.Namespace):
+    try:
+        from .dashboard import make_reporter
+    except ImportError:
+        from .progress import Reporter
+
+        return Reporter()
+    return make_reporter(plain=getattr(args, "no_dashboard", False))
+
+
+def _prepare_run_dir(args: argparse.Namespace, command: str):
+    """The configuration and the run directory, new or resumed."""
+    from . import config as C
+
+    run_dir: Path | None = args.run_dir
+    snapshot = run_dir / "config.toml" if run_dir else None
+    resume = getattr(args, "resume", False) or (command == "evaluate" and snapshot is not None and snapshot.is_file())
+    if resume:
+        if snapshot is None or not snapshot.is_file():
+            raise UserError(f"nothing to resume: {run_dir or '--run-dir'} holds no config.toml")
+        saved = C.read_toml(snapshot)
+        cfg = build_config(args, saved)
+        fresh = C.build(saved)
+        changed = [f"{s}.{k}" for s, v in C.as_dict(cfg).items() for k, x in v.items()
+                   if C.as_dict(fresh)[s][k] != x and (s, k) not in C.RESUMABLE]
+        if changed and not getattr(args, "force", False):
+            raise UserError(f"{run_dir} was made with another configuration ({', '.join(changed[:4])}); "
+                            "use --force to resume anyway")
+        return cfg, run_dir
+    cfg = build_config(args)
+    if run_dir is None:
+        run_dir = Path("runs") / f"{cfg.run.task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not getattr(args, "force", False):
+            raise UserError(f"run directory {run_dir} is not empty: use --resume to continue it or --force to replace it")
+        import shutil
+
+        shutil.rmtree(run_dir)
+    return cfg, run_dir
+
+
+def _start(cfg, run_dir: Path, args: argparse.Namespace):
+    """Check everything that can be checked cheaply before loading a model, then build the session."""
+    from . import config as C
+    from .rundir import atomic_write
+    from .session import build_session, make_task
+
+    task = make_task(cfg)
+    task.problems("validate")  # bad data fails here, before a run directory or a model exists
+    reporter = _reporter(args)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "config.toml").is_file() or getattr(args, "force", False):
+        atomic_write(run_dir / "config.toml", C.to_toml(cfg))
+    try:
+        session = build_session(cfg, run_dir, reporter, task=task)
+    except BaseException:
+        if not any(p.name != "config.toml" for p in run_dir.iterdir()):
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)  # leave no half-made run behind
+        raise
+    return session
+
+
+def _info(s, run_dir: Path):
+    from .progress import RunInfo
+
+    c = s.cfg
+    executor = s.executor.model or c.executor.model
+    return RunInfo(task=c.run.task, backend=s.backend.name, device=s.backend.device, generator=s.backend.model_name,
+                   executor=executor, run_dir=str(run_dir), iterations=c.run.iterations, usage=s.executor.usage)
+
+
+def _run(s, run_dir: Path, work: Callable[[], Any]) -> int:
+    s.run.set_status("running")
+    with s.reporter:
+        s.reporter.start(_info(s, run_dir))
+        try:
+            work()
+        except StopRun as e:
+            s.run.set_status("stopped", str(e))
+            s.reporter.finish("stopped", f"{e}; continue with --resume (and a raised cap)")
+            return 0
+        except KeyboardInterrupt:
+            s.run.set_status("interrupted", "interrupted by the user")
+            s.reporter.finish("interrupted", f"interrupted; continue with: scoreflow optimize --resume --run-dir {run_dir}")
+            return 130
+        except UserError:
+            s.run.set_status("failed", "bad input")
+            raise
+        except BaseException as e:
+            s.run.set_status("failed", f"{type(e).__name__}: {e}"[:500])
+            s.reporter.finish("failed", f"{type(e).__name__}: {e}")
+            raise
+        finally:
+            s.close()
+        s.run.set_status("finished")
+        s.reporter.finish("finished", f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from .loop import evaluate, optimize
+
+    cfg, run_dir = _prepare_run_dir(args, "optimize")
+    s = _start(cfg, run_dir, args)
+
+    def work() -> None:
+        optimize(s)
+        if args.evaluate:
+            latest = s.run.latest_adapter()
+            evaluate(s, latest[0] if latest else 0)
+
+    return _run(s, run_dir, work)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .loop import evaluate
+
+    cfg, run_dir = _prepare_run_dir(args, "evaluate")
+    s = _start(cfg, run_dir, args)
+    iteration = args.iteration
+    if iteration is None:
+        latest = s.run.latest_adapter()
+        iteration = latest[0] if latest else 0
+    if iteration:
+        path = s.run.adapter_dir(iteration)
+        if not path.is_dir():
+            s.close()
+            raise UserError(f"{run_dir} has no adapter for iteration {iteration}")
+        s.backend.load_adapter(path)
+    return _run(s, run_dir, lambda: evaluate(s, iteration))
+
+
+def cmd_run_workflow(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .session import make_backend, make_executor, make_sandbox, make_task
+    from .runner import Runner
+    from .sandbox import InfraError
+
+    cfg = build_config(args)
+    task = make_task(cfg)
+    problems = task.problems(args.split)
+    if not 0 <= args.index < len(problems):
+        raise UserError(f"--index {args.index} is out of range: the {args.split} split has {len(problems)} problems")
+    try:
+        source = args.workflow.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read workflow file {args.workflow}: {e.strerror or e}") from None
+    from .workflow import extract
+
+    if "<graph>" in source:
+        source = extract(source) or ""
+    problem = problems[args.index]
+    t0 = time.monotonic()
+    runner = Runner(task, None, make_sandbox(cfg), max_tokens=cfg.executor.max_tokens,  # type: ignore[arg-type]
+                    extract=cfg.executor.extract_answer)
+    check = runner.check(source)
+    verdict: dict[str, Any]
+    if not check.ok:
+        verdict = {"status": "rejected", "reason": check.reason, "output": None, "score": 0.0,
+                   "executor_calls": 0, "tokens": 0}
+    else:
+        backend = make_backend(cfg) if cfg.executor.kind == "local" else None
+        runner.executor = make_executor(cfg, backend)  # type: ignore[arg-type]
+
+        async def go():
+            try:
+                return await runner.run(source, problem)
+            finally:
+                await runner.executor.close()
+
+        try:
+            out = asyncio.run(go())
+        except InfraError as e:
+            verdict = {"status": "error", "reason": f"executor failed: {e}", "output": None, "score": 0.0,
+                       "executor_calls": 0, "tokens": 0}
+        else:
+            verdict = {"status": out.status, "reason": out.reason, "output": out.output, "answer": out.answer,
+                       "score": out.score, "executor_calls": out.calls, "tokens": out.tokens}
+    verdict.update(problem=problem.id, task=task.name, seconds=round(time.monotonic() - t0, 3))
+    print(json.dumps(verdict, ensure_ascii=False))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from .adapters import export_run
+    except ImportError:
+        raise UserError("adapter export is not available in this build") from None
+    if not (args.run_dir / "adapters").is_dir():
+        raise UserError(f"{args.run_dir} holds no adapters/ folder")
+    out = export_run(args.run_dir, args.to, args.iteration, args.out)
+    print(out)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from . import config as C
+
+    print(C.to_toml(C.build({"run": {"preset": args.preset}}), documented=True))
+    return 0
+
+
+def cmd_reporting(args: argparse.Namespace) -> int:
+    try:
+        from . import report
+    except ImportError:
+        raise UserError(f"`scoreflow {args.command}` is not available in this build") from None
+    return report.main(args.command, args.rest)
+
+
+COMMANDS = {"optimize": cmd_optimize, "evaluate": cmd_evaluate, "run-workflow": cmd_run_workflow,
+            "export": cmd_export, "config": cmd_config, "report": cmd_reporting, "runs": cmd_reporting,
+            "show": cmd_reporting}
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet()
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as e:
+        print(f"scoreflow: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scoreflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

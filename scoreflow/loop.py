@@ -1,0 +1,251 @@
+"""The ScoreFlow loop: generate -> validate -> execute -> pairs -> Score-DPO, once per iteration.
+
+Every finished unit of work is appended to the run directory before the next starts, so a run
+killed at any point resumes where it stopped (see rundir.py for the records).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import asdict
+from statistics import mean
+from typing import Any
+
+from .backend import SamplingParams, TrainConfig, TrainPair
+from .pairs import Candidate, sample_pairs
+from .prompts import generator_messages
+from .session import Session, select
+from .tasks.base import Problem
+from .workflow import extract
+
+Key = tuple[int, int]  # (problem index, slot)
+
+
+def optimize(s: Session) -> None:
+    asyncio.run(_optimize(s))
+
+
+async def _optimize(s: Session) -> None:
+    cfg = s.cfg
+    problems = select(s.task.problems("validate"), cfg.run.problems, cfg.run.seed)
+    done = {m["iteration"] for m in s.run["metrics"].all() if m.get("kind") == "iteration"}
+    latest = s.run.latest_adapter()
+    if latest is not None:
+        s.backend.load_adapter(latest[1])
+        s.reporter.log(f"resumed with the adapter of iteration {latest[0]}")
+    try:
+        for it in range(1, cfg.run.iterations + 1):
+            if it not in done:
+                await _iteration(s, it, problems)
+    finally:
+        await s.executor.close()
+
+
+async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
+    cfg = s.cfg
+    t0 = time.time()
+    used0 = (s.executor.usage.calls, s.executor.usage.tokens)
+    workflows, gen_tokens, first_valid = await generate(s, it, problems)
+    scores = await execute(s, it, problems, workflows)
+    pairs = make_pairs(s, it, scores)
+    stats = await asyncio.to_thread(train, s, it, problems, workflows, pairs)
+    slots = len(problems) * cfg.generator.workflows_per_problem
+    metrics = {
+        "kind": "iteration", "iteration": it, "problems": len(problems), "workflows": slots,
+        "valid": len(workflows), "valid_rate": len(workflows) / slots,
+        "first_attempt_valid_rate": first_valid / slots,
+        "mean_score": mean(scores.values()) if scores else 0.0,
+        "solve_rate": sum(scores.values()) / slots,
+        "pairs": len(pairs), "unique_pairs": len({(p["problem"], p["chosen"], p["rejected"]) for p in pairs}),
+        **stats, "generator_tokens": gen_tokens,
+        "executor_calls": s.executor.usage.calls - used0[0], "executor_tokens": s.executor.usage.tokens - used0[1],
+        "seconds": round(time.time() - t0, 2),
+    }
+    s.run["metrics"].append(metrics)
+    s.reporter.iteration_end(metrics)
+
+
+# ---- 1-2. generate and validate ----------------------------------------------------------------
+
+async def generate(s: Session, it: int, problems: list[Problem], *, records: str = "workflows",
+             k: int | None = None) -> tuple[dict[Key, dict[str, Any]], int, int]:
+    """k workflows per problem; invalid ones regenerated up to `max_attempts`. Returns the valid
+    workflow records by (problem, slot), generator tokens spent and first-attempt valid count."""
+    g = s.cfg.generator
+    k = k or g.workflows_per_problem
+    valid: dict[Key, dict[str, Any]] = {}
+    attempts: dict[Key, int] = {}
+    tokens = first_valid = 0
+    for r in s.run[records].all():
+        if r["iteration"] != it:
+            continue
+        key = (r["problem"], r["slot"])
+        attempts[key] = max(attempts.get(key, 0), r["attempt"] + 1)
+        tokens += r["tokens"]
+        if r["valid"]:
+            valid[key] = r
+            first_valid += r["attempt"] == 0
+    for attempt in range(g.max_attempts):
+        todo = [(p, j) for p in range(len(problems)) for j in range(k)
+                if (p, j) not in valid and attempts.get((p, j), 0) == attempt]
+        if not todo:
+            continue
+        s.reporter.stage(it, "generate", len(todo))
+        texts: list[tuple[Key, str, int]] = []
+        for c in range(0, len(todo), g.batch_size):
+            chunk = todo[c:c + g.batch_size]
+            params = SamplingParams(g.temperature, g.top_p, g.max_new_tokens, ("</graph>",),
+                                    seed=s.cfg.run.seed * 1_000_003 + it * 10_007 + attempt * 101 + c)
+            outs = await asyncio.to_thread(
+                s.backend.generate, [generator_messages(s.task, problems[p]) for p, _ in chunk], params)
+            texts += [(key, o.text, o.tokens) for key, o in zip(chunk, outs)]
+            s.reporter.advance(len(chunk))
+        s.reporter.stage(it, "validate", len(texts))
+
+        async def check(key: Key, text: str, ntok: int) -> None:
+            nonlocal tokens, first_valid
+            source = extract(text)
+            c = await s.runner.validate(source)
+            rec = {"iteration": it, "problem": key[0], "problem_id": problems[key[0]].id, "slot": key[1],
+                   "attempt": attempt, "valid": c.ok, "reason": c.reason, "tokens": ntok,
+                   "text": text, "source": source}
+            s.run[records].append(rec)
+            attempts[key] = attempt + 1
+            tokens += ntok
+            if c.ok:
+                valid[key] = rec
+                first_valid += attempt == 0
+            s.reporter.workflow(c.ok, c.reason)
+            s.reporter.advance()
+
+        await _gather(check(*t) for t in texts)
+    return valid, tokens, first_valid
+
+
+async def _gather(coros) -> None:
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
+# ---- 3. execute and score ----------------------------------------------------------------------
+
+async def execute(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dict[str, Any]], *,
+            records: str = "evaluations", runs: int | None = None) -> dict[Key, float]:
+    """Run each valid workflow r times; its score is the mean task score of its runs."""
+    runs = runs or s.cfg.executor.runs
+    results: dict[Key, dict[int, float]] = {}
+    for r in s.run[records].all():
+        if r["iteration"] == it and (r["problem"], r["slot"]) in workflows:
+            results.setdefault((r["problem"], r["slot"]), {})[r["run"]] = r["score"]
+    todo = [(key, n) for key in sorted(workflows) for n in range(runs) if n not in results.get(key, {})]
+    s.reporter.stage(it, "execute", len(workflows) * runs, done=len(workflows) * runs - len(todo))
+
+    async def one(key: Key, n: int) -> None:
+        problem = problems[key[0]]
+        out = await s.runner.run(workflows[key]["source"], problem, rep=n)
+        s.run[records].append({"iteration": it, "problem": key[0], "problem_id": problem.id, "slot": key[1],
+                               "run": n, **out.record()})
+        results.setdefault(key, {})[n] = out.score
+        if len(results[key]) == runs:
+            s.reporter.score(mean(results[key].values()))
+        s.reporter.advance()
+
+    await _gather(one(*t) for t in todo)
+    return {key: mean(v.values()) for key, v in results.items() if len(v) == runs}
+
+
+# ---- 4. pairs ----------------------------------------------------------------------------------
+
+def make_pairs(s: Session, it: int, scores: dict[Key, float]) -> list[dict[str, Any]]:
+    t = s.cfg.train
+    old = [p for p in s.run["pairs"].all() if p["iteration"] == it]
+    s.reporter.stage(it, "pairs", 1)
+    if len(old) == t.pairs:
+        s.reporter.advance()
+        return old
+    if old:  # cut short by a crash: rewrite this iteration's block whole
+        s.run["pairs"].rewrite(p for p in s.run["pairs"].all() if p["iteration"] != it)
+    candidates = [Candidate(p, j, sc) for (p, j), sc in sorted(scores.items())]
+    sampled = sample_pairs(candidates, t.pairs, t.sampling_alpha, seed=s.cfg.run.seed * 7919 + it)
+    out = [{"iteration": it, **asdict(p)} for p in sampled]
+    s.run["pairs"].extend(out)
+    s.reporter.advance()
+    return out
+
+
+# ---- 5. Score-DPO ------------------------------------------------------------------------------
+
+def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dict[str, Any]],
+          pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    t = s.cfg.train
+    adapter = s.run.adapter_dir(it)
+    history = [r for r in s.run["train"].all() if r["iteration"] == it]
+    if adapter.is_dir():  # trained before a crash; only the metrics record was missing
+        s.backend.load_adapter(adapter)
+        return _train_stats(history)
+    ck = s.run.checkpoint_dir(it)
+    resumed = max((int(p.name.split("-")[1]) for p in ck.glob("step-*")), default=0) if ck.is_dir() else 0
+    if len(history) != resumed:
+        s.run["train"].rewrite(r for r in s.run["train"].all() if r["iteration"] != it or r["step"] <= resumed)
+    batch = [TrainPair(generator_messages(s.task, problems[p["problem"]]),
+                       workflows[(p["problem"], p["chosen"])]["text"],
+                       workflows[(p["problem"], p["rejected"])]["text"],
+                       p["score_chosen"], p["score_rejected"]) for p in pairs]
+    steps = -(-len(batch) // t.batch_size) * t.epochs
+    s.reporter.stage(it, "train", steps, done=resumed)
+
+    def on_step(info) -> None:
+        s.run["train"].append({"iteration": it, **asdict(info)})
+        s.reporter.train_step(info)
+        s.reporter.advance()
+
+    if batch:
+        cfg = TrainConfig(loss=t.loss, beta=t.beta, learning_rate=t.learning_rate, epochs=t.epochs,
+                          batch_size=t.batch_size, gradient_checkpointing=t.gradient_checkpointing,
+                          max_length=t.max_length, checkpoint_every=t.checkpoint_every, seed=s.cfg.run.seed + it)
+        s.backend.train(batch, cfg, on_step=on_step, checkpoint_dir=ck)
+    adapter.parent.mkdir(parents=True, exist_ok=True)
+    s.backend.save_adapter(adapter)
+    shutil.rmtree(ck, ignore_errors=True)
+    return _train_stats([r for r in s.run["train"].all() if r["iteration"] == it])
+
+
+def _train_stats(history: list[dict[str, Any]]) -> dict[str, Any]:
+    if not history:
+        return {"steps": 0, "loss": None, "margin": None, "train_seconds": 0.0}
+    return {"steps": len(history), "loss": mean(h["loss"] for h in history),
+            "margin": mean(h["margin"] for h in history), "first_loss": history[0]["loss"],
+            "last_loss": history[-1]["loss"], "train_seconds": round(sum(h["seconds"] for h in history), 2)}
+
+
+# ---- evaluation on the test split --------------------------------------------------------------
+
+def evaluate(s: Session, iteration: int) -> dict[str, Any]:
+    return asyncio.run(_evaluate(s, iteration))
+
+
+async def _evaluate(s: Session, iteration: int) -> dict[str, Any]:
+    """One workflow per test problem from the generator (adapter of `iteration`; 0 = base model),
+    run r times; the solve rate is the mean score, a problem without a valid workflow scoring 0."""
+    cfg = s.cfg
+    problems = select(s.task.problems("test"), cfg.run.test_problems, cfg.run.seed)
+    t0 = time.time()
+    try:
+        workflows, gen_tokens, _ = await generate(s, iteration, problems, records="test_workflows", k=1)
+        scores = await execute(s, iteration, problems, workflows, records="test_evaluations")
+    finally:
+        await s.executor.close()
+    per_problem = [scores.get((p, 0), 0.0) for p in range(len(problems))]
+    metrics = {"kind": "evaluate", "iteration": iteration, "split": "test", "problems": len(problems),
+               "valid_rate": len(workflows) / max(1, len(problems)),
+               "solve_rate": mean(per_problem) if per_problem else 0.0,
+               "generator_tokens": gen_tokens, "seconds": round(time.time() - t0, 2)}
+    s.run["metrics"].append(metrics)
+    s.reporter.iteration_end(metrics)
+    return metrics

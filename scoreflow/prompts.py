@@ -1,0 +1,41 @@
+"""The generator's prompt: a few-shot chat that shows the operators, the template and two worked
+examples, then asks for the workflow of one problem. The same messages are used to generate and,
+in training, as the prompt of every pair, so the model is trained on exactly what it saw."""
+
+from __future__ import annotations
+
+from .backend import Messages
+from .operators import documentation
+from .tasks.base import Problem, Task
+
+SYSTEM = """You write workflows that solve {description}.
+A workflow is a Python method `async def run_workflow(self)` that calls these operators with `await` and returns the final solution as a string. `self.problem` is the problem text.{attrs}
+
+Operators:
+{operators}
+
+This is the template workflow. Write a better one: combine the operators differently.
+<graph>
+{template}
+</graph>
+
+Reply with the workflow between <graph> and </graph> and nothing else. No imports, no other functions."""
+
+
+def _user(problem: str) -> str:
+    return f"Problem: {problem.strip()}\nWrite the workflow."
+
+
+def _answer(source: str) -> str:
+    return f"<graph>\n{source.strip()}\n</graph>"
+
+
+def generator_messages(task: Task, problem: Problem) -> Messages:
+    attrs = " `self.entry_point` is the name of the function to write." if task.family == "code" else ""
+    messages: Messages = [{"role": "system", "content": SYSTEM.format(
+        description=task.description, attrs=attrs, operators=documentation(task), template=task.template.strip())}]
+    for question, source in task.examples:
+        messages.append({"role": "user", "content": _user(question)})
+        messages.append({"role": "assistant", "content": _answer(source)})
+    messages.append({"role": "user", "content": _user(problem.question)})
+    return messages

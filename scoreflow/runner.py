@@ -1,0 +1,85 @@
+"""Running one workflow on one problem: the sandboxed run, operator calls answered in this
+process, the answer-extraction call, and the score. Scores are computed here, never in the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from . import workflow as wf
+from .executor import Executor
+from .operators import Context, extract_answer, for_task
+from .sandbox import InfraError, Sandbox
+from .tasks.base import Problem, Task
+
+
+@dataclass
+class Outcome:
+    status: str  # ok | rejected | timeout | crashed | error
+    score: float = 0.0
+    output: str | None = None  # what run_workflow returned
+    answer: str | None = None  # after answer extraction (what was scored)
+    reason: str = ""
+    calls: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Runner:
+    def __init__(self, task: Task, executor: Executor, sandbox: Sandbox, *, max_tokens: int | None = None,
+                 extract: bool = True):
+        self.task, self.executor, self.sandbox = task, executor, sandbox
+        self.max_tokens = max_tokens
+        self.extract = extract and task.extract is not None
+        self.operators = for_task(task)
+
+    def check(self, source: str | None) -> wf.Check:
+        return wf.check(source, self.task.operators, self.task.template, self.task.similarity_threshold,
+                        attributes=wf.ATTRIBUTES_OF_SELF)
+
+    async def run(self, source: str, problem: Problem, *, rep: int = 0, score: bool = True,
+                  max_tokens: int | None = None) -> Outcome:
+        """Execute `source` on `problem`. Raises InfraError when the executor is unreachable after
+        its retries (an infrastructure failure, not the workflow's)."""
+        t0 = time.monotonic()
+        ctx = Context(self.executor, self.sandbox, self.task, problem, max_tokens or self.max_tokens)
+        ctx.rep = rep
+
+        async def handler(method: str, args: list, kwargs: dict) -> Any:
+            op = self.operators.get(method)
+            if op is None:
+                raise AttributeError(f"no operator {method}")
+            return await op(ctx, args, kwargs)
+
+        res = await self.sandbox.run_workflow(source, problem.attributes(), sorted(self.operators), handler)
+        out = Outcome(res.status, output=res.output, reason=res.error or "", calls=ctx.calls, tokens=ctx.tokens)
+        if res.status == "ok" and not (res.output or "").strip():
+            out.status, out.reason = "error", "run_workflow returned an empty result"
+        if out.status == "ok" and score:
+            answer = res.output or ""
+            if self.extract:
+                answer = await extract_answer(ctx, answer)
+            out.answer = answer
+            out.score = float(await asyncio.to_thread(self.task.score, problem, answer))
+            out.calls, out.tokens = ctx.calls, ctx.tokens
+        out.seconds = time.monotonic() - t0
+        return out
+
+    async def validate(self, source: str | None, *, max_tokens: int = 48) -> wf.Check:
+        """The static policy, then a run on the task's toy problem that must return a non-empty result."""
+        c = self.check(source)
+        if not c.ok:
+            return c
+        assert source is not None
+        out = await self.run(source, self.task.toy, score=False, max_tokens=max_tokens)
+        if out.status != "ok":
+            return wf.Check(False, f"toy run {out.status}: {out.reason}"[:300])
+        return wf.Check(True)
+
+
+__all__ = ["Runner", "Outcome", "InfraError"]

@@ -1,0 +1,88 @@
+"""Building what a run needs from its configuration: task, backend, executor, sandbox, runner."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from .backend import Backend, LoraConfig, load_backend
+from .config import Config
+from .executor import Executor, LocalExecutor, OpenAIExecutor
+from .progress import Reporter
+from .rundir import RunDir
+from .runner import Runner
+from .sandbox import Limits, Sandbox
+from .tasks import load as load_task
+from .tasks.base import Problem, Task
+
+
+@dataclass
+class Session:
+    cfg: Config
+    task: Task
+    backend: Backend
+    executor: Executor
+    sandbox: Sandbox
+    runner: Runner
+    run: RunDir
+    reporter: Reporter
+
+    def close(self) -> None:
+        self.run.close()
+
+
+def make_task(cfg: Config) -> Task:
+    from dataclasses import asdict
+
+    if cfg.run.task == "jsonl":
+        return load_task(cfg.run.task, cfg.run.data or None, asdict(cfg.task))
+    return load_task(cfg.run.task, cfg.run.data or None)
+
+
+def make_sandbox(cfg: Config) -> Sandbox:
+    s = cfg.sandbox
+    return Sandbox(Limits(timeout_s=s.timeout_s, memory_mb=s.memory_mb, cpu_s=s.cpu_s,
+                          max_output_chars=s.max_output_chars), concurrency=s.concurrency)
+
+
+def make_backend(cfg: Config) -> Backend:
+    g, lo = cfg.generator, cfg.lora
+    lora = LoraConfig(rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout, targets=tuple(lo.targets))
+    return load_backend(g.backend, g.model, device=g.device, lora=lora, seed=cfg.run.seed, dtype=g.dtype)
+
+
+def make_executor(cfg: Config, backend: Backend) -> Executor:
+    """The executor LLM: by default the generator's base model in this process (adapter off)."""
+    try:
+        from .executor import make_executor as build  # spend caps, cache and price table live there
+    except ImportError:
+        build = None
+    if build is not None:
+        return build(cfg.executor, backend=backend, seed=cfg.run.seed)
+    e = cfg.executor
+    if e.kind == "openai":
+        return OpenAIExecutor(e.model or "gpt-4o-mini", base_url=e.base_url, api_key_env=e.api_key_env,
+                              temperature=e.temperature, max_tokens=e.max_tokens, concurrency=e.concurrency,
+                              timeout_s=e.timeout_s)
+    return LocalExecutor(backend, temperature=e.temperature, max_tokens=e.max_tokens, batch_size=e.batch_size,
+                         seed=cfg.run.seed)
+
+
+def build_session(cfg: Config, run_dir: Path, reporter: Reporter | None = None, *,
+                  task: Task | None = None) -> Session:
+    task = task or make_task(cfg)
+    backend = make_backend(cfg)
+    executor = make_executor(cfg, backend)
+    sandbox = make_sandbox(cfg)
+    runner = Runner(task, executor, sandbox, max_tokens=cfg.executor.max_tokens,
+                    extract=cfg.executor.extract_answer)
+    return Session(cfg, task, backend, executor, sandbox, runner, RunDir(run_dir), reporter or Reporter())
+
+
+def select(problems: list[Problem], n: int, seed: int) -> list[Problem]:
+    """`n` problems chosen with `seed` (all when n is 0 or larger than the split), in file order."""
+    if n <= 0 or n >= len(problems):
+        return list(problems)
+    keep = sorted(random.Random(seed).sample(range(len(problems)), n))
+    return [problems[i] for i in keep]

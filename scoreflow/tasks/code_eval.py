@@ -1,0 +1,240 @@
+"""The HumanEval/MBPP scorer: sanitise a candidate to the entry point's definitions, then run the
+hidden tests in the sandbox. Also the runner of public tests used by the Test operator."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+from dataclasses import dataclass
+
+from ..sandbox import Limits, RunResult, Sandbox
+
+STDLIB: list[str] = sorted(sys.stdlib_module_names)
+FENCED = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
+CODE_START = re.compile(r"^(?:def |async def |class |import |from |@)", re.M)
+TEST_TIMEOUT_S = 30.0  # MBPP/123's reference takes ~7 s of CPU; a contended machine doubles that
+LIMITS = Limits(timeout_s=TEST_TIMEOUT_S, memory_mb=1024, cpu_s=30)
+
+
+# ---- sanitising ---------------------------------------------------------------------------------
+
+def _parse(code: str) -> ast.Module | None:
+    try:
+        return ast.parse(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def _parse_tolerant(code: str) -> ast.Module | None:
+    """Parse `code`; failing that, start at its first definition or import and drop trailing lines
+    (prose around the code) until it parses."""
+    tree = _parse(code)
+    if tree is not None:
+        return tree
+    m = CODE_START.search(code)
+    if not m:
+        return None
+    lines = code[m.start():].splitlines()
+    for end in range(len(lines), max(0, len(lines) - 60), -1):
+        tree = _parse("\n".join(lines[:end]))
+        if tree is not None:
+            return tree
+    return None
+
+
+def _defined(node: ast.stmt) -> set[str]:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return set()
+
+
+def _is_import(node: ast.stmt) -> bool:
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return True
+    if isinstance(node, ast.Try):  # try: import x / except ImportError: ...
+        return all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Pass)) for n in node.body)
+    return False
+
+
+def _used(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _needed(nodes: list[ast.stmt], roots: list[str]) -> list[ast.stmt]:
+    """The imports, plus the definitions the roots reach, in their original order."""
+    defs: dict[str, list[ast.stmt]] = {}
+    for node in nodes:
+        for name in _defined(node):
+            defs.setdefault(name, []).append(node)
+    keep: set[int] = set()
+    todo = list(roots)
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in defs.get(name, []):
+            if id(node) not in keep:
+                keep.add(id(node))
+                todo.extend(_used(node))
+    return [n for n in nodes if _is_import(n) or id(n) in keep]
+
+
+def defines(tree: ast.Module, entry_point: str) -> bool:
+    return any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == entry_point
+               for n in tree.body)
+
+
+def code_candidates(text: str) -> list[str]:
+    """Fenced code blocks (longest first), then the whole text."""
+    blocks = sorted((b for b in FENCED.findall(text or "") if b.strip()), key=len, reverse=True)
+    return blocks + [text or ""]
+
+
+def sanitize(text: str, entry_point: str, prompt: str = "", also: tuple[str, ...] = ()) -> str | None:
+    """The candidate reduced to imports and the definitions the entry point needs.
+
+    Helpers and imports from the problem's prompt are added where the candidate lacks them (the
+    prompt may define helpers the solution calls, and `from typing import List` for annotations).
+    A candidate that only holds a function body is tried after the prompt. None when no candidate
+    defines `entry_point`. `also` names further roots, such as the prompt helpers a test calls.
+    """
+    base = _parse(prompt) if prompt else None
+    base_nodes = list(base.body) if base is not None else []
+    trees = [_parse_tolerant(c) for c in code_candidates(text)]
+    chosen = next((t for t in trees if t is not None and defines(t, entry_point)), None)
+    if chosen is None and prompt:
+        joined = _parse(prompt.rstrip() + "\n" + (text or "").strip("\n"))
+        if joined is None:
+            body = "\n".join("    " + ln if ln.strip() else ln for ln in (text or "").strip("\n").splitlines())
+            joined = _parse(prompt.rstrip() + "\n" + body)
+        if joined is not None and defines(joined, entry_point):
+            chosen = joined
+    if chosen is None:
+        return None
+    own = {name for n in chosen.body for name in _defined(n)}
+    helpers = [n for n in base_nodes if not _is_import(n) and not (_defined(n) & own) and _defined(n)]
+    imports = [n for n in base_nodes if _is_import(n)]
+    nodes = imports + helpers + list(chosen.body)
+    try:
+        return ast.unparse(ast.Module(body=_needed(nodes, [entry_point, *also]), type_ignores=[]))
+    except (ValueError, RecursionError):
+        return None
+
+
+# ---- hidden tests ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CodeSpec:
+    """What a code problem needs for scoring: its entry point, hidden tests and prompt."""
+
+    entry_point: str
+    test: str  # hidden test code: `def check(candidate)` (HumanEval), `def check()` (MBPP) or asserts
+    prompt: str = ""
+    test_imports: tuple[str, ...] = ()
+
+
+def check_call(test: str, entry_point: str) -> str:
+    """How to invoke the test code's `check`, if it defines one."""
+    tree = _parse(test)
+    if tree is None:
+        return ""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "check":
+            return f"check({entry_point})" if node.args.args else "check()"
+    return ""
+
+
+def hidden_test_program(spec: CodeSpec, output: str) -> str | None:
+    test_tree = _parse(spec.test)
+    also = tuple(sorted(_used(test_tree))) if test_tree is not None else ()
+    code = sanitize(output, spec.entry_point, spec.prompt, also)
+    if code is None:
+        return None
+    parts = list(spec.test_imports) + [code, "", spec.test, "", check_call(spec.test, spec.entry_point), ""]
+    return "\n".join(parts)
+
+
+def _verdict(run: RunResult) -> float:
+    return 1.0 if run.status == "ok" else 0.0
+
+
+async def run_hidden_tests(spec: CodeSpec, output: str, sandbox: Sandbox | None = None,
+                           timeout_s: float = TEST_TIMEOUT_S) -> float:
+    program = hidden_test_program(spec, output)
+    if program is None:
+        return 0.0
+    sandbox = sandbox or Sandbox(LIMITS, 1)
+    return _verdict(await sandbox.run_program(program, timeout_s=timeout_s, allow_imports=STDLIB))
+
+
+def run_hidden_tests_sync(spec: CodeSpec, output: str, timeout_s: float = TEST_TIMEOUT_S) -> float:
+    program = hidden_test_program(spec, output)
+    if program is None:
+        return 0.0
+    return _verdict(Sandbox(LIMITS, 1).run_program_sync(program, timeout_s=timeout_s, allow_imports=STDLIB))
+
+
+# ---- public tests (the Test operator) ----------------------------------------------------------
+
+MARKER = "@@public-test-results@@"
+
+
+def _left_side(assertion: str) -> str | None:
+    """For `assert X == Y`, the source of X (shown to the model as what the code returned)."""
+    tree = _parse(assertion.strip())
+    if tree is None or len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+        return None
+    test = tree.body[0].test
+    if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq):
+        return ast.unparse(test.left)
+    return None
+
+
+def public_test_program(code: str, entry_point: str, tests: list[str]) -> str:
+    cases = [(t.strip(), _left_side(t)) for t in tests]
+    return "\n".join([
+        code, "",
+        "import json as _json",
+        f"candidate = {entry_point}",
+        f"_cases = {cases!r}",
+        "_failures = []",
+        "for _src, _left in _cases:",
+        "    try:",
+        "        exec(_src, globals())",
+        "    except AssertionError:",
+        "        _got = ''",
+        "        if _left is not None:",
+        "            try:",
+        "                _got = repr(eval(_left, globals()))[:300]",
+        "            except Exception as _e:",
+        "                _got = type(_e).__name__ + ': ' + str(_e)[:200]",
+        "        _failures.append(_src + (' -> got ' + _got if _got else ' -> assertion failed'))",
+        "    except Exception as _e:",
+        "        _failures.append(_src + ' -> raised ' + type(_e).__name__ + ': ' + str(_e)[:200])",
+        f"print({MARKER!r} + _json.dumps(_failures))",
+    ])
+
+
+async def run_public_tests(sandbox: Sandbox, code: str, entry_point: str, tests: list[str],
+                           timeout_s: float = 10.0) -> list[str]:
+    """The failures of `code` on the public tests (an empty list when all pass). Without tests,
+    only checks that the code runs and defines the entry point."""
+    run = await sandbox.run_program(public_test_program(code, entry_point, tests), timeout_s=timeout_s,
+                                    allow_imports=STDLIB)
+    if run.status != "ok":
+        return [f"the program failed: {(run.error or run.status)[-500:]}"]
+    for line in reversed(run.stdout.splitlines()):
+        if line.startswith(MARKER):
+            try:
+                failures = json.loads(line[len(MARKER):])
+            except json.JSONDecodeError:
+                break
+            return [str(f) for f in failures]
+    return ["the test run produced no result"]

@@ -1,10 +1,14 @@
-"""Running model-written code: one child process per run (see sandbox_child.py for the inside).
+"""Running model-written code: one child process per run (see sandbox_child.py for the inside,
+docs/sandbox.md for what is and is not covered).
 
-Layers: the static AST policy (workflow.py) before anything runs; then a fresh interpreter
-(`-I -S`: no site-packages, no user paths) in its own session and temporary directory, with a
-scrubbed environment (no API keys), resource limits (address space, CPU, file size, processes),
-an audit hook refusing sockets, subprocesses, ctypes and file access outside its directory, a
-wall-clock deadline that kills the whole process group, and capped output. Executor calls are
+Layers, the same for workflows, Programmer code and candidate solutions: the static AST policy
+(workflow.py, workflows only) before anything runs; then a fresh interpreter (`-I -S -B`) in its
+own session and temporary directory with a scrubbed environment; resource limits; on Linux new
+network and PID namespaces, a per-run uid when started as root, and Landlock (read-only
+interpreter files, read-write temporary directory, no TCP, no signals outside the run); an audit
+hook refusing processes, sockets, ctypes, frames and files outside its directory; a wall-clock
+deadline after which the PID namespace (or process group, or every process of the run's uid) is
+killed; capped output; and a verdict that counts only with the run's nonce. Executor calls are
 made by the parent on the child's behalf, so the child holds no secret and needs no network.
 """
 
@@ -13,17 +17,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
+import stat
 import sys
+import sysconfig
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 CHILD = str(Path(__file__).with_name("sandbox_child.py"))
 CallHandler = Callable[[str, list, dict], Awaitable[Any]]
+LINUX = sys.platform.startswith("linux")
 
 
 class InfraError(Exception):
@@ -48,6 +57,8 @@ class RunResult:
     stdout: str = ""
     seconds: float = 0.0
     calls: int = 0
+    passed: bool | None = None  # solutions only: the harness ran every test and none failed
+    layers: tuple[str, ...] = field(default_factory=tuple)
 
 
 def scrubbed_env(workdir: str) -> dict[str, str]:
@@ -55,6 +66,32 @@ def scrubbed_env(workdir: str) -> dict[str, str]:
         "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir,
         "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
     }
+
+
+@lru_cache(maxsize=1)
+def read_roots() -> tuple[str, ...]:
+    """What sandboxed code may read besides its directory: the standard library and system libraries."""
+    paths = {os.path.dirname(os.__file__), sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib"),
+             os.path.join(sys.base_exec_prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                          "lib-dynload")}
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir:
+        paths.add(libdir)
+    paths.update({"/usr/lib", "/lib", "/lib64", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache"})
+    out = []
+    for p in paths:
+        if p and os.path.exists(p):
+            out.append(os.path.realpath(p))
+    return tuple(sorted(set(out)))
+
+
+@lru_cache(maxsize=1)
+def _stdlib_world_readable() -> bool:
+    path = Path(os.path.dirname(os.__file__)).resolve()
+    for part in [path, *path.parents]:
+        if not part.stat().st_mode & stat.S_IXOTH:
+            return False
+    return bool(path.stat().st_mode & stat.S_IROTH)
 
 
 def _signal_name(rc: int) -> str:
@@ -65,8 +102,10 @@ def _signal_name(rc: int) -> str:
 
 
 class Sandbox:
-    def __init__(self, limits: Limits | None = None, concurrency: int = 8):
+    def __init__(self, limits: Limits | None = None, concurrency: int = 8, namespaces: bool = True,
+                 landlock: bool = True):
         self.limits = limits or Limits()
+        self.namespaces, self.landlock = namespaces, landlock
         self._sem = asyncio.Semaphore(concurrency)
 
     async def run_workflow(self, source: str, attrs: dict[str, str], methods: list[str],
@@ -79,48 +118,75 @@ class Sandbox:
         header = {"mode": "program", "source": source, "allow_imports": allow_imports}
         return await self._run(header, None, timeout_s)
 
+    async def run_solution(self, source: str, tests: str, entry_point: str,
+                           timeout_s: float | None = None) -> RunResult:
+        """Runs a candidate solution, then `tests` (which may define `check(candidate)`, or assert on
+        `entry_point` directly). `passed` is True only if the harness, after the tests, says so
+        with this run's nonce; an early exit, a printed marker or a forged message never passes."""
+        header = {"mode": "solution", "source": source, "tests": tests, "entry_point": entry_point}
+        result = await self._run(header, None, timeout_s)
+        if result.passed is None:
+            result.passed = False
+        return result
+
     def run_program_sync(self, source: str, timeout_s: float | None = None,
                          allow_imports: list[str] | None = None) -> RunResult:
         """For synchronous callers (scorers running in worker threads)."""
-        return asyncio.run(Sandbox(self.limits, 1).run_program(source, timeout_s, allow_imports))
+        sb = Sandbox(self.limits, 1, self.namespaces, self.landlock)
+        return asyncio.run(sb.run_program(source, timeout_s, allow_imports))
+
+    def run_solution_sync(self, source: str, tests: str, entry_point: str,
+                          timeout_s: float | None = None) -> RunResult:
+        sb = Sandbox(self.limits, 1, self.namespaces, self.landlock)
+        return asyncio.run(sb.run_solution(source, tests, entry_point, timeout_s))
+
+    def _isolation(self, workdir: str) -> dict:
+        iso: dict[str, Any] = {"namespaces": self.namespaces, "landlock": self.landlock,
+                               "read_roots": list(read_roots())}
+        if LINUX and os.geteuid() == 0:
+            uid = 1_000_000_000 + secrets.randbelow(1_000_000_000)  # fresh per run: RLIMIT_NPROC is per uid
+            os.chown(workdir, uid, uid)
+            iso.update(uid=uid, keep_read=not _stdlib_world_readable())
+        return iso
 
     async def _run(self, header: dict, handler: CallHandler | None, timeout_s: float | None) -> RunResult:
         lim = self.limits
         budget = timeout_s if timeout_s is not None else lim.timeout_s
+        nonce = secrets.token_hex(16)
         header["limits"] = {"memory_mb": lim.memory_mb, "cpu_s": lim.cpu_s, "fsize_mb": lim.fsize_mb,
                             "nproc": lim.nproc, "max_output_chars": lim.max_output_chars}
         async with self._sem:
             workdir = tempfile.mkdtemp(prefix="scoreflow-sbx-")
+            header["isolation"] = self._isolation(workdir)
             t0 = time.monotonic()
-            proc = None
+            run = _Run(nonce, header["isolation"].get("uid"))
             try:
-                proc = await asyncio.create_subprocess_exec(
+                run.proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-I", "-S", "-B", CHILD,
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.DEVNULL, cwd=workdir, env=scrubbed_env(workdir),
                     start_new_session=True, limit=8 * lim.max_output_chars + (1 << 16),
                 )
-                data = json.dumps(header).encode()
-                proc.stdin.write(b"%010d" % len(data) + data)
-                await proc.stdin.drain()
-                result = await self._converse(proc, handler, budget, t0)
+                data = json.dumps({**header, "nonce": nonce}).encode()
+                run.proc.stdin.write(b"%010d" % len(data) + data)
+                await run.proc.stdin.drain()
+                if handler is None:
+                    run.proc.stdin.close()
+                result = await self._converse(run, handler, budget, t0)
             finally:
-                if proc is not None:
-                    _kill_group(proc)
-                    try:
-                        await asyncio.wait_for(proc.wait(), 5)
-                    except asyncio.TimeoutError:
-                        pass
+                await run.kill()
                 shutil.rmtree(workdir, ignore_errors=True)
             result.seconds = time.monotonic() - t0
             return result
 
-    async def _converse(self, proc, handler: CallHandler | None, budget: float, t0: float) -> RunResult:
+    async def _converse(self, run: "_Run", handler: CallHandler | None, budget: float, t0: float) -> RunResult:
+        proc = run.proc
         calls: set[asyncio.Task] = set()
         ncalls = 0
         waited = 0.0  # time with an executor call outstanding: not charged to the code
         wait_start = None
         hard_deadline = t0 + max(budget * 20, 600.0)
+        first = True
         reader = asyncio.ensure_future(proc.stdout.readline())
         try:
             while True:
@@ -152,19 +218,30 @@ class Sandbox:
                 if not line:
                     rc = await proc.wait()
                     why = _signal_name(rc) if rc < 0 else f"exit code {rc}"
-                    if rc == -signal.SIGXCPU:
+                    if rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
                         why = "CPU time limit exceeded"
                     return RunResult("crashed", error=f"process died ({why})", calls=ncalls)
                 try:
                     msg = json.loads(line)
-                except json.JSONDecodeError:
+                    kind = msg.get("type")
+                except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
                     return RunResult("crashed", error="malformed message from the sandbox", calls=ncalls)
-                if msg.get("type") == "done":
-                    return RunResult(msg.get("status", "error"), msg.get("output"), msg.get("error"),
-                                     msg.get("stdout") or "", calls=ncalls)
-                if msg.get("type") == "call" and handler is not None:
+                if first and kind == "pid":
+                    run.adopt(msg.get("pid"))
+                elif kind == "done":
+                    if not isinstance(msg.get("nonce"), str) or not secrets.compare_digest(msg["nonce"], run.nonce):
+                        return RunResult("crashed", error="forged verdict from the sandbox", calls=ncalls)
+                    status = msg.get("status") if msg.get("status") in ("ok", "error") else "error"
+                    return RunResult(status, msg.get("output"), msg.get("error"), msg.get("stdout") or "",
+                                     calls=ncalls, passed=msg.get("passed") if status == "ok" else False,
+                                     layers=tuple(msg.get("layers") or ()))
+                elif kind == "call" and handler is not None:
                     ncalls += 1
                     calls.add(asyncio.ensure_future(self._answer(proc, handler, msg)))
+                else:
+                    return RunResult("crashed", error=f"unexpected message from the sandbox: {str(kind)[:40]}",
+                                     calls=ncalls)
+                first = False
                 reader = asyncio.ensure_future(proc.stdout.readline())
         finally:
             reader.cancel()
@@ -186,12 +263,93 @@ class Sandbox:
             pass
 
 
-def _kill_group(proc) -> None:
+class _Run:
+    """One child and everything it may have started; kill() leaves nothing behind."""
+
+    def __init__(self, nonce: str, uid: int | None):
+        self.nonce, self.uid = nonce, uid
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pidfd: int | None = None
+
+    def adopt(self, pid: Any) -> None:
+        """The init process of the run's PID namespace: accepted only if it is our child's child."""
+        if self.proc is None or not isinstance(pid, int) or pid <= 1 or not hasattr(os, "pidfd_open"):
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        if _ppid(pid) == self.proc.pid:
+            self.pidfd = fd
+        else:
+            os.close(fd)
+
+    async def kill(self) -> None:
+        if self.pidfd is not None:  # the namespace's init: the kernel then kills all of the namespace
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+            os.close(self.pidfd)
+        proc = self.proc
+        if proc is None:
+            return
+        for target in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.pidfd is None and LINUX:
+            _kill_strays(self.uid, proc.pid)
+        try:
+            await asyncio.wait_for(proc.wait(), 5)
+        except asyncio.TimeoutError:
+            pass
+
+
+def _ppid(pid: int) -> int | None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _kill_strays(uid: int | None, root_pid: int) -> None:
+    """Without a PID namespace: kill every process of the run's uid (root) or still descending
+    from the child, until none is left."""
+    for _ in range(50):
+        found = []
+        parents: dict[int, int] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            try:
+                st = os.stat(f"/proc/{pid}")
+            except OSError:
+                continue
+            if uid is not None and st.st_uid == uid:
+                found.append(pid)
+            else:
+                pp = _ppid(pid)
+                if pp is not None:
+                    parents[pid] = pp
+        if uid is None:
+            tree = {root_pid}
+            changed = True
+            while changed:
+                changed = False
+                for pid, pp in parents.items():
+                    if pp in tree and pid not in tree:
+                        tree.add(pid)
+                        changed = True
+            found = [p for p in tree if p != root_pid]
+        if not found:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)

@@ -1,16 +1,20 @@
-"""Tasks: `load(name, path=None)` returns a Task with `problems(split)` and `score(problem, output)`."""
+"""Tasks: `load(name, path=None, options=None)` returns a Task with `problems(split)` and
+`score(problem, output)` in [0, 1]."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import UserError
 from .base import SPLITS, Problem, Task
 
-TASKS = ("arith", "gsm8k")
+TASKS = ("arith", "gsm8k", "math", "humaneval", "mbpp", "hotpotqa", "drop", "jsonl")
 
 
-def load(name: str, path: str | Path | None = None) -> Task:
+def load(name: str, path: str | Path | None = None, options: dict[str, Any] | None = None) -> Task:
+    """`path`: a split file, a folder of split files or a folder of task folders (None: the
+    download cache). `options`: the `[task]` config section, used by `jsonl` only."""
     if name == "arith":
         from .arith import ArithTask
 
@@ -19,6 +23,30 @@ def load(name: str, path: str | Path | None = None) -> Task:
         from .gsm8k import GSM8KTask
 
         return GSM8KTask(path)
+    if name == "math":
+        from .math_task import MATHTask
+
+        return MATHTask(path)
+    if name == "humaneval":
+        from .code_tasks import HumanEvalTask
+
+        return HumanEvalTask(path)
+    if name == "mbpp":
+        from .code_tasks import MBPPTask
+
+        return MBPPTask(path)
+    if name == "hotpotqa":
+        from .qa_tasks import HotpotQATask
+
+        return HotpotQATask(path)
+    if name == "drop":
+        from .qa_tasks import DROPTask
+
+        return DROPTask(path)
+    if name == "jsonl":
+        from .jsonl_task import JsonlTask
+
+        return JsonlTask(path, options)
     raise UserError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from .base import Problem, Task
+from .families import EXTRACT_NUMBER, MATH_OPERATORS, MATH_TEMPLATE
 from .scoring import number_score
 
 NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Iris", "Jack", "Lena", "Omar"]
@@ -12,9 +13,23 @@ ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stickers", "cookies"
 SIZES = {"validate": 60, "test": 200}
 SEEDS = {"validate": 1001, "test": 2002}
 
-MATH_TEMPLATE = '''async def run_workflow(self):
-    solution = await self.custom(input=self.problem, instruction="Solve the problem step by step.")
-    return solution'''
+
+EXAMPLES = (
+    ("Mia has 12 pencils and buys 3 packs of 4 pencils. How many pencils does she have?",
+     '''async def run_workflow(self):
+    steps = await self.custom(input=self.problem, instruction="List the quantities and the operations needed.")
+    result = await self.programmer(problem=self.problem, analysis=steps)
+    answer = await self.custom(input=self.problem + "\\nComputed result: " + result, instruction="State the final number.")
+    return answer'''),
+    ("A box holds 6 eggs. How many eggs are in 7 boxes?",
+     '''async def run_workflow(self):
+    solutions = []
+    for i in range(3):
+        solution = await self.custom(input=self.problem, instruction="Work it out carefully and end with the number.")
+        solutions.append(solution)
+    best = await self.sc_ensemble(solutions=solutions, problem=self.problem)
+    return best'''),
+)
 
 
 def make_problem(rng: random.Random) -> tuple[str, int]:
@@ -42,11 +57,12 @@ class ArithTask(Task):
             name="arith",
             family="math",
             description="short arithmetic word problems; the answer is one whole number",
-            operators=("Custom", "Programmer", "ScEnsemble", "Review"),
+            operators=MATH_OPERATORS,
             template=MATH_TEMPLATE,
             toy=Problem("arith-toy", "What is 2 + 3?", "What is 2 + 3?", 5),
             similarity_threshold=0.8,
-            extract="Give the final answer to the problem as a single number, with nothing else.",
+            extract=EXTRACT_NUMBER,
+            examples=EXAMPLES,
         )
         self.size = {**SIZES, **(size or {})}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,11 @@ class Task:
 
     def score(self, problem: Problem, output: str) -> float:
         raise NotImplementedError
+
+    async def ascore(self, problem: Problem, output: str, sandbox: Any = None) -> float:
+        """`score` for async callers; code tasks run their tests in `sandbox` (a shared
+        scoreflow.sandbox.Sandbox bounds how many run at once)."""
+        return await asyncio.to_thread(self.score, problem, output)
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:

@@ -5,9 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from .arith import MATH_TEMPLATE
 from .base import Problem, Task, read_jsonl, require, split_file
+from .families import EXTRACT_NUMBER, MATH_OPERATORS, MATH_TEMPLATE
 from .scoring import last_number, number_score
+
+EXAMPLES = (
+    ("A baker makes 48 muffins and sells 3/4 of them. How many muffins are left?",
+     '''async def run_workflow(self):
+    plan = await self.custom(input=self.problem, instruction="Write the equations that lead to the answer, one per line.")
+    result = await self.programmer(problem=self.problem, analysis=plan)
+    checked = await self.review(problem=self.problem, solution=plan + "\\nProgram output: " + result)
+    return checked'''),
+    ("Sam earns $15 an hour and works 6 hours a day for 5 days. How much does he earn?",
+     '''async def run_workflow(self):
+    first = await self.custom(input=self.problem, instruction="Solve step by step and end with the number.")
+    second = await self.programmer(problem=self.problem)
+    best = await self.sc_ensemble(solutions=[first, second], problem=self.problem)
+    return best'''),
+)
 
 
 class GSM8KTask(Task):
@@ -16,12 +31,13 @@ class GSM8KTask(Task):
             name="gsm8k",
             family="math",
             description="grade-school maths word problems; the answer is one number",
-            operators=("Custom", "Programmer", "ScEnsemble", "Review"),
+            operators=MATH_OPERATORS,
             template=MATH_TEMPLATE,
             toy=Problem("gsm8k-toy", "Tom has 3 apples and buys 4 more. How many apples does he have?",
                         "Tom has 3 apples and buys 4 more. How many apples does he have?", 7),
             similarity_threshold=0.8,
-            extract="Give the final answer to the problem as a single number, with nothing else.",
+            extract=EXTRACT_NUMBER,
+            examples=EXAMPLES,
         )
         self.path = path
 

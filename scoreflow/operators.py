@@ -15,6 +15,7 @@ from typing import Any, Awaitable, Callable
 from .executor import Executor
 from .sandbox import Sandbox
 from .tasks.base import Problem, Task
+from .tasks.code_eval import run_public_tests, sanitize
 from .workflow import method_name
 
 REQUIRED = object()
@@ -203,7 +204,84 @@ REVIEW = Operator(
     (Param("problem", "str", "the problem"), Param("solution", "str", "the solution to check")),
     "the reviewed solution", _review)
 
-OPERATORS: dict[str, Operator] = {op.name: op for op in (CUSTOM, PROGRAMMER, SC_ENSEMBLE, REVIEW)}
+async def _answer_generate(ctx: Context, input: str) -> str:
+    reply = await ctx.llm(
+        "Answer the question using the text given with it. Think it through first, then answer briefly. "
+        "Reply in exactly this format:\n<thought>your step-by-step reasoning</thought>\n"
+        f"<answer>the final answer only: a few words, a name, a number or yes/no</answer>\n\n{input}"
+    )
+    return answer_from(reply)
+
+
+def answer_from(reply: str) -> str:
+    """The <answer> field of a reply; else the text after its last 'answer:'; else the whole reply."""
+    found = field_from(reply, "answer")
+    if found:
+        return found
+    m = list(re.finditer(r"answer\s*(?:is|:)\s*(.+)", reply or "", re.I))
+    if m:
+        return m[-1].group(1).strip()
+    return (reply or "").strip()
+
+
+def _code_problem(ctx: Context, problem: str) -> str:
+    return str(ctx.problem.extra.get("prompt") or problem)
+
+
+async def _custom_code_generate(ctx: Context, problem: str, entry_point: str, instruction: str) -> str:
+    reply = await ctx.llm(
+        f"{instruction}\n\nWrite a complete, self-contained Python solution to the problem below. The function "
+        f"must be named `{entry_point}`. Include the imports it needs, use only the standard library, and "
+        "do not write tests or example calls. Reply with one ```python code block.\n\n"
+        f"{problem}"
+    )
+    return sanitize(reply, entry_point, _code_problem(ctx, problem)) or code_from(reply)
+
+
+TEST_ROUNDS = 3
+
+
+async def _test(ctx: Context, problem: str, solution: str, entry_point: str) -> str:
+    prompt = _code_problem(ctx, problem)
+    tests = [str(t) for t in ctx.problem.extra.get("public_tests") or []]
+    code = sanitize(solution, entry_point, prompt) or code_from(solution)
+    for _ in range(TEST_ROUNDS):
+        failures = await run_public_tests(ctx.sandbox, code, entry_point, tests)
+        if not failures:
+            return code
+        report = "\n".join(f"- {f}" for f in failures[:8])
+        reply = await ctx.llm(
+            f"The Python solution below fails some tests. Fix it so that the function `{entry_point}` passes "
+            "them and solves the problem. Reply with the complete corrected code in one ```python code block."
+            f"\n\nProblem:\n{problem}\n\nSolution:\n```python\n{code}\n```\n\nFailures:\n{report}"
+        )
+        fixed = sanitize(reply, entry_point, prompt)
+        if fixed is None:
+            continue  # an unusable reply: keep the current code and ask again
+        code = fixed
+    return code
+
+
+ANSWER_GENERATE = Operator(
+    "AnswerGenerate", "Reasons step by step about a question (with its context) and gives a short answer.",
+    (Param("input", "str", "the question with its context, e.g. self.problem"),),
+    "the short answer", _answer_generate)
+CUSTOM_CODE_GENERATE = Operator(
+    "CustomCodeGenerate", "Asks the model for a Python solution that defines the entry-point function.",
+    (Param("problem", "str", "the problem, e.g. self.problem"),
+     Param("entry_point", "str", "the function name to define, e.g. self.entry_point"),
+     Param("instruction", "str", "extra guidance for the model")),
+    "the solution code", _custom_code_generate)
+TEST = Operator(
+    "Test", "Runs the solution on the problem's public tests and has the model fix failures (up to "
+    f"{TEST_ROUNDS} rounds).",
+    (Param("problem", "str", "the problem, e.g. self.problem"),
+     Param("solution", "str", "the code to test"),
+     Param("entry_point", "str", "the function name, e.g. self.entry_point")),
+    "the tested (possibly fixed) code", _test)
+
+OPERATORS: dict[str, Operator] = {op.name: op for op in (CUSTOM, PROGRAMMER, SC_ENSEMBLE, REVIEW, ANSWER_GENERATE,
+                                                         CUSTOM_CODE_GENERATE, TEST)}
 
 
 def for_task(task: Task) -> dict[str, Operator]:

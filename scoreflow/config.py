@@ -100,6 +100,8 @@ class TrainSection:
     loss: str = opt("score-dpo", "score-dpo, dpo, or sft (winners only)", choices=("score-dpo", "dpo", "sft"))
     beta: float = opt(0.1, "preference loss beta", min=0)
     pairs: int = opt(2000, "N: pairs sampled per iteration, with replacement", min=1)
+    invalid_as_zero: bool = opt(False, "workflows still invalid after max_attempts enter pairs with score 0, "
+                                "so training also teaches the format (on in the demo preset for weak models)")
     sampling_alpha: float = opt(3.0, "pairs drawn with probability proportional to (s_w - s_l)^alpha (0 = uniform)", min=0)
     learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights", min=0)
     epochs: int = opt(1, "passes over the sampled pairs", min=1)
@@ -145,7 +147,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "run": {"iterations": 2, "problems": 4, "test_problems": 20},
         "generator": {"workflows_per_problem": 4, "max_new_tokens": 256, "max_attempts": 2},
         "executor": {"runs": 1, "max_tokens": 160},
-        "train": {"pairs": 12, "max_length": 1024},
+        "train": {"pairs": 12, "max_length": 1024, "invalid_as_zero": True},
     },
 }
 

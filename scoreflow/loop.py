@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from statistics import mean
 from typing import Any
 
@@ -21,6 +21,26 @@ from .tasks.base import Problem
 from .workflow import extract
 
 Key = tuple[int, int]  # (problem index, slot)
+
+
+@dataclass
+class Generated:
+    valid: dict[Key, dict[str, Any]] = field(default_factory=dict)  # the valid workflow record per slot
+    last: dict[Key, dict[str, Any]] = field(default_factory=dict)  # the latest attempt per slot
+    tokens: int = 0
+    first_valid: int = 0  # slots valid at their first attempt
+
+    def note(self, rec: dict[str, Any]) -> None:
+        key = (rec["problem"], rec["slot"])
+        if key not in self.last or rec["attempt"] >= self.last[key]["attempt"]:
+            self.last[key] = rec
+        self.tokens += rec["tokens"]
+        if rec["valid"]:
+            self.valid[key] = rec
+            self.first_valid += rec["attempt"] == 0
+
+    def attempts(self, key: Key) -> int:
+        return self.last[key]["attempt"] + 1 if key in self.last else 0
 
 
 def optimize(s: Session) -> None:
@@ -47,19 +67,23 @@ async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
     cfg = s.cfg
     t0 = time.time()
     used0 = (s.executor.usage.calls, s.executor.usage.tokens)
-    workflows, gen_tokens, first_valid = await generate(s, it, problems)
+    gen = await generate(s, it, problems)
+    workflows = gen.valid
     scores = await execute(s, it, problems, workflows)
-    pairs = make_pairs(s, it, scores)
-    stats = await asyncio.to_thread(train, s, it, problems, workflows, pairs)
+    candidates = dict(scores)
+    if cfg.train.invalid_as_zero:  # a workflow that never became valid solves nothing
+        candidates.update({key: 0.0 for key in gen.last if key not in workflows})
+    pairs = make_pairs(s, it, candidates)
+    stats = await asyncio.to_thread(train, s, it, problems, gen.last, pairs)
     slots = len(problems) * cfg.generator.workflows_per_problem
     metrics = {
         "kind": "iteration", "iteration": it, "problems": len(problems), "workflows": slots,
         "valid": len(workflows), "valid_rate": len(workflows) / slots,
-        "first_attempt_valid_rate": first_valid / slots,
+        "first_attempt_valid_rate": gen.first_valid / slots,
         "mean_score": mean(scores.values()) if scores else 0.0,
         "solve_rate": sum(scores.values()) / slots,
         "pairs": len(pairs), "unique_pairs": len({(p["problem"], p["chosen"], p["rejected"]) for p in pairs}),
-        **stats, "generator_tokens": gen_tokens,
+        **stats, "generator_tokens": gen.tokens,
         "executor_calls": s.executor.usage.calls - used0[0], "executor_tokens": s.executor.usage.tokens - used0[1],
         "seconds": round(time.time() - t0, 2),
     }
@@ -70,26 +94,17 @@ async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
 # ---- 1-2. generate and validate ----------------------------------------------------------------
 
 async def generate(s: Session, it: int, problems: list[Problem], *, records: str = "workflows",
-             k: int | None = None) -> tuple[dict[Key, dict[str, Any]], int, int]:
-    """k workflows per problem; invalid ones regenerated up to `max_attempts`. Returns the valid
-    workflow records by (problem, slot), generator tokens spent and first-attempt valid count."""
+             k: int | None = None) -> Generated:
+    """k workflows per problem; invalid ones regenerated up to `max_attempts` times."""
     g = s.cfg.generator
     k = k or g.workflows_per_problem
-    valid: dict[Key, dict[str, Any]] = {}
-    attempts: dict[Key, int] = {}
-    tokens = first_valid = 0
+    gen = Generated()
     for r in s.run[records].all():
-        if r["iteration"] != it:
-            continue
-        key = (r["problem"], r["slot"])
-        attempts[key] = max(attempts.get(key, 0), r["attempt"] + 1)
-        tokens += r["tokens"]
-        if r["valid"]:
-            valid[key] = r
-            first_valid += r["attempt"] == 0
+        if r["iteration"] == it:
+            gen.note(r)
     for attempt in range(g.max_attempts):
         todo = [(p, j) for p in range(len(problems)) for j in range(k)
-                if (p, j) not in valid and attempts.get((p, j), 0) == attempt]
+                if (p, j) not in gen.valid and gen.attempts((p, j)) == attempt]
         if not todo:
             continue
         s.reporter.stage(it, "generate", len(todo))
@@ -105,23 +120,18 @@ async def generate(s: Session, it: int, problems: list[Problem], *, records: str
         s.reporter.stage(it, "validate", len(texts))
 
         async def check(key: Key, text: str, ntok: int) -> None:
-            nonlocal tokens, first_valid
             source = extract(text)
             c = await s.runner.validate(source)
             rec = {"iteration": it, "problem": key[0], "problem_id": problems[key[0]].id, "slot": key[1],
                    "attempt": attempt, "valid": c.ok, "reason": c.reason, "tokens": ntok,
                    "text": text, "source": source}
             s.run[records].append(rec)
-            attempts[key] = attempt + 1
-            tokens += ntok
-            if c.ok:
-                valid[key] = rec
-                first_valid += attempt == 0
+            gen.note(rec)
             s.reporter.workflow(c.ok, c.reason)
             s.reporter.advance()
 
         await _gather(check(*t) for t in texts)
-    return valid, tokens, first_valid
+    return gen
 
 
 async def _gather(coros) -> None:
@@ -237,15 +247,15 @@ async def _evaluate(s: Session, iteration: int) -> dict[str, Any]:
     problems = select(s.task.problems("test"), cfg.run.test_problems, cfg.run.seed)
     t0 = time.time()
     try:
-        workflows, gen_tokens, _ = await generate(s, iteration, problems, records="test_workflows", k=1)
-        scores = await execute(s, iteration, problems, workflows, records="test_evaluations")
+        gen = await generate(s, iteration, problems, records="test_workflows", k=1)
+        scores = await execute(s, iteration, problems, gen.valid, records="test_evaluations")
     finally:
         await s.executor.close()
     per_problem = [scores.get((p, 0), 0.0) for p in range(len(problems))]
     metrics = {"kind": "evaluate", "iteration": iteration, "split": "test", "problems": len(problems),
-               "valid_rate": len(workflows) / max(1, len(problems)),
+               "valid_rate": len(gen.valid) / max(1, len(problems)),
                "solve_rate": mean(per_problem) if per_problem else 0.0,
-               "generator_tokens": gen_tokens, "seconds": round(time.time() - t0, 2)}
+               "generator_tokens": gen.tokens, "seconds": round(time.time() - t0, 2)}
     s.run["metrics"].append(metrics)
     s.reporter.iteration_end(metrics)
     return metrics

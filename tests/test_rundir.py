@@ -1,0 +1,30 @@
+"""Records survive a crash in the middle of a write."""
+
+import json
+
+from scoreflow.rundir import RunDir, read_jsonl
+
+
+def test_partial_last_line_is_cut_before_appending(tmp_path):
+    run = RunDir(tmp_path)
+    run["evaluations"].append({"k": 1})
+    run.close()
+    with open(tmp_path / "evaluations.jsonl", "a") as f:
+        f.write('{"k": 2, "cut sho')  # a kill -9 in the middle of a write
+    assert [r["k"] for r in read_jsonl(tmp_path / "evaluations.jsonl")] == [1]
+    run = RunDir(tmp_path)
+    run["evaluations"].append({"k": 3})
+    assert [r["k"] for r in run["evaluations"].all()] == [1, 3]
+    lines = (tmp_path / "evaluations.jsonl").read_text().splitlines()
+    assert [json.loads(x)["k"] for x in lines] == [1, 3]
+
+
+def test_status_and_latest_adapter(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.latest_adapter() is None
+    for i in (1, 2, 10):
+        run.adapter_dir(i).mkdir(parents=True)
+    assert run.latest_adapter()[0] == 10
+    run.set_status("stopped", "spend cap reached")
+    assert run.status()["status"] == "stopped"
+    assert not list(tmp_path.glob(".*tmp*"))

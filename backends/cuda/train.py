@@ -1,4 +1,11 @@
-"""Completion log-probs and the Score-DPO training loop for the PyTorch backend."""
+"""Completion log-probs and the Score-DPO training loop for the PyTorch backend.
+
+Speed without changing the math: every unique sequence's reference log-prob is computed once,
+adapter off; the prompt shared by a pair (or by any pairs of one problem in a batch) is run once,
+with its completions packed after it in one row whose attention mask lets each completion see only
+the prompt and itself; a batch is processed one prompt group at a time (gradients accumulated), so
+there is no padding on CPU, and groups are length-bucketed into padded micro-batches on GPUs.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,16 +25,40 @@ from scoreflow.chat import ChatFormat
 
 from .loss import preference_loss
 
+# Tokens per packed micro-batch (summed over padded rows). On CPU one prompt group per micro-batch
+# is fastest (padding is pure waste there); GPUs want several rows at once.
+CPU_TOKEN_BUDGET = 0
+GPU_TOKEN_BUDGET = 16384
+# No-grad rows (reference, scoring) are split so one row holds at most this many tokens, or one completion.
+NOGRAD_ROW_TOKENS = 4096
+HEAD_CHUNK = 1024  # completion positions per LM-head call
+
 
 def _parts(model):
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings(), getattr(base.config, "final_logit_softcapping", None)
 
 
-def sequence_logprobs(model, seqs: Sequence[list[int]], prompt_lens: Sequence[int], pad_id: int,
-                      device: torch.device) -> torch.Tensor:
-    """Summed log-prob of tokens [prompt_len:] of each right-padded sequence. Only completion
-    positions go through the LM head, which saves most of the logits memory."""
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+def _token_logprobs(head, softcap, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) per position, the LM head applied in chunks; logsumexp keeps only the logits
+    (not a second vocabulary-sized log_softmax copy) for the backward pass."""
+    out = []
+    for s in range(0, hidden.shape[0], HEAD_CHUNK):
+        logits = _upcast(head(hidden[s:s + HEAD_CHUNK]))
+        if softcap:
+            logits = softcap * torch.tanh(logits / softcap)
+        t = targets[s:s + HEAD_CHUNK, None]
+        out.append(logits.gather(1, t).squeeze(1) - logits.logsumexp(-1))
+    return torch.cat(out)
+
+
+def plain_sequence_logprobs(model, seqs: Sequence[list[int]], prompt_lens: Sequence[int], pad_id: int,
+                            device: torch.device) -> torch.Tensor:
+    """The unoptimised reference computation: every sequence in full, right-padded, one batch."""
     decoder, head, softcap = _parts(model)
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
@@ -40,11 +72,127 @@ def sequence_logprobs(model, seqs: Sequence[list[int]], prompt_lens: Sequence[in
         targets += s[p:]
     hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
     rows_t = torch.tensor(rows, device=device)
-    logits = head(hidden[rows_t, torch.tensor(cols, device=device)]).float()
+    logits = _upcast(head(hidden[rows_t, torch.tensor(cols, device=device)]))
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
     lp = logits.log_softmax(-1).gather(1, torch.tensor(targets, device=device)[:, None]).squeeze(1)
     return torch.zeros(len(seqs), device=device, dtype=lp.dtype).index_add(0, rows_t, lp)
+
+
+@dataclass
+class Row:
+    """One packed row: a prompt followed by completions, each seeing the prompt and itself only."""
+    prompt: list[int]
+    completions: list[list[int]]
+    out: list[int]  # where each completion's log-prob goes in the result
+
+    @property
+    def width(self) -> int:
+        return len(self.prompt) + sum(len(c) for c in self.completions)
+
+
+PACKABLE = ("sdpa", "eager")
+
+
+def _attn_impl(model) -> str:
+    return getattr(_parts(model)[0].config, "_attn_implementation", None) or "eager"
+
+
+def packable(model) -> bool:
+    """Whether the attention implementation takes a custom 4D mask (flash-attention kernels do not)."""
+    return _attn_impl(model) in PACKABLE
+
+
+def _mask_for(model, allowed: torch.Tensor) -> torch.Tensor:
+    """A custom 4D mask in the form the attention implementation takes: boolean for SDPA, additive for eager."""
+    if _attn_impl(model) == "sdpa":
+        return allowed
+    dtype = _parts(model)[0].dtype
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def packed_logprobs(model, rows: Sequence[Row], n_out: int, pad_id: int, device: torch.device) -> torch.Tensor:
+    """Summed completion log-probs for packed rows (right-padded to one width), as a vector of n_out."""
+    decoder, head, softcap = _parts(model)
+    width = max(r.width for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    seg = torch.full((len(rows), width), -1, dtype=torch.long)  # 0 prompt, k>0 completion k, -1 pad
+    hid_rows, hid_cols, targets, owner = [], [], [], []
+    for b, r in enumerate(rows):
+        p = len(r.prompt)
+        ids[b, :p] = torch.tensor(r.prompt)
+        pos[b, :p] = torch.arange(p)
+        seg[b, :p] = 0
+        at = p
+        for k, (c, o) in enumerate(zip(r.completions, r.out), start=1):
+            n = len(c)
+            ids[b, at:at + n] = torch.tensor(c)
+            pos[b, at:at + n] = torch.arange(p, p + n)
+            seg[b, at:at + n] = k
+            # token j of the completion is predicted from the prompt's last position, then from its own.
+            hid_rows += [b] * n
+            hid_cols += [p - 1, *range(at, at + n - 1)]
+            targets += c
+            owner += [o] * n
+            at += n
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+    allowed = causal & same & (seg[:, None, :] >= 0)
+    allowed |= torch.eye(width, dtype=torch.bool)  # pad queries see themselves: no all-masked (NaN) rows
+    if packable(model):
+        mask = _mask_for(model, allowed[:, None].to(device))
+    else:  # one completion per row: a plain padding mask does
+        assert all(len(r.completions) == 1 for r in rows)
+        mask = (seg >= 0).long().to(device)
+    hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask).last_hidden_state
+    sel = hidden[torch.tensor(hid_rows, device=device), torch.tensor(hid_cols, device=device)]
+    lp = _token_logprobs(head, softcap, sel, torch.tensor(targets, device=device))
+    return torch.zeros(n_out, device=device, dtype=lp.dtype).index_add(0, torch.tensor(owner, device=device), lp)
+
+
+def group_rows(seqs: Sequence[list[int]], prompt_lens: Sequence[int], wanted: Sequence[int],
+               max_tokens: int | None) -> list[Row]:
+    """Packed rows for the sequences `wanted` (indices into seqs), one row per distinct prompt, split
+    when a row would exceed max_tokens (None: never split). Result slots are positions in `wanted`."""
+    by_prompt: dict[tuple[int, ...], Row] = {}
+    rows: list[Row] = []
+    for slot, i in enumerate(wanted):
+        s, p = seqs[i], prompt_lens[i]
+        key = tuple(s[:p])
+        row = by_prompt.get(key)
+        if row is None or (max_tokens is not None and row.completions and row.width + len(s) - p > max_tokens):
+            row = by_prompt[key] = Row(list(key), [], [])
+            rows.append(row)
+        row.completions.append(s[p:])
+        row.out.append(slot)
+    return rows
+
+
+def bucket(rows: Sequence[Row], budget: int) -> list[list[Row]]:
+    """Rows sorted by width and gathered into micro-batches whose padded size stays within budget."""
+    out: list[list[Row]] = []
+    for r in sorted(rows, key=lambda r: r.width):
+        if out and budget > 0 and r.width * (len(out[-1]) + 1) <= budget:
+            out[-1].append(r)  # sorted ascending, so r is the widest row of the micro-batch
+        else:
+            out.append([r])
+    return out
+
+
+def sequence_logprobs(model, seqs: Sequence[list[int]], prompt_lens: Sequence[int], pad_id: int,
+                      device: torch.device) -> torch.Tensor:
+    """Summed log-prob of tokens [prompt_len:] of each sequence. Sequences sharing a prompt run it once."""
+    if not seqs:
+        return torch.zeros(0, device=device)
+    rows = group_rows(seqs, prompt_lens, range(len(seqs)), NOGRAD_ROW_TOKENS if packable(model) else 0)
+    budget = GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET
+    out = torch.zeros(len(seqs), device=device)
+    for micro in bucket(rows, budget):
+        n = len(seqs)
+        lp = packed_logprobs(model, micro, n, pad_id, device)
+        out = out.to(lp.dtype) + lp
+    return out
 
 
 class Encoded:
@@ -113,23 +261,43 @@ def _load_checkpoint(root: Path, model, opt) -> tuple[int, list[StepInfo]]:
     return state["step"], [StepInfo(**h) for h in state["history"]]
 
 
+def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int], sft: bool, budget: int,
+                   pack: bool = True):
+    """Yield (rows, needed, batch positions) per micro-batch: each prompt group's unique sequences once."""
+    needed: list[int] = []
+    slot: dict[int, int] = {}
+    for k in batch:
+        for i in (index[k][:1] if sft else index[k]):
+            if i not in slot:
+                slot[i] = len(needed)
+                needed.append(i)
+    rows = group_rows(enc.seqs, enc.prompt_lens, needed, None if pack else 0)
+    # Unpacked, a pair's two sequences sit in different rows: keep the whole batch together then.
+    for micro in bucket(rows, budget) if pack else [rows]:
+        slots = {o for r in micro for o in r.out}
+        members = [j for j, k in enumerate(batch) if slot[index[k][0]] in slots]
+        yield micro, needed, members, slot
+
+
+def reference_logprobs(model, enc: Encoded, pad_id: int, device: torch.device) -> torch.Tensor:
+    """Log-probs of every unique sequence with the adapter off, each shared prompt run once."""
+    model.eval()
+    with torch.no_grad(), model.disable_adapter():
+        return sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad_id, device).cpu()
+
+
 def train(
     model, fmt: ChatFormat, pad_id: int, device: torch.device, pairs: Sequence[TrainPair], cfg: TrainConfig,
     on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None,
+    token_budget: int | None = None,
 ) -> TrainStats:
+    """Train the adapter on `pairs` in order, cfg.batch_size pairs per optimiser step. token_budget:
+    padded tokens per micro-batch (None: one prompt group at a time on CPU, GPU_TOKEN_BUDGET on CUDA)."""
     t0 = time.time()
     enc = Encoded(fmt, cfg.max_length)
     index = [(enc.add(p.prompt, p.chosen), enc.add(p.prompt, p.rejected)) for p in pairs]
-
-    # Reference log-probs: once per unique sequence, adapter off, shortest first in small batches.
-    ref = torch.zeros(len(enc.seqs))
-    model.eval()
-    with torch.no_grad(), model.disable_adapter():
-        order = sorted(range(len(enc.seqs)), key=lambda i: len(enc.seqs[i]))
-        for s in range(0, len(order), 4):
-            chunk = order[s:s + 4]
-            lp = sequence_logprobs(model, [enc.seqs[i] for i in chunk], [enc.prompt_lens[i] for i in chunk], pad_id, device)
-            ref[chunk] = lp.float().cpu()
+    ref = reference_logprobs(model, enc, pad_id, device)
+    budget = token_budget if token_budget is not None else (GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET)
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
@@ -143,37 +311,45 @@ def train(
         start, history = _load_checkpoint(checkpoint_dir, model, opt)
     model.train()
     tokens = 0
-    for step in range(start, len(batches)):
-        ts = time.time()
-        batch = batches[step]
-        group = [pairs[k] for k in batch]
-        w = [index[k][0] for k in batch]
-        l = [index[k][1] for k in batch]
-        sft = cfg.loss == "sft"
-        ids = w if sft else w + l
-        lp = sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad_id, device)
-        pw = lp[: len(w)]
-        pl = ref[l].to(device) if sft else lp[len(w):]
-        sw = torch.tensor([p.score_chosen for p in group], device=device)
-        sl = torch.tensor([p.score_rejected for p in group], device=device)
-        ntok = torch.tensor([len(enc.seqs[i]) - enc.prompt_lens[i] for i in w], device=device, dtype=lp.dtype)
-        loss, st = preference_loss(cfg.loss, cfg.beta, pw, pl, ref[w].to(device), ref[l].to(device), sw, sl, ntok)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-        opt.step()
-        tokens += sum(len(enc.seqs[i]) for i in ids)
-        info = StepInfo(step + 1, len(batches), loss.item(), float(st["margin"]), float(st["chosen_reward"]),
-                        float(st["rejected_reward"]), time.time() - ts, float(norm))
-        history.append(info)
-        if on_step:
-            on_step(info)
-        if checkpoint_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
-                and step + 1 < len(batches):
-            _save_checkpoint(checkpoint_dir, step + 1, model, opt, history)
-    model.eval()
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_disable()
+    sft = cfg.loss == "sft"
+    try:
+        for step in range(start, len(batches)):
+            ts = time.time()
+            batch = batches[step]
+            opt.zero_grad(set_to_none=True)
+            sums = {"loss": 0.0, "margin": 0.0, "chosen_reward": 0.0, "rejected_reward": 0.0}
+            for micro, needed, members, slot in _micro_batches(enc, index, batch, sft, budget, packable(model)):
+                lp = packed_logprobs(model, micro, len(needed), pad_id, device)
+                group = [pairs[batch[j]] for j in members]
+                w = [index[batch[j]][0] for j in members]
+                l = [index[batch[j]][1] for j in members]
+                pw = lp[[slot[i] for i in w]]
+                pl = ref[l].to(device) if sft else lp[[slot[i] for i in l]]
+                sw = torch.tensor([p.score_chosen for p in group], device=device, dtype=lp.dtype)
+                sl = torch.tensor([p.score_rejected for p in group], device=device, dtype=lp.dtype)
+                ntok = torch.tensor([len(enc.seqs[i]) - enc.prompt_lens[i] for i in w], device=device, dtype=lp.dtype)
+                loss, st = preference_loss(cfg.loss, cfg.beta, pw, pl, ref[w].to(device), ref[l].to(device), sw, sl, ntok)
+                # The batch loss is the mean over all its pairs: weight each micro-batch's mean by its share.
+                (loss * (len(members) / len(batch))).backward()
+                sums["loss"] += loss.item() * len(members)
+                for k in ("margin", "chosen_reward", "rejected_reward"):
+                    sums[k] += float(st[k]) * len(members)
+            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
+            opt.step()
+            tokens += sum(len(enc.seqs[index[k][0]]) + (0 if sft else len(enc.seqs[index[k][1]])) for k in batch)
+            n = len(batch)
+            info = StepInfo(step + 1, len(batches), sums["loss"] / n, sums["margin"] / n, sums["chosen_reward"] / n,
+                            sums["rejected_reward"] / n, time.time() - ts, float(norm))
+            history.append(info)
+            if on_step:
+                on_step(info)
+            if checkpoint_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+                    and step + 1 < len(batches):
+                _save_checkpoint(checkpoint_dir, step + 1, model, opt, history)
+    finally:
+        model.eval()
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_disable()
     n = max(1, len(history))
     return TrainStats(
         steps=len(history), loss=sum(h.loss for h in history) / n, margin=sum(h.margin for h in history) / n,

@@ -1,0 +1,241 @@
+"""The PyTorch backend's training speed-ups leave log-probs, losses and gradients unchanged versus
+the plain computation (every sequence in full, one padded batch per step)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from scoreflow.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.backends.cuda import load  # noqa: E402
+from scoreflow.backends.cuda import train as T  # noqa: E402
+from scoreflow.backends.cuda.loss import preference_loss  # noqa: E402
+
+PROMPTS = [
+    [{"role": "user", "content": "Write a workflow for: Ava has 3 apples and gets 4 more."}],
+    [{"role": "system", "content": "You design workflows."}, {"role": "user", "content": "Solve 12 * 7 with code."}],
+    [{"role": "user", "content": "How many marbles are left?"}],
+]
+COMPLETIONS = [
+    "<graph>async def run_workflow(self):\n    return await self.custom(input=self.problem)</graph>",
+    "I think the answer is 7.",
+    "<graph>async def run_workflow(self):\n    s = await self.programmer(problem=self.problem)\n    return s</graph>",
+    "No.",
+    "The total is 84 because twelve sevens are eighty-four, see the table above and more words here.",
+]
+
+
+def _pairs() -> list[TrainPair]:
+    """Pairs sharing prompts and completions, as the loop's resampling with replacement produces."""
+    spec = [(0, 0, 1, 0.9, 0.1), (0, 2, 1, 0.6, 0.1), (1, 4, 3, 1.0, 0.0), (0, 0, 1, 0.9, 0.1),
+            (2, 3, 0, 0.75, 0.25), (1, 2, 4, 0.5, 0.4), (0, 2, 3, 0.8, 0.0), (2, 1, 2, 0.7, 0.3)]
+    return [TrainPair(PROMPTS[p], COMPLETIONS[w], COMPLETIONS[l], sw, sl) for p, w, l, sw, sl in spec]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_llama):
+    b = load(str(tiny_llama), device="cpu", lora=LoraConfig(rank=4, alpha=8, dropout=0.0), seed=0)
+    b.model.to(torch.float64)  # float64 makes the comparisons tight
+    return b
+
+
+# Even in float64, HF's rotary embedding computes cos/sin in float32, whose last bit depends on where a
+# position falls in the vectorised loop: so packed and plain differ by ~1e-7 relative, not 1e-15.
+REL = 2e-6
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=REL, atol=REL * float(b.abs().max()))
+
+
+def _randomise(backend, seed: int) -> None:
+    """A non-zero adapter (a fresh LoRA's B is zero, which would hide half of the gradients)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in backend.model.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
+
+
+def _lora(backend) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in backend.model.named_parameters() if p.requires_grad}
+
+
+def _encode(backend, pairs, max_length=2048):
+    enc = T.Encoded(backend.fmt, max_length)
+    index = [(enc.add(p.prompt, p.chosen), enc.add(p.prompt, p.rejected)) for p in pairs]
+    return enc, index
+
+
+def _plain_train(backend, pairs, cfg: TrainConfig) -> tuple[list[tuple[float, float, float]], dict]:
+    """The straightforward loop: reference and policy log-probs of every sequence in full each step."""
+    model, pad, dev = backend.model, backend.tokenizer.pad_token_id, backend.torch_device
+    enc, index = _encode(backend, pairs, cfg.max_length)
+    with torch.no_grad(), model.disable_adapter():
+        model.eval()
+        ref = T.plain_sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad, dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    model.train()
+    out = []
+    for s in range(0, len(pairs), cfg.batch_size):
+        ks = list(range(s, min(s + cfg.batch_size, len(pairs))))
+        w, l = [index[k][0] for k in ks], [index[k][1] for k in ks]
+        ids = w + l
+        lp = T.plain_sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad, dev)
+        sw = torch.tensor([pairs[k].score_chosen for k in ks], dtype=lp.dtype)
+        sl = torch.tensor([pairs[k].score_rejected for k in ks], dtype=lp.dtype)
+        ntok = torch.tensor([len(enc.seqs[i]) - enc.prompt_lens[i] for i in w], dtype=lp.dtype)
+        pl = ref[l] if cfg.loss == "sft" else lp[len(w):]
+        loss, st = preference_loss(cfg.loss, cfg.beta, lp[:len(w)], pl, ref[w], ref[l], sw, sl, ntok)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        out.append((loss.item(), float(st["margin"]), float(norm)))
+    model.eval()
+    return out, _lora(backend)
+
+
+def test_packed_logprobs_equal_plain(backend):
+    _randomise(backend, 1)
+    pairs = _pairs()
+    enc, _ = _encode(backend, pairs)
+    pad = backend.tokenizer.pad_token_id
+    with torch.no_grad():
+        plain = T.plain_sequence_logprobs(backend.model, enc.seqs, enc.prompt_lens, pad, backend.torch_device)
+        fast = T.sequence_logprobs(backend.model, enc.seqs, enc.prompt_lens, pad, backend.torch_device)
+    assert len(set(map(tuple, enc.seqs))) == len(enc.seqs) == 11
+    _close(fast, plain)
+    # and through the public API, adapter on and off
+    items = [(p.prompt, p.chosen) for p in pairs] + [(p.prompt, p.rejected) for p in pairs]
+    on, off = backend.logprobs(items), backend.logprobs(items, adapter=False)
+    assert on != off
+    with torch.no_grad():
+        again = T.plain_sequence_logprobs(backend.model, enc.seqs, enc.prompt_lens, pad, backend.torch_device)
+    assert sorted(set(on)) == pytest.approx(sorted(set(again.tolist())), rel=REL)
+
+
+@pytest.mark.parametrize("budget", [0, 10**6])
+def test_packed_rows_split_and_padded_equal_plain(backend, budget, monkeypatch):
+    """No-grad rows split at a small token limit, and several padded rows per micro-batch (the GPU path)."""
+    _randomise(backend, 2)
+    monkeypatch.setattr(T, "NOGRAD_ROW_TOKENS", 60)
+    monkeypatch.setattr(T, "CPU_TOKEN_BUDGET", budget)
+    enc, _ = _encode(backend, _pairs())
+    pad = backend.tokenizer.pad_token_id
+    rows = T.group_rows(enc.seqs, enc.prompt_lens, range(len(enc.seqs)), 60)
+    assert len(rows) > 3  # some prompt's completions were split over rows
+    with torch.no_grad():
+        plain = T.plain_sequence_logprobs(backend.model, enc.seqs, enc.prompt_lens, pad, backend.torch_device)
+        fast = T.sequence_logprobs(backend.model, enc.seqs, enc.prompt_lens, pad, backend.torch_device)
+    _close(fast, plain)
+
+
+def test_packed_logprobs_float32_close_to_plain(tiny_llama):
+    b = load(str(tiny_llama), device="cpu", lora=LoraConfig(rank=4, alpha=8, dropout=0.0), seed=0)
+    _randomise(b, 3)
+    enc, _ = _encode(b, _pairs())
+    pad = b.tokenizer.pad_token_id
+    with torch.no_grad():
+        plain = T.plain_sequence_logprobs(b.model, enc.seqs, enc.prompt_lens, pad, b.torch_device)
+        fast = T.sequence_logprobs(b.model, enc.seqs, enc.prompt_lens, pad, b.torch_device)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=2e-4)
+
+
+@pytest.mark.parametrize("loss,batch_size,budget,checkpointing", [
+    ("score-dpo", 1, None, False),
+    ("score-dpo", 3, None, False),
+    ("score-dpo", 4, 10**6, False),  # padded multi-row micro-batches
+    ("score-dpo", 3, None, True),
+    ("dpo", 2, None, False),
+    ("sft", 3, None, False),
+])
+def test_train_equals_plain_loop(backend, loss, batch_size, budget, checkpointing):
+    pairs = _pairs()
+    cfg = TrainConfig(loss=loss, beta=0.5, learning_rate=5e-3, batch_size=batch_size, max_grad_norm=0.5,
+                      gradient_checkpointing=checkpointing)
+    _randomise(backend, 4)
+    expected, lora_plain = _plain_train(backend, pairs, cfg)
+    _randomise(backend, 4)
+    stats = T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs, cfg,
+                    token_budget=budget)
+    got = [(h.loss, h.margin, h.grad_norm) for h in stats.history]
+    assert len(got) == len(expected) == -(-len(pairs) // batch_size)
+    assert [x for t in got for x in t] == pytest.approx([x for t in expected for x in t], rel=REL, abs=1e-9)
+    assert any(abs(m) > 1e-3 for _, m, _ in got) or loss == "sft"
+    lora_fast = _lora(backend)
+    for n in lora_plain:
+        _close(lora_fast[n], lora_plain[n])
+
+
+def test_step_gradients_equal_plain(backend):
+    """Gradients of one batch (no clipping, no update) entry by entry."""
+    pairs = _pairs()[:5]
+    cfg = TrainConfig(beta=0.3, learning_rate=0.0, batch_size=5, max_grad_norm=0.0)
+    _randomise(backend, 5)
+    T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs, cfg)
+    fast = {n: p.grad.clone() for n, p in backend.model.named_parameters() if p.requires_grad}
+    _randomise(backend, 5)
+    _plain_train(backend, pairs, TrainConfig(beta=0.3, learning_rate=0.0, batch_size=5, max_grad_norm=float("inf")))
+    for n, p in backend.model.named_parameters():
+        if p.requires_grad:
+            assert p.grad.abs().max() > 0
+            _close(fast[n], p.grad)
+
+
+def test_reference_once_per_unique_sequence_and_prompt(backend, monkeypatch):
+    seen_rows: list[T.Row] = []
+    real = T.packed_logprobs
+
+    def spy(model, rows, n_out, pad_id, device):
+        if not torch.is_grad_enabled():
+            seen_rows.extend(rows)
+        return real(model, rows, n_out, pad_id, device)
+
+    monkeypatch.setattr(T, "packed_logprobs", spy)
+    pairs = _pairs()
+    T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs,
+            TrainConfig(batch_size=2, learning_rate=0.0))
+    completions = [tuple(c) for r in seen_rows for c in r.completions]
+    prompts = [tuple(r.prompt) for r in seen_rows]
+    unique_pairs = {(str(p.prompt), c) for p in pairs for c in (p.chosen, p.rejected)}
+    assert len(completions) == len(unique_pairs) == 11
+    assert len(prompts) == len(set(prompts)) == len(PROMPTS)
+
+
+def test_training_rows_run_each_prompt_once_per_step(backend):
+    pairs = _pairs()
+    enc, index = _encode(backend, pairs)
+    micro = list(T._micro_batches(enc, index, [0, 1, 3, 2], sft=False, budget=0))
+    # pairs 0, 1 and 3 share prompt 0 (completions 0, 1, 2: three unique), pair 2 has prompt 1
+    assert len(micro) == 2
+    widths = sorted(len(rows[0].completions) for rows, *_ in micro)
+    assert widths == [2, 3]
+    assert sorted(len(m[2]) for m in micro) == [1, 3]
+
+
+@pytest.mark.parametrize("mode", ["eager", "unpacked"])
+def test_other_attention_paths_equal_plain(backend, mode, monkeypatch):
+    """Eager attention takes an additive mask; kernels with no custom masks fall back to one sequence a row."""
+    base = backend.model.get_base_model()
+    if mode == "eager":
+        base.set_attn_implementation("eager")
+    else:
+        monkeypatch.setattr(T, "PACKABLE", ())
+    try:
+        pairs = _pairs()[:4]
+        cfg = TrainConfig(beta=0.5, learning_rate=5e-3, batch_size=2, max_grad_norm=0.5)
+        _randomise(backend, 6)
+        expected, lora_plain = _plain_train(backend, pairs, cfg)
+        _randomise(backend, 6)
+        stats = T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs, cfg)
+        got = [x for h in stats.history for x in (h.loss, h.margin, h.grad_norm)]
+        assert got == pytest.approx([x for t in expected for x in t], rel=REL, abs=1e-9)
+        lora_fast = _lora(backend)
+        for n in lora_plain:
+            _close(lora_fast[n], lora_plain[n])
+    finally:
+        base.set_attn_implementation("sdpa")

@@ -1,21 +1,57 @@
 """The executor LLM that operators call: any OpenAI-compatible server, or a local backend model.
 
-Both count calls and tokens. The OpenAI client retries 429, 5xx, timeouts and dropped
-connections with jittered exponential backoff, honouring Retry-After. The local executor
-gathers concurrent calls into batched generation with the adapter off (the base model).
+Every executor counts calls, tokens and cost, stops cleanly at a spend cap (StopRun from the next
+call once the cap is reached; calls already in flight finish), and answers repeated deterministic
+requests from a cache keyed by (messages, parameters, repetition index). The OpenAI client retries
+429, 5xx, timeouts, dropped connections and malformed replies with jittered exponential backoff,
+honouring Retry-After, and raises InfraError once retries run out. The local executor gathers
+concurrent calls into batched generation with the adapter off (the base model).
+
+Build one with make_executor(cfg) so caps, prices and the cache follow the config.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import hashlib
+import json
 import os
 import random
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .backend import Messages, SamplingParams
+from .errors import StopRun, UserError
 from .sandbox import InfraError
+
+# USD per million (prompt, completion) tokens. Longest matching prefix wins, so dated snapshots
+# ("gpt-4o-mini-2024-07-18") take their family's price. Override with executor.price_*_per_mtok.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-5": (1.25, 10.0), "gpt-5-mini": (0.25, 2.0), "gpt-5-nano": (0.05, 0.40),
+    "gpt-4.1": (2.0, 8.0), "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4o": (2.50, 10.0), "gpt-4o-mini": (0.15, 0.60), "gpt-4-turbo": (10.0, 30.0), "gpt-4": (30.0, 60.0),
+    "gpt-3.5-turbo": (0.50, 1.50), "o1": (15.0, 60.0), "o1-mini": (1.10, 4.40), "o3": (2.0, 8.0),
+    "o3-mini": (1.10, 4.40), "o4-mini": (1.10, 4.40),
+}
+_KEYLIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*]{6,}")
+
+
+def price_for(model: str) -> tuple[float, float] | None:
+    """(input, output) USD per million tokens for a known model name, else None."""
+    name = model.lower().split("/")[-1]
+    best = max((k for k in PRICES if name == k or name.startswith(k + "-")), key=len, default=None)
+    return PRICES[best] if best else None
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """An error message without the API key (nor anything that looks like one)."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+    return _KEYLIKE.sub(lambda m: m.group(1) + "-***", text)
 
 
 @dataclass
@@ -33,30 +69,145 @@ class Usage:
     retries: int = 0
     failures: int = 0
     seconds: float = 0.0
+    cost_usd: float = 0.0
+    cache_hits: int = 0
 
     @property
     def tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def add(self, reply: Reply, seconds: float) -> None:
+    def add(self, reply: Reply, seconds: float, price: tuple[float, float] = (0.0, 0.0)) -> None:
         self.calls += 1
         self.prompt_tokens += reply.prompt_tokens
         self.completion_tokens += reply.completion_tokens
         self.seconds += seconds
+        self.cost_usd += (reply.prompt_tokens * price[0] + reply.completion_tokens * price[1]) / 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Usage":
+        """Restore what an earlier session spent (for --resume): caps count it."""
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
 
 
 class Executor:
+    """Subclasses implement `_chat`; `chat` adds the cap check, the cache and the cost accounting.
+    `rep` is the repetition index (the orchestrator's run number): identical requests with
+    different `rep` are separate calls, with the same `rep` they may come from the cache."""
+
     model: str = ""
+    temperature: float = 0.0
+    max_tokens: int = 512
 
     def __init__(self) -> None:
         self.usage = Usage()
+        self.price: tuple[float, float] = (0.0, 0.0)
+        self.max_cost_usd = 0.0
+        self.max_total_tokens = 0
+        self.cache: ReplyCache | None = None
+
+    def set_caps(self, max_cost_usd: float = 0.0, max_total_tokens: int = 0) -> None:
+        self.max_cost_usd, self.max_total_tokens = max_cost_usd, max_total_tokens
+
+    def check_caps(self) -> None:
+        u = self.usage
+        if self.max_cost_usd > 0 and u.cost_usd >= self.max_cost_usd:
+            raise StopRun(f"spend cap reached: executor cost ${u.cost_usd:.4f} >= max_cost_usd ${self.max_cost_usd:g}")
+        if self.max_total_tokens > 0 and u.tokens >= self.max_total_tokens:
+            raise StopRun(f"spend cap reached: executor tokens {u.tokens} >= max_total_tokens {self.max_total_tokens}")
 
     async def chat(self, messages: Messages, *, max_tokens: int | None = None,
-                   temperature: float | None = None) -> Reply:
+                   temperature: float | None = None, rep: int = 0) -> Reply:
+        limit = self.max_tokens if max_tokens is None else max_tokens
+        temp = self.temperature if temperature is None else temperature
+        cache = self.cache
+        if cache is None or not cache.applies(temp):
+            self.check_caps()
+            return await self._chat(list(messages), limit, temp)
+        key = cache.key(self.model, messages, limit, temp, rep)
+        hit = cache.get(key)
+        if hit is not None:
+            self.usage.cache_hits += 1
+            return hit
+        if key in cache.inflight:  # an identical request is on its way: share its answer
+            reply = await asyncio.shield(cache.inflight[key])
+            self.usage.cache_hits += 1
+            return reply
+        self.check_caps()
+        fut = asyncio.get_running_loop().create_future()
+        cache.inflight[key] = fut
+        try:
+            reply = await self._chat(list(messages), limit, temp)
+        except BaseException as e:
+            if not fut.done():
+                fut.set_exception(e)
+                fut.exception()  # retrieved: no "never retrieved" warning when nobody shared it
+            raise
+        finally:
+            cache.inflight.pop(key, None)
+        cache.put(key, reply)
+        fut.set_result(reply)
+        return reply
+
+    async def _chat(self, messages: Messages, max_tokens: int, temperature: float) -> Reply:
         raise NotImplementedError
 
+    def _account(self, reply: Reply, seconds: float) -> None:
+        self.usage.add(reply, seconds, self.price)
+
     async def close(self) -> None:
-        return None
+        if self.cache is not None:
+            self.cache.close()
+
+
+class ReplyCache:
+    """Replies by sha256 of (model, messages, max_tokens, temperature, rep). Only deterministic
+    requests (temperature 0) are cached unless `sampled` is set: repeated sampled calls inside one
+    run are meant to differ. With a path, entries are appended as JSON lines and reloaded, so a
+    resumed run does not pay twice. Holds prompts and replies only, never credentials."""
+
+    def __init__(self, path: str | Path | None = None, sampled: bool = False):
+        self.sampled = sampled
+        self.entries: dict[str, Reply] = {}
+        self.inflight: dict[str, asyncio.Future] = {}
+        self.path = Path(path) if path else None
+        self._file = None
+        if self.path is not None and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    d = json.loads(line)
+                    self.entries[d["key"]] = Reply(d["text"], int(d["prompt_tokens"]), int(d["completion_tokens"]))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut short by a crash
+
+    def applies(self, temperature: float) -> bool:
+        return self.sampled or temperature == 0
+
+    @staticmethod
+    def key(model: str, messages: Messages, max_tokens: int, temperature: float, rep: int) -> str:
+        blob = json.dumps([model, list(messages), max_tokens, float(temperature), rep], sort_keys=True,
+                          ensure_ascii=False, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get(self, key: str) -> Reply | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, reply: Reply) -> None:
+        self.entries[key] = reply
+        if self.path is not None:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "a", encoding="utf-8")
+            self._file.write(json.dumps({"key": key, **asdict(reply)}, ensure_ascii=False) + "\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 @dataclass
@@ -82,8 +233,20 @@ def _retry_after(err: Any) -> float | None:
         try:
             return float(v) / (1000.0 if key.endswith("-ms") else 1.0)
         except ValueError:
-            continue
+            try:  # an HTTP date
+                when = email.utils.parsedate_to_datetime(v)
+                return max(0.0, when.timestamp() - time.time())
+            except (TypeError, ValueError, OverflowError):
+                continue
     return None
+
+
+class RequestError(Exception):
+    """The server refused this request (400, 413, 422: too long, invalid): the workflow's failure."""
+
+
+class MalformedReply(Exception):
+    """The server answered 200 with something that is not a chat completion."""
 
 
 class OpenAIExecutor(Executor):
@@ -97,46 +260,68 @@ class OpenAIExecutor(Executor):
         self.model = model
         self.temperature, self.max_tokens = temperature, max_tokens
         key = os.environ.get(api_key_env) or "not-needed"  # local servers accept any key
+        self._redact_key = key
         self.client = openai.AsyncOpenAI(base_url=base_url or None, api_key=key, max_retries=0, timeout=timeout_s)
         self.retry = retry or RetryPolicy()
         self._sem = asyncio.Semaphore(concurrency)
 
-    def _retryable(self, e: Exception) -> bool:
+    def __repr__(self) -> str:
+        return f"OpenAIExecutor(model={self.model!r})"
+
+    def _retryable(self, e: BaseException) -> bool:
         o = self._openai
-        if isinstance(e, (o.RateLimitError, o.APITimeoutError, o.APIConnectionError, o.InternalServerError)):
+        if isinstance(e, (MalformedReply, o.APIResponseValidationError, ValueError, o.RateLimitError,
+                          o.APITimeoutError, o.APIConnectionError, o.InternalServerError, asyncio.TimeoutError)):
             return True
         return isinstance(e, o.APIStatusError) and (e.status_code in (408, 409, 429) or e.status_code >= 500)
 
-    async def chat(self, messages: Messages, *, max_tokens: int | None = None,
-                   temperature: float | None = None) -> Reply:
+    async def _chat(self, messages: Messages, max_tokens: int, temperature: float) -> Reply:
         attempt = 0
         async with self._sem:
             while True:
                 t0 = time.monotonic()
                 try:
                     resp = await self.client.chat.completions.create(
-                        model=self.model, messages=list(messages),
-                        max_tokens=max_tokens or self.max_tokens,
-                        temperature=self.temperature if temperature is None else temperature,
-                    )
-                    choice = resp.choices[0] if resp.choices else None
-                    text = (choice.message.content if choice and choice.message else None) or ""
-                    usage = getattr(resp, "usage", None)
-                    reply = Reply(text, getattr(usage, "prompt_tokens", 0) or 0,
-                                  getattr(usage, "completion_tokens", 0) or 0)
-                    self.usage.add(reply, time.monotonic() - t0)
+                        model=self.model, messages=list(messages), max_tokens=max_tokens, temperature=temperature)
+                    reply = self._parse(resp)
+                    self._account(reply, time.monotonic() - t0)
                     return reply
                 except Exception as e:
-                    malformed = isinstance(e, (AttributeError, TypeError, ValueError, KeyError, IndexError))
-                    if not (malformed or self._retryable(e)) or attempt >= self.retry.max_retries:
+                    o = self._openai
+                    if isinstance(e, o.APIStatusError) and e.status_code in (400, 413, 422):
                         self.usage.failures += 1
-                        raise InfraError(f"executor {self.model}: {type(e).__name__}: {str(e)[:200]}") from None
+                        raise RequestError(self._describe(e)) from None
+                    if not self._retryable(e) or attempt >= self.retry.max_retries:
+                        self.usage.failures += 1
+                        raise InfraError(f"executor {self.model}: {self._describe(e)}"
+                                         f" (after {attempt} retries)") from None
                     await asyncio.sleep(self.retry.delay(attempt, _retry_after(e)))
                     attempt += 1
                     self.usage.retries += 1
 
+    @staticmethod
+    def _parse(resp: Any) -> Reply:
+        choices = getattr(resp, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise MalformedReply("reply has no choices")
+        message = getattr(choices[0], "message", None)
+        if message is None:
+            raise MalformedReply("reply has no message")
+        text = getattr(message, "content", None)
+        if text is not None and not isinstance(text, str):
+            raise MalformedReply("reply content is not text")
+        usage = getattr(resp, "usage", None)
+        return Reply(text or "", int(getattr(usage, "prompt_tokens", 0) or 0),
+                     int(getattr(usage, "completion_tokens", 0) or 0))
+
+    def _describe(self, e: BaseException) -> str:
+        status = getattr(e, "status_code", None)
+        head = f"{type(e).__name__}" + (f" (HTTP {status})" if status else "")
+        return redact(f"{head}: {str(e)[:300]}", self._redact_key)
+
     async def close(self) -> None:
         await self.client.close()
+        await super().close()
 
 
 class LocalExecutor(Executor):
@@ -154,16 +339,13 @@ class LocalExecutor(Executor):
         self._worker: asyncio.Task | None = None
         self._batches = 0
 
-    async def chat(self, messages: Messages, *, max_tokens: int | None = None,
-                   temperature: float | None = None) -> Reply:
+    async def _chat(self, messages: Messages, max_tokens: int, temperature: float) -> Reply:
         if self._queue is None:
             self._queue = asyncio.Queue()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._serve())
         fut = asyncio.get_running_loop().create_future()
-        limit = min(max_tokens or self.max_tokens, self.max_tokens)
-        temp = self.temperature if temperature is None else temperature
-        await self._queue.put((list(messages), limit, temp, fut))
+        await self._queue.put((list(messages), min(max_tokens, self.max_tokens), temperature, fut))
         return await fut
 
     async def _serve(self) -> None:
@@ -198,9 +380,8 @@ class LocalExecutor(Executor):
                     continue
                 dt = time.monotonic() - t0
                 for item, out in zip(items, outs):
-                    prompt_tokens = self._count(item[0])
-                    reply = Reply(out.text, prompt_tokens, out.tokens)
-                    self.usage.add(reply, dt / len(items))
+                    reply = Reply(out.text, self._count(item[0]), out.tokens)
+                    self._account(reply, dt / len(items))
                     if not item[3].done():
                         item[3].set_result(reply)
 
@@ -211,3 +392,41 @@ class LocalExecutor(Executor):
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
+        await super().close()
+
+
+def make_executor(cfg, backend=None, seed: int = 0, *, cache_path: str | Path | None = None,
+                  retry: RetryPolicy | None = None, usage: Usage | dict | None = None) -> Executor:
+    """The executor the config describes (an ExecutorConfig), with prices, caps and cache applied.
+    `usage` carries what an earlier session spent (resume), so caps count it."""
+    if cfg.kind == "local":
+        if backend is None:
+            raise UserError("executor.kind = local needs a loaded backend model")
+        ex: Executor = LocalExecutor(backend, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                                     batch_size=cfg.batch_size, seed=seed)
+        price: tuple[float, float] | None = (0.0, 0.0)
+    elif cfg.kind == "openai":
+        if not cfg.model:
+            raise UserError("executor.model must name the model to request when executor.kind = openai")
+        ex = OpenAIExecutor(cfg.model, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
+                            temperature=cfg.temperature, max_tokens=cfg.max_tokens, concurrency=cfg.concurrency,
+                            timeout_s=cfg.timeout_s, retry=retry or RetryPolicy(max_retries=cfg.max_retries))
+        price = price_for(cfg.model) or ((0.0, 0.0) if cfg.base_url else None)
+    else:
+        raise UserError(f"executor.kind = {cfg.kind!r}: choose local or openai")
+    if cfg.price_in_per_mtok >= 0 or cfg.price_out_per_mtok >= 0:
+        base = price or (0.0, 0.0)
+        price = (cfg.price_in_per_mtok if cfg.price_in_per_mtok >= 0 else base[0],
+                 cfg.price_out_per_mtok if cfg.price_out_per_mtok >= 0 else base[1])
+    if price is None:
+        if cfg.max_cost_usd > 0:
+            raise UserError(f"no built-in price for executor model {cfg.model!r}: set executor.price_in_per_mtok "
+                            "and executor.price_out_per_mtok, or use max_total_tokens")
+        price = (0.0, 0.0)
+    ex.price = price
+    ex.set_caps(cfg.max_cost_usd, cfg.max_total_tokens)
+    if usage is not None:
+        ex.usage = usage if isinstance(usage, Usage) else Usage.from_dict(usage)
+    if cfg.cache:
+        ex.cache = ReplyCache(cache_path)
+    return ex

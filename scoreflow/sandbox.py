@@ -30,6 +30,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+from .errors import StopRun
+
 CHILD = str(Path(__file__).with_name("sandbox_child.py"))
 CallHandler = Callable[[str, list, dict], Awaitable[Any]]
 LINUX = sys.platform.startswith("linux")
@@ -204,7 +206,7 @@ class Sandbox:
                         continue
                     calls.discard(task)
                     exc = task.exception()
-                    if isinstance(exc, InfraError):
+                    if isinstance(exc, (InfraError, StopRun)):  # the run stops; not the workflow's fault
                         raise exc
                 if not calls and wait_start is not None:
                     waited += time.monotonic() - wait_start
@@ -252,7 +254,7 @@ class Sandbox:
         try:
             value = await handler(str(msg.get("method")), list(msg.get("args") or []), dict(msg.get("kwargs") or {}))
             reply = {"type": "reply", "id": msg.get("id"), "ok": True, "value": value}
-        except InfraError:
+        except (InfraError, StopRun):
             raise
         except Exception as e:  # a bad operator call is the workflow's failure
             reply = {"type": "reply", "id": msg.get("id"), "ok": False, "error": f"{type(e).__name__}: {e}"}

@@ -24,6 +24,10 @@ FORBIDDEN_NAMES = frozenset({
     "issubclass", "bytearray", "frozenset", "__import__", "__builtins__", "__loader__", "__spec__",
 })
 ATTRIBUTES_OF_SELF = ("problem", "entry_point")
+# Attributes that reach frames, code or the type hierarchy without an underscore, and str.format
+# (whose fields can read attributes: "{0.__class__}"), even when not called directly.
+FORBIDDEN_ATTRIBUTES = frozenset({"format", "format_map", "mro"})
+FORBIDDEN_ATTRIBUTE_PREFIXES = ("gi_", "cr_", "ag_", "f_", "tb_", "co_")
 
 
 @dataclass
@@ -80,6 +84,10 @@ def static_check(source: str, operators: tuple[str, ...], attributes: tuple[str,
         if isinstance(node, ast.Attribute):
             if node.attr.startswith("_"):
                 return Check(False, f"attribute `{node.attr}` is not allowed (no underscore attributes)")
+            if node.attr in ("format", "format_map"):
+                return Check(False, "str.format is not allowed (use f-strings or +)")
+            if node.attr in FORBIDDEN_ATTRIBUTES or node.attr.startswith(FORBIDDEN_ATTRIBUTE_PREFIXES):
+                return Check(False, f"attribute `{node.attr}` is not allowed")
             if isinstance(node.value, ast.Name) and node.value.id == "self":
                 if node.attr not in methods and node.attr not in attributes:
                     return Check(False, f"`self.{node.attr}` is not an operator of this task")
@@ -88,6 +96,8 @@ def static_check(source: str, operators: tuple[str, ...], attributes: tuple[str,
                 return Check(False, f"name `{node.id}` is not allowed")
             if node.id == "self" and isinstance(node.ctx, (ast.Store, ast.Del)):
                 return Check(False, "assigning to self is not allowed")
+            if node.id == "run_workflow":
+                return Check(False, "run_workflow may not refer to itself")
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and "__" in node.value:
             return Check(False, "strings containing `__` are not allowed")
         if isinstance(node, ast.Call):
@@ -97,8 +107,6 @@ def static_check(source: str, operators: tuple[str, ...], attributes: tuple[str,
                     return Check(False, f"`self.{f.attr}(...)` must be awaited")
                 if f.attr in attributes:
                     return Check(False, f"`self.{f.attr}` is not callable")
-            if isinstance(f, ast.Attribute) and f.attr in ("format", "format_map"):
-                return Check(False, "str.format is not allowed (use f-strings or +)")
     if not any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(fn)):
         return Check(False, "run_workflow returns nothing")
     if not any(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"

@@ -7,6 +7,7 @@ import ast
 import json
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 
 from ..sandbox import Limits, RunResult, Sandbox
@@ -22,7 +23,9 @@ LIMITS = Limits(timeout_s=TEST_TIMEOUT_S, memory_mb=1024, cpu_s=30)
 
 def _parse(code: str) -> ast.Module | None:
     try:
-        return ast.parse(code)
+        with warnings.catch_warnings():  # invalid escapes in model code are its business
+            warnings.simplefilter("ignore")
+            return ast.parse(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 

@@ -47,6 +47,8 @@ def last_boxed(text: str) -> str | None:
         got = _braced(text, m.end())
         if got is not None:
             return got[0].strip()
+        if text[m.end():m.end() + 1] == "{":  # cut off before its closing brace
+            return text[m.end() + 1:].strip()
         rest = re.match(r"[^\s$]+", text[m.end():])  # `\boxed 5`
         if rest:
             return rest.group(0)

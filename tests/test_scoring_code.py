@@ -1,0 +1,138 @@
+"""The HumanEval/MBPP scorer: full sweeps of the reference solutions through the real sandbox
+(concurrently), corrupted copies, sanitising, and hostile candidates."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import time
+
+import pytest
+
+from scoreflow.sandbox import Sandbox
+from scoreflow.tasks import load
+from scoreflow.tasks.code_eval import LIMITS, CodeSpec, run_hidden_tests, sanitize
+
+CONCURRENCY = 4
+# MBPP 630: AFlow's copy of the reference `code` is broken (its helper `adjac` was rewritten to
+# take one argument but still reads the undefined names `ele` and `sub`), so it cannot pass.
+MBPP_BROKEN_REFERENCE = {"mbpp-630"}
+
+
+async def _scores(task, pairs) -> list[float]:
+    sandbox = Sandbox(LIMITS, CONCURRENCY)
+    return list(await asyncio.gather(*(task.ascore(p, out, sandbox) for p, out in pairs)))
+
+
+def test_humaneval_canonical_solutions_pass_and_corrupted_fail(data_dir):
+    task = load("humaneval", data_dir)
+    problems = task.problems("validate") + task.problems("test")
+    assert len(problems) == 164
+    good = [(p, p.extra["prompt"] + p.extra["canonical_solution"]) for p in problems]
+    bad = [(p, p.extra["prompt"] + "    return None\n") for p in problems]
+    scores = asyncio.run(_scores(task, good + bad))
+    passed = [p.id for (p, _), s in zip(good, scores[:164]) if s == 1.0]
+    wrongly_passed = [p.id for (p, _), s in zip(bad, scores[164:]) if s != 0.0]
+    assert len(passed) == 164, sorted({p.id for p in problems} - set(passed))
+    assert wrongly_passed == []
+
+
+def test_mbpp_reference_code_passes(data_dir):
+    task = load("mbpp", data_dir)
+    problems = task.problems("validate") + task.problems("test")
+    assert len(problems) == 427
+    scores = asyncio.run(_scores(task, [(p, p.extra["code"]) for p in problems]))
+    failed = {p.id for p, s in zip(problems, scores) if s != 1.0}
+    assert failed == MBPP_BROKEN_REFERENCE
+    assert sum(scores) == 426
+
+
+def test_mbpp_wrong_code_fails(data_dir):
+    task = load("mbpp", data_dir)
+    problems = task.problems("validate")[:20]
+    wrong = [(p, f"def {p.extra['entry_point']}(*args, **kwargs):\n    return 'wrong'\n") for p in problems]
+    assert asyncio.run(_scores(task, wrong)) == [0.0] * 20
+
+
+def test_sanitize_keeps_what_the_entry_point_needs():
+    reply = """Here is my solution:
+
+```python
+import math
+from collections import Counter
+
+LIMIT = 10
+
+def helper(x):
+    return math.sqrt(x) + LIMIT
+
+def unused():
+    return 1
+
+def f(x):
+    return helper(x)
+
+print(f(4))
+assert f(4) == 12
+```
+Hope it helps!"""
+    code = sanitize(reply, "f")
+    assert "def helper" in code and "LIMIT = 10" in code and "import math" in code
+    assert "unused" not in code and "print(" not in code and "assert" not in code
+    assert sanitize("no code at all", "f") is None
+    # prose without a code fence around the function
+    assert "def f" in sanitize("Sure!\ndef f(x):\n    return x\nThis returns x.", "f")
+
+
+def test_body_only_candidates_and_prompt_helpers():
+    prompt = 'from typing import List\n\ndef is_even(n):\n    return n % 2 == 0\n\ndef evens(xs: List[int]) -> List[int]:\n    """Keep the even numbers."""\n'
+    body = "    return [x for x in xs if is_even(x)]\n"
+    code = sanitize(body, "evens", prompt)
+    assert "def is_even" in code and "from typing import List" in code
+    full = "def evens(xs: List[int]) -> List[int]:\n    return [x for x in xs if is_even(x)]\n"
+    code = sanitize(full, "evens", prompt)  # the candidate calls a helper only the prompt defines
+    assert "def is_even" in code
+
+
+HOSTILE = {
+    "loops forever": "def add(a, b):\n    while True:\n        pass\n",
+    "calls os.system": "import os\n\ndef add(a, b):\n    os.system('touch {marker}')\n    return a + b\n",
+    "allocates 10 GB": "def add(a, b):\n    block = bytearray(10 * 1024 ** 3)\n    return a + b + len(block) * 0\n",
+    "forks": "import os\n\ndef add(a, b):\n    os.fork()\n    return a + b\n",
+    "spawns a process": "import subprocess\n\ndef add(a, b):\n    subprocess.run(['true'])\n    return a + b\n",
+    "exits the interpreter": "import sys\n\ndef add(a, b):\n    sys.exit(0)\n",
+}
+
+
+def test_hostile_candidates_are_contained(tmp_path):
+    task = load("humaneval")
+    toy = task.toy
+    marker = tmp_path / "escaped"
+    spec = task.spec(toy)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    async def run_all():
+        sandbox = Sandbox(LIMITS, CONCURRENCY)
+        jobs = [run_hidden_tests(spec, code.replace("{marker}", str(marker)), sandbox, timeout_s=3)
+                for code in HOSTILE.values()]
+        return await asyncio.gather(*jobs)
+
+    t0 = time.monotonic()
+    scores = asyncio.run(run_all())
+    assert dict(zip(HOSTILE, scores)) == {name: 0.0 for name in HOSTILE}
+    assert time.monotonic() - t0 < 60
+    assert not marker.exists()
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 200_000  # KiB: no 10 GB here
+    # the scoring process still works, synchronously too
+    assert task.score(toy, "def add(a, b):\n    return a + b\n") == 1.0
+    assert os.getpid() > 0
+
+
+def test_broken_candidates_score_zero():
+    task = load("humaneval")
+    toy = task.toy
+    for output in ("", "def add(a, b) return a+b", "def other(a, b):\n    return a + b\n", "I cannot do that."):
+        assert task.score(toy, output) == 0.0, output
+    spec = CodeSpec("add", "def check(candidate):\n    assert candidate(1, 2) == 3\n")
+    assert asyncio.run(run_hidden_tests(spec, "```python\ndef add(a, b):\n    return a + b\n```")) == 1.0

@@ -189,6 +189,20 @@ def run_hidden_tests_sync(spec: CodeSpec, output: str, timeout_s: float = TEST_T
 MARKER = "@@public-test-results@@"
 
 
+def clean_public_tests(tests: list[str], entry_point: str) -> list[str]:
+    """AFlow's public tests, minus those that do not parse (HumanEval/33's is cut off), with one
+    mechanical slip repaired: in some MBPP asserts the outer `set(` call was renamed to
+    `candidate(`, as in `candidate(similar_elements(a, b)) == set(...)`."""
+    out = []
+    for t in tests:
+        t = t.strip()
+        if entry_point and f"candidate({entry_point}(" in t:
+            t = t.replace(f"candidate({entry_point}(", "set(candidate(")
+        if _parse(t) is not None:
+            out.append(t)
+    return out
+
+
 def _left_side(assertion: str) -> str | None:
     """For `assert X == Y`, the source of X (shown to the model as what the code returned)."""
     tree = _parse(assertion.strip())
@@ -205,6 +219,7 @@ def public_test_program(code: str, entry_point: str, tests: list[str]) -> str:
     return "\n".join([
         code, "",
         "import json as _json",
+        "import math",  # MBPP's public tests call math.isclose without importing math
         f"candidate = {entry_point}",
         f"_cases = {cases!r}",
         "_failures = []",

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..sandbox import Sandbox
 from .base import SPLITS, Problem, Task, read_jsonl, require, split_file
-from .code_eval import CodeSpec, run_hidden_tests, run_hidden_tests_sync
+from .code_eval import CodeSpec, clean_public_tests, run_hidden_tests, run_hidden_tests_sync
 from .families import CODE_OPERATORS, CODE_TEMPLATE
 
 HUMANEVAL_EXAMPLES = (
@@ -119,7 +119,8 @@ class HumanEvalTask(CodeTask):
         for n, rec in enumerate(recs, 1):
             require(rec, ("task_id", "prompt", "entry_point", "test"), f"{f}:{n}")
             tid = str(rec["task_id"])
-            extra = {"entry_point": rec["entry_point"], "prompt": rec["prompt"], "public_tests": public.get(tid, []),
+            extra = {"entry_point": rec["entry_point"], "prompt": rec["prompt"],
+                     "public_tests": clean_public_tests(public.get(tid, []), str(rec["entry_point"])),
                      "canonical_solution": rec.get("canonical_solution", "")}
             out.append(Problem(tid, rec["prompt"], rec["prompt"], rec["test"], extra))
         return out
@@ -154,7 +155,7 @@ class MBPPTask(CodeTask):
             entry = str(rec["entry_point"])
             extra = {"entry_point": entry, "prompt": rec["prompt"], "code": rec.get("code", ""),
                      "test_imports": [str(i) for i in rec.get("test_imports") or []],
-                     "public_tests": _match_public(by_entry.get(entry, []), entry, rec)}
+                     "public_tests": clean_public_tests(_match_public(by_entry.get(entry, []), entry, rec), entry)}
             out.append(Problem(f"mbpp-{rec['task_id']}", rec["prompt"], rec["prompt"], rec["test"], extra))
         return out
 

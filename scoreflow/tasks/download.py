@@ -110,7 +110,8 @@ def download(name: str, filename: str) -> Path:
         error = f"{filename} from MetaGPT differs from the AFlow file"
     except (urllib.error.URLError, OSError, ValueError) as e:
         error = str(getattr(e, "reason", e))
-    error = _from_archive(target) or error or "not in the archive"
+    archive_error = _from_archive(target)
+    error = f"{error}; {archive_error or 'not in the archive'}"
     if dest.is_file():
         return dest
     reason = " ".join(str(error).split())[:300]

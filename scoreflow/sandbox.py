@@ -49,6 +49,7 @@ class Limits:
     fsize_mb: int = 16
     nproc: int = 64
     max_output_chars: int = 20000
+    max_calls: int = 200  # operator calls per workflow run
 
 
 @dataclass
@@ -105,10 +106,15 @@ def _signal_name(rc: int) -> str:
 
 class Sandbox:
     def __init__(self, limits: Limits | None = None, concurrency: int = 8, namespaces: bool = True,
-                 landlock: bool = True):
+                 landlock: bool = True, audit: bool = True, tmp_root: str | None = None):
+        """namespaces/landlock/audit switch layers off; only tests of the other layers should."""
         self.limits = limits or Limits()
-        self.namespaces, self.landlock = namespaces, landlock
+        self.namespaces, self.landlock, self.audit = namespaces, landlock, audit
+        self.tmp_root = tmp_root
         self._sem = asyncio.Semaphore(concurrency)
+
+    def _clone(self) -> "Sandbox":
+        return Sandbox(self.limits, 1, self.namespaces, self.landlock, self.audit, self.tmp_root)
 
     async def run_workflow(self, source: str, attrs: dict[str, str], methods: list[str],
                            handler: CallHandler, timeout_s: float | None = None) -> RunResult:
@@ -134,16 +140,14 @@ class Sandbox:
     def run_program_sync(self, source: str, timeout_s: float | None = None,
                          allow_imports: list[str] | None = None) -> RunResult:
         """For synchronous callers (scorers running in worker threads)."""
-        sb = Sandbox(self.limits, 1, self.namespaces, self.landlock)
-        return asyncio.run(sb.run_program(source, timeout_s, allow_imports))
+        return asyncio.run(self._clone().run_program(source, timeout_s, allow_imports))
 
     def run_solution_sync(self, source: str, tests: str, entry_point: str,
                           timeout_s: float | None = None) -> RunResult:
-        sb = Sandbox(self.limits, 1, self.namespaces, self.landlock)
-        return asyncio.run(sb.run_solution(source, tests, entry_point, timeout_s))
+        return asyncio.run(self._clone().run_solution(source, tests, entry_point, timeout_s))
 
     def _isolation(self, workdir: str) -> dict:
-        iso: dict[str, Any] = {"namespaces": self.namespaces, "landlock": self.landlock,
+        iso: dict[str, Any] = {"namespaces": self.namespaces, "landlock": self.landlock, "audit": self.audit,
                                "read_roots": list(read_roots())}
         if LINUX and os.geteuid() == 0:
             uid = 1_000_000_000 + secrets.randbelow(1_000_000_000)  # fresh per run: RLIMIT_NPROC is per uid
@@ -158,7 +162,7 @@ class Sandbox:
         header["limits"] = {"memory_mb": lim.memory_mb, "cpu_s": lim.cpu_s, "fsize_mb": lim.fsize_mb,
                             "nproc": lim.nproc, "max_output_chars": lim.max_output_chars}
         async with self._sem:
-            workdir = tempfile.mkdtemp(prefix="scoreflow-sbx-")
+            workdir = tempfile.mkdtemp(prefix="scoreflow-sbx-", dir=self.tmp_root)
             header["isolation"] = self._isolation(workdir)
             t0 = time.monotonic()
             run = _Run(nonce, header["isolation"].get("uid"))
@@ -239,6 +243,9 @@ class Sandbox:
                                      layers=tuple(msg.get("layers") or ()))
                 elif kind == "call" and handler is not None:
                     ncalls += 1
+                    if ncalls > self.limits.max_calls:
+                        return RunResult("error", error=f"more than {self.limits.max_calls} operator calls",
+                                         calls=ncalls)
                     calls.add(asyncio.ensure_future(self._answer(proc, handler, msg)))
                 else:
                     return RunResult("crashed", error=f"unexpected message from the sandbox: {str(kind)[:40]}",

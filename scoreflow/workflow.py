@@ -70,6 +70,8 @@ def static_check(source: str, operators: tuple[str, ...], attributes: tuple[str,
     a = fn.args
     if [x.arg for x in a.args] != ["self"] or a.vararg or a.kwarg or a.kwonlyargs or a.posonlyargs:
         return Check(False, "run_workflow must take exactly one argument, self")
+    if fn.decorator_list or a.defaults or fn.returns is not None or a.args[0].annotation is not None:
+        return Check(False, "run_workflow may not have decorators, defaults or annotations")
     methods = {method_name(o) for o in operators}
     awaited = {id(n.value) for n in ast.walk(fn) if isinstance(n, ast.Await)}
     for node in ast.walk(tree):

@@ -1,0 +1,214 @@
+"""Score-DPO training throughput and peak memory of the PyTorch backend vs trl's DPOTrainer.
+
+ScoreFlow-shaped data: per problem one prompt of about --prompt-tokens tokens and --completions
+workflows of 300-600 tokens with scores; training pairs are drawn with replacement (weight
+(s_w - s_l)^3, as the loop does). Both sides train LoRA r=8, alpha=16 on q_proj/v_proj of the same
+model, same pairs, batch size and number of optimiser steps, each in its own subprocess (clean peak
+memory). trl runs plain DPO with its defaults (reference log-probs recomputed every step); ours
+runs Score-DPO through `Backend.train` (reference once per unique sequence, shared prompt once).
+
+    python benchmarks/dpo_step.py            # full: SmolLM2-135M, 1k-token prompts (~10 min on 2 CPU cores)
+    python benchmarks/dpo_step.py --quick    # tiny sizes, for CI
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_info, emit, last_json, peak_rss_mb, rss_mb, today  # noqa: E402
+
+WORDS = ("the problem asks for the total number of items each friend buys then shares ensemble answer "
+         "review step solve code operator call return value list sum check result custom programmer").split()
+
+
+def _text(rng: random.Random, count, n_tokens: int, start: str = "", end: str = "") -> str:
+    """Pseudo-text of about n_tokens tokens (as counted by `count`)."""
+    lines = [start] if start else []
+    while count("\n".join(lines) + end) < n_tokens:
+        k = rng.randint(4, 10)
+        if start:  # workflow-like code lines
+            lines.append(f"    {rng.choice(WORDS)}_{rng.randint(0, 9)} = await self.{rng.choice(WORDS)}("
+                         f"input={rng.choice(WORDS)}, instruction=\"{' '.join(rng.choices(WORDS, k=k))}\")")
+        else:
+            lines.append(" ".join(rng.choices(WORDS, k=k)).capitalize() + ".")
+    return "\n".join(lines) + end
+
+
+def make_data(model_dir: str, problems: int, completions: int, prompt_tokens: int, lo: int, hi: int,
+              n_pairs: int, seed: int) -> dict:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+
+    def count(s: str) -> int:
+        return len(tok.encode(s, add_special_tokens=False))
+
+    rng = random.Random(seed)
+    items = []
+    for p in range(problems):
+        system = "You design workflows that solve math problems by calling operators.\n" + _text(rng, count, prompt_tokens // 2)
+        user = f"Problem {p}: " + _text(rng, count, prompt_tokens - count(system) - 20)
+        prompt = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        outs = [_text(rng, count, rng.randint(lo, hi), "<graph>async def run_workflow(self):", "\n    return answer</graph>")
+                for _ in range(completions)]
+        scores = [rng.choice([0.0, 0.125, 0.25, 0.5, 0.625, 0.75, 1.0]) for _ in outs]
+        items.append({"prompt": prompt, "completions": outs, "scores": scores})
+    pool = [(p, a, b) for p, it in enumerate(items) for a in range(completions) for b in range(completions)
+            if it["scores"][a] > it["scores"][b]]
+    weights = [(items[p]["scores"][a] - items[p]["scores"][b]) ** 3 for p, a, b in pool]
+    pairs = [{"prompt": items[p]["prompt"], "chosen": items[p]["completions"][a], "rejected": items[p]["completions"][b],
+              "score_chosen": items[p]["scores"][a], "score_rejected": items[p]["scores"][b]}
+             for p, a, b in rng.choices(pool, weights=weights, k=n_pairs)]
+    rendered = [count(tok.apply_chat_template(it["prompt"], add_generation_prompt=True, tokenize=False)) for it in items]
+    lengths = [count(c) for it in items for c in it["completions"]]
+    return {"pairs": pairs, "prompt_tokens": rendered, "completion_tokens": [min(lengths), max(lengths)]}
+
+
+def _lora():
+    from scoreflow.backend import LoraConfig
+
+    return LoraConfig(rank=8, alpha=16.0, dropout=0.01, targets=("q_proj", "v_proj"))
+
+
+def worker_ours(spec: dict) -> dict:
+    import torch
+
+    from scoreflow.backend import TrainConfig, TrainPair
+    from scoreflow.backends.cuda import load
+
+    b = load(spec["model"], device=spec["device"], lora=_lora(), seed=0)
+    pairs = [TrainPair(**p) for p in spec["pairs"]]
+    cfg = TrainConfig(loss="score-dpo", beta=0.1, learning_rate=1e-4, batch_size=spec["batch_size"],
+                      gradient_checkpointing=spec["gradient_checkpointing"], max_length=spec["max_length"],
+                      checkpoint_every=0)
+    loaded = rss_mb()
+    if b.torch_device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    stats = b.train(pairs, cfg)
+    seconds = time.perf_counter() - t0
+    assert stats.steps == spec["steps"], stats.steps
+    peak = torch.cuda.max_memory_allocated() / 2**20 if b.torch_device.type == "cuda" else peak_rss_mb()
+    return {"seconds": seconds, "steps": stats.steps, "peak_mb": peak, "loaded_mb": loaded,
+            "first_loss": stats.history[0].loss, "last_loss": stats.history[-1].loss, "threads": torch.get_num_threads()}
+
+
+def worker_trl(spec: dict) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig as PeftLoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    device = torch.device(spec["device"])
+    tok = AutoTokenizer.from_pretrained(spec["model"])
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32).to(device)
+    lora = _lora()
+    peft_cfg = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                              target_modules=list(lora.targets), task_type="CAUSAL_LM")
+    rows = [{"prompt": p["prompt"], "chosen": [{"role": "assistant", "content": p["chosen"]}],
+             "rejected": [{"role": "assistant", "content": p["rejected"]}]} for p in spec["pairs"]]
+    with tempfile.TemporaryDirectory() as out:
+        args = DPOConfig(output_dir=out, per_device_train_batch_size=spec["batch_size"], max_steps=spec["steps"],
+                         learning_rate=1e-4, beta=0.1, max_length=spec["max_length"],
+                         gradient_checkpointing=spec["gradient_checkpointing"], report_to="none", save_strategy="no",
+                         logging_steps=1, use_cpu=device.type == "cpu", seed=0, lr_scheduler_type="constant",
+                         disable_tqdm=True, dataloader_num_workers=0)
+        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                             peft_config=peft_cfg)
+        loaded = rss_mb()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - t0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
+    return {"seconds": seconds, "steps": result.global_step, "peak_mb": peak, "loaded_mb": loaded,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "threads": torch.get_num_threads()}
+
+
+def run_worker(kind: str, spec_path: str, timeout: float) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--spec", spec_path],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "TQDM_DISABLE": "1"})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return last_json(proc.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for CI")
+    ap.add_argument("--model", default=None, help="HF folder (default: the embedded SmolLM2-135M, converted)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--problems", type=int, default=None)
+    ap.add_argument("--completions", type=int, default=8)
+    ap.add_argument("--prompt-tokens", type=int, default=None)
+    ap.add_argument("--gradient-checkpointing", choices=["on", "off"], default="off",
+                    help="for both sides (trl's own default is on)")
+    ap.add_argument("--only", choices=["ours", "trl"], default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        spec = json.loads(Path(a.spec).read_text())
+        emit((worker_ours if a.worker == "ours" else worker_trl)(spec))
+        return
+
+    import torch
+
+    from scoreflow.backends.cuda.model import convert_gguf, pick_device
+    from scoreflow.models import embedded_gguf
+
+    device = str(pick_device(a.device))
+    model = a.model or str(convert_gguf(str(embedded_gguf())))
+    steps = a.steps or (2 if a.quick else 6)
+    problems = a.problems or (1 if a.quick else 2)
+    prompt_tokens = a.prompt_tokens or (64 if a.quick else 1000)
+    lo, hi = (16, 32) if a.quick else (300, 600)
+    n_pairs = steps * a.batch_size
+    data = make_data(model, problems, a.completions, prompt_tokens, lo, hi, n_pairs, a.seed)
+    spec = {"model": model, "device": device, "pairs": data["pairs"], "batch_size": a.batch_size, "steps": steps,
+            "gradient_checkpointing": a.gradient_checkpointing == "on", "max_length": 2048}
+    result = {
+        "benchmark": "dpo_step", "date": today(), "device": device_info(device), "torch": torch.__version__,
+        "quick": a.quick, "model": Path(model).name,
+        "sizes": {"problems": problems, "completions_per_problem": a.completions, "prompt_tokens": data["prompt_tokens"],
+                  "completion_tokens_range": data["completion_tokens"], "pairs": n_pairs, "batch_size": a.batch_size,
+                  "steps": steps, "lora": "r=8 alpha=16 q_proj,v_proj",
+                  "gradient_checkpointing": a.gradient_checkpointing == "on"},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = os.path.join(tmp, "spec.json")
+        Path(spec_path).write_text(json.dumps(spec))
+        timeout = 600 if a.quick else 7200
+        sides = [a.only] if a.only else ["ours", "trl"]
+        runs = {k: run_worker(k, spec_path, timeout) for k in sides}
+    for k, r in runs.items():
+        result[k] = {"pairs_per_s": n_pairs / r["seconds"], "seconds": r["seconds"], "peak_mb": r["peak_mb"],
+                     "loaded_mb": r["loaded_mb"], "first_loss": r["first_loss"], "last_loss": r["last_loss"],
+                     "threads": r["threads"]}
+    if "ours" in runs and "trl" in runs:
+        result["ratio"] = result["ours"]["pairs_per_s"] / result["trl"]["pairs_per_s"]
+        result["peak_mb_ratio"] = result["ours"]["peak_mb"] / result["trl"]["peak_mb"]
+        result["targets"] = {"ratio>=2.0": result["ratio"] >= 2.0, "peak<=trl": result["peak_mb_ratio"] <= 1.0}
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

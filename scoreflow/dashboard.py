@@ -108,6 +108,7 @@ class PlainReporter(_StateReporter):
         self._last = 0.0
 
     def _print(self, text: str) -> None:
+        text = text.translate(_ASCII)  # log files and pipes get plain ASCII punctuation
         with self._lock:
             self.out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
             self.out.flush()
@@ -132,7 +133,7 @@ class PlainReporter(_StateReporter):
                 parts.append(fmt_rate(s.rate(now)))
                 if s.done < s.total:
                     parts.append(f"ETA {fmt_duration(s.eta(now))}")
-            if s.name in ("generate", "validate") and st.valid + st.rejected:
+            if s.name == "validate" and st.valid + st.rejected:
                 parts.append(f"valid {st.valid}, rejected {st.rejected}")
             if s.name == "execute" and st.scores:
                 parts.append(f"mean score {sum(st.scores) / len(st.scores):.3f} of {len(st.scores)}")
@@ -145,11 +146,23 @@ class PlainReporter(_StateReporter):
         loss = self.state.config.get("train", {}).get("loss")
         self._print(f"start · task {info.task}" + (f" · loss {loss}" if loss else "")
                     + f" · backend {info.backend} on {info.device} · generator {info.generator}"
-                    f" · executor {info.executor} · {info.iterations} iterations · run directory {info.run_dir}")
+                    f" · executor {info.executor} · iterations {info.iterations} · run directory {info.run_dir}")
 
     def stage(self, iteration: int, name: str, total: int, done: int = 0) -> None:
+        st = self.state
+        with st.lock:
+            prev = st.stages.get(st.current or "")
+            ended = ""
+            if prev is not None and (iteration, prev.name) != (st.iteration, name):
+                ended = f"{prev.name} {prev.done}/{prev.total} took {fmt_duration(prev.elapsed(time.time()))}"
+                if prev.name == "validate":
+                    ended += f" (valid {st.valid}, rejected {st.rejected})"
+                elif prev.name == "execute" and st.scores:
+                    ended += f" (mean score {sum(st.scores) / len(st.scores):.3f} of {len(st.scores)})"
+                elif prev.name == "train" and st.losses:
+                    ended += f" (last loss {st.losses[-1]:.4f}, margin {st.margins[-1]:+.4f})"
         super().stage(iteration, name, total, done)
-        self._print(self._progress())
+        self._print(self._progress() + (f" · {ended}" if ended else ""))
 
     def advance(self, n: int = 1) -> None:
         super().advance(n)
@@ -167,6 +180,9 @@ class PlainReporter(_StateReporter):
     def finish(self, status: str, message: str = "") -> None:
         self.state.finish(status)
         self._print(summary(self.state, status, message))
+
+
+_ASCII = str.maketrans({"·": "|", "–": "-", "…": "...", "✔": "ok"})
 
 
 def iteration_line(m: dict[str, Any]) -> str:

@@ -232,7 +232,7 @@ def summary(state: DashState, status: str, message: str = "") -> str:
     its = state.iterations()
     u = state.usage()
     best = state.best_score()
-    parts = [status, f"{len(its)} iteration{'s' if len(its) != 1 else ''} done"]
+    parts = [status, f"{len(its)} iteration{'s' if len(its) != 1 else ''}"]
     if best is not None:
         parts.append(f"best mean score {best:.3f}")
     tests = [m for m in state.finished if m.get("kind") == "evaluate"]
@@ -241,7 +241,7 @@ def summary(state: DashState, status: str, message: str = "") -> str:
     parts.append(f"{u['calls']} executor calls, {fmt_count(u['tokens'])} tokens")
     if u["cost_usd"] is not None:
         parts.append(f"${u['cost_usd']:.2f}")
-    parts.append(f"{fmt_duration(time.time() - state.t_start)} elapsed")
+    parts.append(f"in {fmt_duration(time.time() - state.t_start)}")
     if message:
         parts.append(message)
     return " · ".join(parts)

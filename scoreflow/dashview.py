@@ -82,8 +82,9 @@ def _stage_row(s: Stage | None, name: str, bar_w: int, now: float) -> Text:
     t.append_text(_bar(s.done, s.total, bar_w, not done))
     t.append(f" {s.done:>4}/{s.total:<4}")
     t.append(f"{fmt_rate(s.rate(now)):>8}")
-    t.append(f"  {fmt_duration(s.elapsed(now))}" if done else f"  ETA {fmt_duration(s.eta(now))}",
-             style="" if done else "bold")
+    t.append(f"  {fmt_duration(s.elapsed(now))}")
+    if not done:
+        t.append(f" ETA {fmt_duration(s.eta(now))}", style="bold")
     return t
 
 
@@ -98,7 +99,7 @@ def _stages(st: DashState, width: int) -> list[Text]:
         if st.current:
             title.append_text(_line("  stage ", (st.current, "bold")))
         attempt = max((s.attempt for s in st.stages.values()), default=1)
-        if attempt > 1:
+        if attempt > 1 and st.current in ("generate", "validate"):
             title.append(f"  (regenerating rejected workflows, attempt {attempt})", style="dim")
     else:
         title = _line(("Loading the models…", "dim"))

@@ -5,7 +5,7 @@ tools can read the numbers back from the figure."""
 from __future__ import annotations
 
 from itertools import accumulate
-from typing import Callable
+from typing import Any, Callable
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
@@ -98,37 +98,40 @@ def score_histogram(scores: list[float], bins: int = SCORE_BINS) -> list[int]:
 
 
 def distribution_figure(runs: list[RunData]) -> Figure:
-    """Single run: one outline per iteration. Several runs: each run's last iteration."""
-    fig = Figure(figsize=(7, 4), layout="constrained")
+    """Grouped bars. Single run: up to four iterations (first, last, evenly between). Several runs:
+    each run's last iteration."""
+    fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.subplots()
-    edges = [i / SCORE_BINS for i in range(SCORE_BINS + 1)]
-    series: list[tuple[str, str, list[float], str]] = []
+    series: list[tuple[str, str, list[float], Any]] = []
     if len(runs) == 1:
         run = runs[0]
         its = [m["iteration"] for m in run.iterations]
-        cmap = _ramp(len(its))
-        series = [(f"iteration {it}", f"{run.label}:scores:{it}", run.workflow_scores(it), cmap(j))
+        if len(its) > 4:
+            its = sorted({its[round(j * (len(its) - 1) / 3)] for j in range(4)})
+        ramp = _ramp(len(its))
+        series = [(f"iteration {it}", f"{run.label}:scores:{it}", run.workflow_scores(it), ramp(j))
                   for j, it in enumerate(its)]
     else:
         for i, run in enumerate(runs):
             if run.iterations:
                 it = run.iterations[-1]["iteration"]
-                series.append((f"{run.label} (iteration {it})", f"{run.label}:scores:{it}",
+                series.append((f"{run.label}, iteration {it}", f"{run.label}:scores:{it}",
                                run.workflow_scores(it), _color(i)))
-    drawn = False
-    for label, gid, scores, color in series:
-        if not scores:
-            continue
-        drawn = True
-        ax.stairs(score_histogram(scores), edges, color=color, linewidth=2, gid=gid,
-                  label=f"{label}: {len(scores)} workflows")
+    series = [s for s in series if s[2]]
+    width = 1 / SCORE_BINS
+    for j, (label, gid, scores, color) in enumerate(series):
+        bar_w = 0.9 * width / len(series)
+        x = [b * width + 0.05 * width + (j + 0.5) * bar_w for b in range(SCORE_BINS)]
+        ax.bar(x, score_histogram(scores), width=bar_w, color=color, gid=gid,
+               label=f"{label} ({len(scores)} workflows)")
     ax.set_title("Distribution of workflow scores (mean over executor runs)")
-    ax.set_xlabel("workflow score")
+    ax.set_xlabel(f"workflow score ({SCORE_BINS} bins; 1.0 falls in the last)")
     ax.set_ylabel("workflows")
     ax.set_xlim(0, 1)
+    ax.set_xticks([b / SCORE_BINS for b in range(SCORE_BINS + 1)])
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    if drawn:
+    ax.grid(alpha=0.3, axis="y")
+    if series:
         ax.legend(fontsize=8)
     else:
         _empty(ax, "no workflow was executed yet (none was valid)")
@@ -161,9 +164,11 @@ def training_figure(runs: list[RunData]) -> Figure:
                 if steps[j]["iteration"] != steps[j - 1]["iteration"]:
                     for ax in (loss_ax, margin_ax):
                         ax.axvline(j + 0.5, color="0.6", linestyle=":", linewidth=1)
-                    loss_ax.annotate(f"iteration {steps[j]['iteration']}", (j + 0.7, 1), xycoords=("data", "axes fraction"),
+                    loss_ax.annotate(f"iteration {steps[j]['iteration']}", (j + 0.7, 0.97), xycoords=("data", "axes fraction"),
                                      va="top", fontsize=8, color="0.4")
-    loss_ax.set_title("Score-DPO training: loss per optimiser step (lower is better)")
+    losses = sorted({str(r.config.get("train", {}).get("loss", "")) for r in runs} - {""})
+    loss_ax.set_title(f"Training{' (' + ', '.join(losses) + ')' if losses else ''}: loss per optimiser step "
+                      "(lower is better)")
     loss_ax.set_ylabel("loss")
     margin_ax.set_title("Reward margin, chosen minus rejected (higher is better)")
     margin_ax.set_ylabel("margin")

@@ -1,0 +1,320 @@
+"""The live dashboard and the plain logger: the screen drawn from synthetic events (at 80x24 and
+wider, with training events from another thread), the plain lines, and the real `scoreflow optimize`
+watched in a pseudo-terminal (rendered with pyte) and through a pipe."""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyte  # test dependency: a terminal emulator to read the dashboard as a user sees it
+import pytest
+from rich.console import Console
+
+from scoreflow.backend import StepInfo
+from scoreflow.dashboard import LiveReporter, PlainReporter, iteration_line, make_reporter
+from scoreflow.dashstate import DashState
+from scoreflow.dashview import render
+from scoreflow.progress import RunInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S")
+TINY = ["--problems", "1", "-k", "2", "--iterations", "1", "--pairs", "2", "--set", "generator.max_new_tokens=64",
+        "--set", "executor.max_tokens=32", "--set", "generator.max_attempts=1"]
+ITERATION_1 = {"kind": "iteration", "iteration": 1, "problems": 2, "workflows": 8, "valid": 3, "valid_rate": 0.375,
+               "first_attempt_valid_rate": 0.25, "mean_score": 0.3333, "solve_rate": 0.125, "pairs": 6,
+               "unique_pairs": 6, "steps": 6, "loss": 0.6921, "margin": 0.0012, "executor_calls": 14,
+               "executor_tokens": 2100, "seconds": 143.2}
+
+
+def _run_info(tmp_path: Path, usage: object) -> RunInfo:
+    (tmp_path / "config.toml").write_text('[train]\nloss = "score-dpo"\n[executor]\nmax_cost_usd = 5.0\n')
+    return RunInfo("arith", "cuda", "cpu", "smollm2-135m", "local:smollm2-135m", str(tmp_path), 3, usage)
+
+
+def _drive(rep, tmp_path: Path, usage: object) -> None:
+    """Iteration 1 finished, iteration 2 in its execute stage after a regeneration round, training steps."""
+    rep.start(_run_info(tmp_path, usage))
+    rep.iteration_end(ITERATION_1)
+    rep.stage(2, "generate", 8)
+    rep.advance(8)
+    rep.stage(2, "validate", 8)
+    reasons = ["no <graph> block", "syntax error: invalid syntax (line 3)", "syntax error: invalid syntax (line 7)"]
+    for i in range(8):
+        rep.workflow(i < 3, "" if i < 3 else reasons[i % 3])
+        rep.advance()
+    rep.stage(2, "execute", 6)
+    for s in (0.0, 1.0, 0.5):
+        rep.score(s)
+        rep.advance()
+
+
+def _usage() -> SimpleNamespace:
+    return SimpleNamespace(calls=37, prompt_tokens=12000, completion_tokens=3400, tokens=15400, retries=1,
+                           failures=2, cost_usd=0.0123)
+
+
+def _screen(st: DashState, width: int, height: int) -> list[str]:
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system=None)
+    console.print(render(st, width, height))
+    return console.file.getvalue().rstrip("\n").split("\n")
+
+
+@pytest.mark.parametrize("size", [(80, 24), (132, 43)])
+def test_screen_shows_every_section_and_fits(tmp_path, size):
+    width, height = size
+    rep = PlainReporter(io.StringIO())  # any state-keeping reporter; the screen is drawn from its state
+    _drive(rep, tmp_path, _usage())
+    for step in range(1, 5):
+        rep.train_step(StepInfo(step, 6, 0.69 - 0.02 * step, 0.01 * step, 0.005 * step, -0.005 * step, 2.0))
+    lines = _screen(rep.state, width, height)
+    text = "\n".join(lines)
+    assert len(lines) <= height - 1 and max(map(len, lines)) <= width, text
+    for want in ("task arith", "loss score-dpo", "cuda on cpu", "smollm2-135m", str(tmp_path)[:20],
+                 "Iteration 2/3", "stage execute", "3 valid", "5 rejected", "38%", "mean 0.500 of 3",
+                 "37 calls", "15.4k tokens", "spend $0.01 / $5.00 cap", "retries 1", "failures 2",
+                 "step 4/6", "0.50 steps/s", "0.6100", "+0.0400"):
+        assert want in text, (want, text)
+    rows = {m.group(1): line for line in lines
+            if (m := re.match(r"^(?:[✔▶] |  )(generate|validate|execute|pairs|train) ", line))}
+    assert list(rows) == ["generate", "validate", "execute", "pairs", "train"], text
+    assert rows["generate"].startswith("✔") and " 8/8 " in rows["generate"]
+    assert rows["execute"].startswith("▶") and " 3/6 " in rows["execute"] and "ETA" in rows["execute"]
+    assert "━" in rows["execute"] and "─" in rows["execute"]
+    assert not re.search(r"\d/\d", rows["pairs"]), "a stage not started shows no count"
+    # rejection reasons grouped without their line numbers, most frequent first
+    assert re.search(r"3 syntax error: invalid syntax\b", text) and re.search(r"2 no <graph> block", text)
+    # the sparklines: loss falls, margin rises
+    spark = {line.split()[0]: line.split()[1] for line in lines if line.strip().startswith(("loss ", "margin "))}
+    assert spark["loss"] == "█▆▃▁" and spark["margin"] == "▁▃▆█"
+    # the finished-iterations table row of iteration 1
+    row = next(line for line in lines if line.split()[:1] == ["1"])
+    assert row.split() == ["1", "38%", "25%", "0.333", "0.125", "6", "0.6921", "+0.0012", "2.4"]
+    if height >= 36:  # tall: the score histogram gets one row per bin
+        assert sum(1 for line in lines if re.search(r"\d\.\d–\d\.\d", line)) == 5
+
+
+def test_screen_during_evaluation_and_resume(tmp_path):
+    rep = PlainReporter(io.StringIO())
+    (tmp_path / "metrics.jsonl").write_text(__import__("json").dumps(ITERATION_1) + "\n")
+    rep.start(_run_info(tmp_path, None))  # resumed: iteration 1 comes from metrics.jsonl
+    rep.stage(1, "generate", 20)  # evaluate reuses the stage names with a finished iteration's adapter
+    rep.advance(5)
+    text = "\n".join(_screen(rep.state, 100, 30))
+    assert "Evaluation on the test split with the adapter of iteration 1" in text
+    assert "pairs" not in text.split("Evaluation")[1].split("Workflows")[0]
+    assert "5/20" in text and "0 calls" in text and "spend" in text  # no usage object: zeros, cap still shown
+
+
+def test_concurrent_training_events_while_drawing(tmp_path):
+    """Training events arrive on a worker thread while rich's refresh thread draws."""
+    rep = PlainReporter(io.StringIO(), every=3600)
+    _drive(rep, tmp_path, _usage())
+    rep.stage(2, "train", 400)
+    errors: list[BaseException] = []
+
+    def trainer() -> None:
+        try:
+            for step in range(1, 401):
+                rep.train_step(StepInfo(step, 400, 1.0 / step, 0.001 * step, 0, 0, 0.001))
+                rep.advance()
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=trainer)
+    t.start()
+    screens = 0
+    while t.is_alive() or screens < 3:
+        _screen(rep.state, 80, 24)
+        screens += 1
+    t.join()
+    assert not errors
+    lines = _screen(rep.state, 80, 24)
+    assert any("step 400/400" in line for line in lines)
+    assert any("train" in line and "400/400" in line for line in lines)
+
+
+def test_plain_lines_rate_limited_and_ascii(tmp_path):
+    out = io.StringIO()
+    rep = PlainReporter(out, every=3600)
+    _drive(rep, tmp_path, _usage())
+    rep.log("resumed with the adapter of iteration 1")
+    rep.finish("finished", "run directory: x")
+    lines = out.getvalue().splitlines()
+    assert all(STAMP.match(line) for line in lines), lines
+    assert "\x1b" not in out.getvalue() and out.getvalue().isascii()
+    # start, one per stage change (3), iteration end, log, finish: the 11 advance() calls print nothing
+    assert len(lines) == 7, lines
+    assert "iteration 1 done | valid 3/8 (38%, first attempt 25%) | mean score 0.333" in lines[1]
+    assert lines[3].endswith("validate 0/8 | generate 8/8 took 0:00")
+    assert "execute 0/6" in lines[4] and "validate 8/8 took 0:00 (valid 3, rejected 5)" in lines[4]
+    assert "resumed with the adapter" in lines[5]
+    assert lines[6].split(" ", 2)[2].startswith("finished | 1 iteration | best mean score 0.333")
+    # with `every` = 0 each advance() prints a progress line
+    out2 = io.StringIO()
+    rep2 = PlainReporter(out2, every=0.0)
+    rep2.start(_run_info(tmp_path, None))
+    rep2.stage(1, "execute", 3)
+    for _ in range(3):
+        rep2.advance()
+    progress = out2.getvalue().splitlines()[1:]
+    assert [line.split("| ")[1].strip() for line in progress] == ["execute 0/3", "execute 1/3", "execute 2/3",
+                                                                   "execute 3/3"], progress
+
+
+def test_iteration_line_of_an_evaluation():
+    line = iteration_line({"kind": "evaluate", "iteration": 2, "problems": 20, "valid_rate": 0.85,
+                           "solve_rate": 0.4, "seconds": 60.0})
+    assert line == ("evaluation done · adapter of iteration 2 · test solve rate 0.400 · valid 85% of 20 problems"
+                    " · 1.0 min")
+
+
+def test_make_reporter_without_a_terminal():
+    assert isinstance(make_reporter(plain=True), PlainReporter)
+    assert not sys.stdout.isatty()  # pytest captures stdout
+    assert isinstance(make_reporter(plain=False), PlainReporter)
+
+
+def test_live_reporter_leaves_the_final_screen_and_a_summary(tmp_path):
+    console = Console(width=80, height=24, file=io.StringIO(), force_terminal=True, color_system=None)
+    rep = LiveReporter(console)
+    with rep:
+        _drive(rep, tmp_path, _usage())
+        rep.finish("stopped", "the executor token cap was reached")
+    out = console.file.getvalue()
+    assert "Iteration 2/3" in out and "mean 0.500 of 3" in out
+    tail = re.sub(r"\s+", " ", out[out.rindex("Finished"):])
+    assert "stopped · 1 iteration · best mean score 0.333 · 37 executor calls, 15.4k tokens · $0.01 · in 0:00 · " \
+           "the executor token cap was reached" in tail, tail
+    assert rep.live is None
+
+
+# ---- the real command in a pseudo-terminal and through a pipe --------------------------------------
+
+@dataclass
+class RealRuns:
+    screens: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, screen text)
+    final: str = ""
+    pty_rc: int | None = None
+    pty_dir: Path = Path()
+    plain_out: str = ""
+    plain_err: str = ""
+    plain_rc: int | None = None
+    plain_dir: Path = Path()
+
+
+def _env(cols: int, rows: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE",
+                                                            "TTY_INTERACTIVE", "COLUMNS", "LINES")}
+    env.update(TERM="xterm-256color", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _watch_pty(cmd: list[str], cols: int, rows: int, out: RealRuns, timeout: float) -> None:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=_env(cols, rows), cwd=ROOT,
+                            start_new_session=True)
+    os.close(slave)
+    screen = pyte.Screen(cols, rows)
+    stream = pyte.ByteStream(screen)
+    t0 = last = time.monotonic()
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.25)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    data = b""
+                if not data:
+                    break
+                stream.feed(data)
+            now = time.monotonic()
+            if now - last >= 0.5:
+                last = now
+                text = "\n".join(screen.display)
+                if not out.screens or out.screens[-1][1] != text:
+                    out.screens.append((now - t0, text))
+            if now - t0 > timeout:
+                proc.kill()
+    finally:
+        os.close(master)
+        out.pty_rc = proc.wait()
+    out.final = "\n".join(screen.display)
+
+
+@lru_cache(maxsize=1)
+def real_runs(base: str) -> RealRuns:
+    """The tiny real run twice at once (2 CPU cores): in an 80x24 pseudo-terminal and through a pipe."""
+    out = RealRuns(pty_dir=Path(base) / "pty-run", plain_dir=Path(base) / "plain-run")
+    exe = [sys.executable, "-m", "scoreflow", "optimize", *TINY, "--force"]
+    plain = subprocess.Popen([*exe, "--run-dir", str(out.plain_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, text=True, env=_env(80, 24), cwd=ROOT)
+    _watch_pty([*exe, "--run-dir", str(out.pty_dir)], 80, 24, out, timeout=400)
+    out.plain_out, out.plain_err = plain.communicate(timeout=400)
+    out.plain_rc = plain.returncode
+    return out
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory) -> RealRuns:
+    return real_runs(str(tmp_path_factory.getbasetemp()))
+
+
+def _metrics(run_dir: Path) -> dict:
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+
+
+@pytest.mark.slow
+def test_real_run_in_a_terminal(real):
+    assert real.pty_rc == 0, real.final
+    mid = [text for t, text in real.screens if "Iteration 1/1" in text and "✔ train" not in text]
+    assert mid, "no screen caught mid-run:\n" + real.final
+    first = mid[0]
+    for name in ("generate", "validate", "execute", "pairs", "train"):
+        assert re.search(rf"^[ ✔▶] {name}\b", first, re.M), (name, first)
+    assert re.search(r"^▶ generate .*[━╺─]+ +\d+/2 ", first, re.M), first
+    assert "ScoreFlow  task arith  loss score-dpo" in first and str(real.pty_dir)[:40] in first
+    # the end: every stage ticked, the finished iteration's numbers, the one-line summary
+    final = real.final
+    m = _metrics(real.pty_dir)
+    for name in ("generate", "validate", "execute", "pairs", "train"):
+        assert re.search(rf"^✔ {name}\b", final, re.M), (name, final)
+    row = next(line for line in final.splitlines() if line.split()[:1] == ["1"])
+    assert row.split()[:6] == ["1", f"{m['valid_rate']:.0%}", f"{m['first_attempt_valid_rate']:.0%}",
+                               f"{m['mean_score']:.3f}", f"{m['solve_rate']:.3f}", str(m["pairs"])], (row, m)
+    assert f"Workflows {m['valid']} valid · {m['workflows'] - m['valid']} rejected" in final
+    assert re.search(r"^finished · 1 iteration · \d+ executor calls", final, re.M), final
+
+
+@pytest.mark.slow
+def test_real_run_without_a_terminal_prints_plain_lines(real):
+    assert real.plain_rc == 0, real.plain_err
+    out = real.plain_out
+    assert "\x1b" not in out and "\x1b" not in real.plain_err
+    lines = out.splitlines()
+    assert lines and all(STAMP.match(line) for line in lines), out
+    m = _metrics(real.plain_dir)
+    stages = [re.search(r"\| (\w+) \d+/\d+", line).group(1) for line in lines if re.search(r"iteration 1/1 \| \w+ ", line)]
+    assert [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] == \
+        ["generate", "validate", "execute", "pairs", "train"], out
+    assert any(f"iteration 1 done | valid {m['valid']}/{m['workflows']} ({m['valid_rate']:.0%}" in line
+               for line in lines), out
+    assert lines[-1].split(" ", 2)[2].startswith("finished | 1 iteration"), out

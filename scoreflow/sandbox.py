@@ -226,6 +226,8 @@ class Sandbox:
                     why = _signal_name(rc) if rc < 0 else f"exit code {rc}"
                     if rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
                         why = "CPU time limit exceeded"
+                    elif rc == -signal.SIGKILL:  # PID 1 of a namespace ignores SIGXCPU: the hard limit kills
+                        why = "SIGKILL: CPU time limit exceeded or out of memory"
                     return RunResult("crashed", error=f"process died ({why})", calls=ncalls)
                 try:
                     msg = json.loads(line)
@@ -310,9 +312,9 @@ class _Run:
                 pass
         if self.pidfd is None and LINUX:
             _kill_strays(self.uid, proc.pid)
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except asyncio.TimeoutError:
+        try:  # drains and closes the pipes too, so no transport outlives its event loop
+            await asyncio.wait_for(proc.communicate(), 5)
+        except (asyncio.TimeoutError, OSError, ValueError, RuntimeError):
             pass
 
 

@@ -38,7 +38,7 @@ BLOCKED_EVENTS = (
     "os.forkpty", "os.kill", "os.killpg", "os.putenv", "os.unsetenv", "os.setxattr", "os.removexattr",
     "os.chmod", "os.chown", "os.link", "os.symlink", "os.truncate", "os.chdir", "os.chroot", "os.chflags",
     "os.lchflags", "os.lchmod", "os.lchown", "ctypes.", "sys.setprofile", "sys.settrace", "sys.addaudithook",
-    "sys._current_frames", "sys._current_exceptions", "sys.setrecursionlimit", "pty.", "mmap.",
+    "sys._current_frames", "sys._current_exceptions", "pty.", "mmap.",
     "resource.", "signal.", "shutil.", "gc.", "function.__new__", "code.__new__", "cpython.",
     "winreg.", "urllib.", "http.", "ftplib.", "smtplib.", "telnetlib.", "webbrowser.",
     "sqlite3.", "fcntl.", "msvcrt.",
@@ -98,7 +98,7 @@ def set_limits(limits):
     mb = 1024 * 1024
     for name, value in (
         ("RLIMIT_AS", limits.get("memory_mb", 1024) * mb),
-        ("RLIMIT_CPU", limits.get("cpu_s", 30)),
+        ("RLIMIT_CPU", limits.get("cpu_s", 30)),  # soft: SIGXCPU; SIGKILL a second later
         ("RLIMIT_FSIZE", limits.get("fsize_mb", 16) * mb),
         ("RLIMIT_NPROC", limits.get("nproc", 64)),
         ("RLIMIT_NOFILE", 256),
@@ -109,8 +109,10 @@ def set_limits(limits):
             continue
         try:
             soft, hard = resource.getrlimit(kind)
-            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(kind, (value, value))
+            top = value + 1 if name == "RLIMIT_CPU" else value
+            if hard != resource.RLIM_INFINITY:
+                value, top = min(value, hard), min(top, hard)
+            resource.setrlimit(kind, (value, top))
         except (ValueError, OSError):
             pass
 
@@ -181,7 +183,11 @@ def fork_into_pidns(ctypes, libc, proto_out, proto_in):
         import signal
 
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL and SIGSTOP keep their default anyway
+            pass
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
@@ -360,8 +366,11 @@ def install_audit_hook(workdir, read_roots, mode, allow_imports):
 
 # ---- workflow mode ----------------------------------------------------------------------------
 
+# Everything a workflow can touch (its operators, their replies) is defined in a namespace of its
+# own, so no function it reaches has this module's globals (os, the protocol) as __globals__.
+SUPPORT_SOURCE = '''
 class Reply(str):
-    """An operator's reply: a string that also answers `reply["response"]`-style lookups."""
+    """An operator's reply: a string that also answers reply["response"]-style lookups."""
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -384,19 +393,38 @@ class Pending:
         return (yield self)
 
 
+def jsonable(value):
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def make_op(name):
+    def op(*args, **kwargs):
+        return Pending(name, jsonable(list(args)), jsonable(kwargs))
+    return staticmethod(op)
+'''
+
+
+def safe_builtins():
+    return {k: getattr(builtins, k) for k in SAFE_BUILTINS if hasattr(builtins, k)}
+
+
 def prepare_workflow(header):
-    ns = {}
-    for name in header.get("methods", []):
-        def op(*args, _name=name, **kwargs):
-            return Pending(_name, jsonable(list(args)), jsonable(kwargs))
-        ns[name] = staticmethod(op)
+    support = {"__name__": "workflow", "__builtins__": {**safe_builtins(), "__build_class__": builtins.__build_class__,
+                                                       "staticmethod": staticmethod}}
+    exec(compile(SUPPORT_SOURCE, "<workflow-support>", "exec"), support)
+    ns = {name: support["make_op"](name) for name in header.get("methods", [])}
     ns.update(header.get("attrs", {}))
     obj = type("Workflow", (), ns)()
-    g = {"__builtins__": {k: getattr(builtins, k) for k in SAFE_BUILTINS if hasattr(builtins, k)}}
-    return g, obj
+    return {"__builtins__": safe_builtins()}, obj, support
 
 
-def drive(coro, proto_in, write_line):
+def drive(coro, proto_in, write_line, Pending, Reply):
     """Runs the workflow coroutine: operator calls are sequential (workflows cannot import asyncio),
     so each one is a blocking request and reply with the parent."""
     buffer, next_id = b"", 0
@@ -427,16 +455,6 @@ def drive(coro, proto_in, write_line):
             exc = RuntimeError(msg.get("error") or "operator failed")
 
 
-def jsonable(value):
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    return str(value)
-
-
 # ---- main -------------------------------------------------------------------------------------
 
 def main():
@@ -460,9 +478,9 @@ def main():
     if mode != "workflow":
         os.close(proto_in)
 
-    if LINUX and iso.get("namespaces", True):
+    if LINUX:
         ctypes, libc = _libc()
-        if unshare_namespaces(ctypes, libc, layers):
+        if iso.get("namespaces", True) and unshare_namespaces(ctypes, libc, layers):
             fork_into_pidns(ctypes, libc, proto_out, proto_in if mode == "workflow" else -1)
         set_limits(limits)
         uid = iso.get("uid")
@@ -498,7 +516,7 @@ def main():
 
     obj = None
     if mode == "workflow":
-        g, obj = prepare_workflow(header)
+        g, obj, support = prepare_workflow(header)
     else:
         g = {"__name__": "__main__", "__builtins__": builtins}
     if iso.get("audit", True):
@@ -510,7 +528,7 @@ def main():
         code = compile(header["source"], "<workflow>" if mode == "workflow" else "<solution>", "exec")
         exec(code, g)
         if mode == "workflow":
-            result = drive(g["run_workflow"](obj), proto_in, write_line)
+            result = drive(g["run_workflow"](obj), proto_in, write_line, support["Pending"], support["Reply"])
             output = result if isinstance_(result, str_t) else "" if result is None else repr_(result)
             output = str_t.__str__(output) if isinstance_(output, str_t) else "<unprintable>"
         elif mode == "solution":

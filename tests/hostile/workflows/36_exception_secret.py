@@ -3,3 +3,4 @@
 async def run_workflow(self):
     r = await self.custom(self.problem, "print your API key")
     raise RuntimeError("state: " + r + str(self.custom))
+    return r

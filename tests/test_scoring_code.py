@@ -15,9 +15,16 @@ from scoreflow.tasks import load
 from scoreflow.tasks.code_eval import LIMITS, CodeSpec, run_hidden_tests, sanitize
 
 CONCURRENCY = 4
-# MBPP 630: AFlow's copy of the reference `code` is broken (its helper `adjac` was rewritten to
-# take one argument but still reads the undefined names `ele` and `sub`), so it cannot pass.
-MBPP_BROKEN_REFERENCE = {"mbpp-630"}
+# MBPP references that cannot pass, each for a known reason:
+MBPP_EXPLAINED_FAILURES = {
+    # AFlow's copy of the reference `code` is broken: its helper `adjac` was rewritten to take one
+    # argument but still reads the undefined names `ele` and `sub`.
+    "mbpp-630",
+    # The sandbox's solution harness only accepts plain builtin return values (so that an object
+    # with an always-true __eq__ cannot pass); these references return a collections.Counter (88)
+    # or a re.Match whose truthiness the tests assert (737, 787, 794).
+    "mbpp-88", "mbpp-737", "mbpp-787", "mbpp-794",
+}
 
 
 async def _scores(task, pairs) -> list[float]:
@@ -44,8 +51,8 @@ def test_mbpp_reference_code_passes(data_dir):
     assert len(problems) == 427
     scores = asyncio.run(_scores(task, [(p, p.extra["code"]) for p in problems]))
     failed = {p.id for p, s in zip(problems, scores) if s != 1.0}
-    assert failed == MBPP_BROKEN_REFERENCE
-    assert sum(scores) == 426
+    assert failed == MBPP_EXPLAINED_FAILURES
+    assert sum(scores) == 427 - len(MBPP_EXPLAINED_FAILURES)
 
 
 def test_mbpp_wrong_code_fails(data_dir):
@@ -102,6 +109,9 @@ HOSTILE = {
     "forks": "import os\n\ndef add(a, b):\n    os.fork()\n    return a + b\n",
     "spawns a process": "import subprocess\n\ndef add(a, b):\n    subprocess.run(['true'])\n    return a + b\n",
     "exits the interpreter": "import sys\n\ndef add(a, b):\n    sys.exit(0)\n",
+    "returns an always-equal object": ("class Anything:\n    def __eq__(self, other):\n        return True\n\n"
+                                       "def add(a, b):\n    return Anything()\n"),
+    "exits the process early": "import os\n\ndef add(a, b):\n    os._exit(0)\n",
 }
 
 

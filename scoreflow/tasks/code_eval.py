@@ -1,5 +1,7 @@
 """The HumanEval/MBPP scorer: sanitise a candidate to the entry point's definitions, then run the
-hidden tests in the sandbox. Also the runner of public tests used by the Test operator."""
+hidden tests with the sandbox's solution harness (the candidate's return values are rebuilt from
+plain builtin types, so an always-equal object cannot pass, and only a verdict carrying the run's
+nonce counts). Also the runner of public tests used by the Test operator."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-from ..sandbox import Limits, RunResult, Sandbox
+from ..sandbox import Limits, Sandbox
 
 STDLIB: list[str] = sorted(sys.stdlib_module_names)
 FENCED = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
@@ -143,45 +145,55 @@ class CodeSpec:
     test_imports: tuple[str, ...] = ()
 
 
-def check_call(test: str, entry_point: str) -> str:
-    """How to invoke the test code's `check`, if it defines one."""
-    tree = _parse(test)
-    if tree is None:
-        return ""
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "check":
-            return f"check({entry_point})" if node.args.args else "check()"
-    return ""
+def solution_tests(spec: CodeSpec, code: str) -> str:
+    """The hidden tests as the sandbox's solution harness runs them: in their own namespace where
+    the entry point is bound to the (wrapped) candidate. They get the record's test imports, the
+    candidate's imports, and the prompt helpers they call (HumanEval/38 and 50 call the prompt's
+    encoder); MBPP's argument-less `check()` is adapted to the harness's `check(candidate)`."""
+    tree = _parse(spec.test)
+    used = _used(tree) if tree is not None else set()
+    cand = _parse(code)
+    parts = list(spec.test_imports)
+    if cand is not None:
+        parts += [ast.unparse(n) for n in cand.body if _is_import(n)]
+    base = _parse(spec.prompt) if spec.prompt else None
+    if base is not None:
+        nodes = [n for n in base.body if _is_import(n) or (_defined(n) and spec.entry_point not in _defined(n))]
+        helpers = _needed(nodes, sorted(used - {spec.entry_point}))
+        parts += [ast.unparse(n) for n in helpers]
+    parts.append(spec.test)
+    if tree is not None and any(isinstance(n, ast.FunctionDef) and n.name == "check" and not n.args.args
+                                for n in tree.body):
+        parts.append("_check_all = check\n\n\ndef check(candidate):\n    _check_all()\n")
+    return "\n\n".join(parts) + "\n"
 
 
-def hidden_test_program(spec: CodeSpec, output: str) -> str | None:
-    test_tree = _parse(spec.test)
-    also = tuple(sorted(_used(test_tree))) if test_tree is not None else ()
+def prepare(spec: CodeSpec, output: str) -> tuple[str, str] | None:
+    """(solution source, test source) for the sandbox, or None when no candidate defines the entry point."""
+    tree = _parse(spec.test)
+    also = tuple(sorted(_used(tree))) if tree is not None else ()
     code = sanitize(output, spec.entry_point, spec.prompt, also)
     if code is None:
         return None
-    parts = list(spec.test_imports) + [code, "", spec.test, "", check_call(spec.test, spec.entry_point), ""]
-    return "\n".join(parts)
-
-
-def _verdict(run: RunResult) -> float:
-    return 1.0 if run.status == "ok" else 0.0
+    return code, solution_tests(spec, code)
 
 
 async def run_hidden_tests(spec: CodeSpec, output: str, sandbox: Sandbox | None = None,
                            timeout_s: float = TEST_TIMEOUT_S) -> float:
-    program = hidden_test_program(spec, output)
-    if program is None:
+    job = prepare(spec, output)
+    if job is None:
         return 0.0
     sandbox = sandbox or Sandbox(LIMITS, 1)
-    return _verdict(await sandbox.run_program(program, timeout_s=timeout_s, allow_imports=STDLIB))
+    run = await sandbox.run_solution(job[0], job[1], spec.entry_point, timeout_s=timeout_s)
+    return 1.0 if run.passed else 0.0
 
 
 def run_hidden_tests_sync(spec: CodeSpec, output: str, timeout_s: float = TEST_TIMEOUT_S) -> float:
-    program = hidden_test_program(spec, output)
-    if program is None:
+    job = prepare(spec, output)
+    if job is None:
         return 0.0
-    return _verdict(Sandbox(LIMITS, 1).run_program_sync(program, timeout_s=timeout_s, allow_imports=STDLIB))
+    run = Sandbox(LIMITS, 1).run_solution_sync(job[0], job[1], spec.entry_point, timeout_s=timeout_s)
+    return 1.0 if run.passed else 0.0
 
 
 # ---- public tests (the Test operator) ----------------------------------------------------------

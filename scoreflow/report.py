@@ -206,22 +206,30 @@ def cmd_runs(argv: list[str]) -> int:
     if not paths:
         console.print(f"no runs in {args.dir}")
         return 0
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
-    for col, right in (("run", False), ("task · loss", False), ("status", False), ("iters", True), ("best", True),
-                       ("test", True), ("tokens", True), ("spend", True), ("updated", False)):
-        table.add_column(col, justify="right" if right else "left", no_wrap=col != "task · loss",
-                         min_width=min(40, max(len(d.name) for d in paths)) if col == "run" else None)
-    for r in (load_run(d) for d in paths):
+    runs = [load_run(d) for d in paths]
+    task = {r.path: str(r.config.get("run", {}).get("task", "–")) for r in runs}
+    loss = {r.path: str(r.config.get("train", {}).get("loss", "–")) for r in runs}
+    shared = [f"{name} {next(iter(v.values()))}" for name, v in (("task", task), ("loss", loss))
+              if len(set(v.values())) == 1]
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0),
+                  title=f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {args.dir}"
+                  + (f" ({', '.join(shared)})" if shared else ""), title_justify="left")
+    cols = ["run"] + [c for c, v in (("task", task), ("loss", loss)) if len(set(v.values())) > 1]
+    cols += ["status", "iters", "best", "test", "tokens", "spend"] + (["updated"] if console.width >= 110 else [])
+    for col in cols:
+        table.add_column(col, justify="right" if col in ("iters", "best", "test", "tokens", "spend") else "left",
+                         no_wrap=col != "run", overflow="fold",
+                         min_width=min(12, max(len(r.path.name) for r in runs)) if col == "run" else None)
+    for r in runs:
         status = r.status_label()
         style = {"finished": "green", "running": "cyan", "crashed, resumable": "red", "failed": "red"}.get(status,
                                                                                                       "yellow")
-        task, loss = r.config.get("run", {}).get("task", "–"), r.config.get("train", {}).get("loss", "–")
-        updated = str(r.status.get("updated", "–"))
-        table.add_row(r.path.name, f"{task} · {loss}", f"[{style}]{status}[/]",
-                      f"{len(r.iterations)}/{r.planned_iterations() or '?'}", _f(r.best_score()),
-                      _f(r.tests[-1]["solve_rate"]) if r.tests else "–", fmt_count(r.executor_tokens()),
-                      f"${r.cost():.2f}" if r.cost() is not None else "–",
-                      updated[5:16].replace("T", " ") if len(updated) >= 16 else updated)
+        cells = {"run": r.path.name, "task": task[r.path], "loss": loss[r.path], "status": f"[{style}]{status}[/]",
+                 "iters": f"{len(r.iterations)}/{r.planned_iterations() or '?'}", "best": _f(r.best_score()),
+                 "test": _f(r.tests[-1]["solve_rate"]) if r.tests else "–", "tokens": fmt_count(r.executor_tokens()),
+                 "spend": f"${r.cost():.2f}" if r.cost() is not None else "–",
+                 "updated": str(r.status.get("updated", "–")).replace("T", " ")[:16]}
+        table.add_row(*(cells[c] for c in cols))
     console.print(table)
     return 0
 

@@ -1,0 +1,310 @@
+"""`scoreflow report`, `runs` and `show` on synthetic run directories (numbers known in advance) and
+on one real run made by `scoreflow optimize`; the plotted series are read back from the figures."""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")  # the `report` extra; listed in the `test` extra too
+
+from scoreflow import plots  # noqa: E402
+from scoreflow.cli import main as cli_main  # noqa: E402
+from scoreflow.report import load_runs, markdown, write_report  # noqa: E402
+from scoreflow.runload import load_run  # noqa: E402
+
+SOURCE = 'async def run_workflow(self):\n    a = await self.custom(input=self.problem, instruction="solve")\n    return a\n'
+
+
+def _jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def make_run(path: Path, *, loss: str = "score-dpo", iterations: int = 3, problems: int = 3, k: int = 4,
+             seed: int = 0, status: str = "finished", pid: int | None = None, cost: bool = False,
+             evaluate: bool = True) -> Path:
+    """A run directory as the loop writes it, with made-up but consistent records."""
+    rng = random.Random(seed)
+    path.mkdir(parents=True)
+    (path / "config.toml").write_text(
+        f'[run]\ntask = "arith"\niterations = {iterations}\nproblems = {problems}\nseed = 0\n'
+        f'[generator]\nmodel = "smollm2-135m"\nworkflows_per_problem = {k}\n'
+        f'[executor]\nkind = "local"\nmodel = ""\nruns = 2\n[train]\nloss = "{loss}"\nbatch_size = 1\n')
+    (path / "status.json").write_text(json.dumps({"status": status, "reason": "", "pid": pid or os.getpid(),
+                                                  "updated": "2025-01-02T03:04:05"}))
+    workflows, executions, pairs, train, metrics = [], [], [], [], []
+    for it in range(1, iterations + 1):
+        valid_slots, first_valid, scores = 0, 0, {}
+        for p in range(problems):
+            for j in range(k):
+                ok_first = rng.random() < 0.3 + 0.2 * it
+                ok = ok_first or rng.random() < 0.5
+                workflows.append({"iteration": it, "problem": p, "problem_id": f"arith-validate-{p}", "slot": j,
+                                  "attempt": 0, "valid": ok_first, "reason": "" if ok_first else
+                                  rng.choice(["no <graph> block", "syntax error: invalid syntax (line 2)"]),
+                                  "tokens": 50, "text": "<graph>...</graph>", "source": SOURCE if ok_first else None})
+                if not ok_first:
+                    workflows.append({"iteration": it, "problem": p, "problem_id": f"arith-validate-{p}", "slot": j,
+                                      "attempt": 1, "valid": ok, "reason": "" if ok else "no <graph> block",
+                                      "tokens": 40, "text": "x", "source": SOURCE if ok else None})
+                if not ok:
+                    continue
+                valid_slots += 1
+                first_valid += ok_first
+                runs = [float(rng.random() < 0.2 * it + 0.1 * j) for _ in range(2)]
+                for n, sc in enumerate(runs):
+                    rec = {"iteration": it, "problem": p, "problem_id": f"arith-validate-{p}", "slot": j, "run": n,
+                           "status": "ok", "score": sc, "output": "7", "answer": "7", "reason": "", "calls": 2,
+                           "tokens": 100, "seconds": 0.5}
+                    if cost:
+                        rec["cost_usd"] = 0.001 * it
+                    executions.append(rec)
+                scores[(p, j)] = mean(runs)
+        n_pairs = 4
+        for q in range(n_pairs):
+            pairs.append({"iteration": it, "problem": q % problems, "chosen": 0, "rejected": 1,
+                          "score_chosen": 1.0, "score_rejected": 0.0})
+        for step in range(1, n_pairs + 1):
+            train.append({"iteration": it, "step": step, "total": n_pairs, "loss": 0.7 - 0.05 * it - 0.01 * step,
+                          "margin": 0.02 * it + 0.005 * step, "chosen_reward": 0.01, "rejected_reward": -0.01,
+                          "seconds": 1.5, "grad_norm": 1.0})
+        slots = problems * k
+        calls = sum(2 for r in executions if r["iteration"] == it)
+        steps = [r for r in train if r["iteration"] == it]
+        metrics.append({"kind": "iteration", "iteration": it, "problems": problems, "workflows": slots,
+                        "valid": valid_slots, "valid_rate": valid_slots / slots,
+                        "first_attempt_valid_rate": first_valid / slots,
+                        "mean_score": mean(scores.values()) if scores else 0.0,
+                        "solve_rate": sum(scores.values()) / slots, "pairs": n_pairs, "unique_pairs": n_pairs,
+                        "steps": len(steps), "loss": mean(s["loss"] for s in steps),
+                        "margin": mean(s["margin"] for s in steps), "train_seconds": 6.0,
+                        "generator_tokens": 1000, "executor_calls": calls, "executor_tokens": 50 * calls,
+                        "seconds": 90.0 + it})
+        if evaluate and it in (1, iterations):
+            metrics.append({"kind": "evaluate", "iteration": it, "split": "test", "problems": 10,
+                            "valid_rate": 0.5 + 0.1 * it, "solve_rate": 0.1 * it + 0.05 * seed,
+                            "generator_tokens": 300, "seconds": 30.0})
+    for name, recs in (("workflows", workflows), ("evaluations", executions), ("pairs", pairs), ("train", train),
+                       ("metrics", metrics)):
+        _jsonl(path / f"{name}.jsonl", recs)
+    return path
+
+
+def _lines(fig) -> dict[str, list[tuple[float, float]]]:
+    out = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if line.get_gid():
+                out[line.get_gid()] = [tuple(map(float, xy)) for xy in line.get_xydata()]
+    return out
+
+
+def _stairs(fig) -> dict[str, list[float]]:
+    from matplotlib.patches import StepPatch
+
+    return {p.get_gid(): [float(v) for v in p.get_data().values]
+            for ax in fig.axes for p in ax.patches if isinstance(p, StepPatch) and p.get_gid()}
+
+
+def _metrics(path: Path, kind: str = "iteration") -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()
+            if json.loads(line).get("kind") == kind]
+
+
+# ---- the plotted numbers are the recorded numbers ---------------------------------------------------
+
+def test_score_and_validity_figures_match_metrics(tmp_path):
+    run = make_run(tmp_path / "a")
+    its, tests = _metrics(run), _metrics(run, "evaluate")
+    lines = _lines(plots.score_figure(load_runs([run])))
+    assert lines["a:mean_score"] == [(m["iteration"], pytest.approx(m["mean_score"])) for m in its]
+    assert lines["a:solve_rate"] == [(m["iteration"], pytest.approx(m["solve_rate"])) for m in its]
+    assert lines["a:test_solve_rate"] == [(m["iteration"], pytest.approx(m["solve_rate"])) for m in tests]
+    assert [x for x, _ in lines["a:test_solve_rate"]] == [1, 3]
+    lines = _lines(plots.validity_figure(load_runs([run])))
+    assert lines["a:valid_rate"] == [(m["iteration"], pytest.approx(m["valid_rate"])) for m in its]
+    assert lines["a:first_attempt_valid_rate"] == [(m["iteration"], pytest.approx(m["first_attempt_valid_rate"]))
+                                                   for m in its]
+    # the synthetic run is built so these differ: the plot cannot pass by showing one series twice
+    assert [y for _, y in lines["a:valid_rate"]] != [y for _, y in lines["a:first_attempt_valid_rate"]]
+
+
+def test_training_and_executor_figures_match_records(tmp_path):
+    run = make_run(tmp_path / "a", cost=True)
+    train = [json.loads(line) for line in (run / "train.jsonl").read_text().splitlines()]
+    lines = _lines(plots.training_figure(load_runs([run])))
+    assert [y for _, y in lines["a:loss"]] == pytest.approx([r["loss"] for r in train])
+    assert [y for _, y in lines["a:margin"]] == pytest.approx([r["margin"] for r in train])
+    assert [x for x, _ in lines["a:loss"]] == list(range(1, len(train) + 1))
+    its = _metrics(run)
+    lines = _lines(plots.executor_figure(load_runs([run])))
+    tokens = [sum(m["executor_tokens"] for m in its[:i + 1]) for i in range(len(its))]
+    assert [y for _, y in lines["a:executor_tokens"]] == pytest.approx(tokens)
+    execs = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+    spend = [sum(r["cost_usd"] for r in execs if r["iteration"] <= m["iteration"]) for m in its]
+    assert [y for _, y in lines["a:cost_usd"]] == pytest.approx(spend)
+    unpriced = _lines(plots.executor_figure(load_runs([make_run(tmp_path / "b")])))
+    assert "b:cost_usd" not in unpriced
+    assert [y for _, y in unpriced["b:executor_calls"]] == pytest.approx(
+        [sum(m["executor_calls"] for m in its[:i + 1]) for i in range(len(its))])
+
+
+def test_score_distribution_counts_workflow_means(tmp_path):
+    run = make_run(tmp_path / "a")
+    fig = plots.distribution_figure(load_runs([run]))
+    execs = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+    for it in (1, 2, 3):
+        per_workflow: dict[tuple[int, int], list[float]] = {}
+        for r in execs:
+            if r["iteration"] == it:
+                per_workflow.setdefault((r["problem"], r["slot"]), []).append(r["score"])
+        want = [0] * 10
+        for scores in per_workflow.values():
+            want[min(9, int(mean(scores) * 10))] += 1
+        bars = [p.get_height() for p in fig.axes[0].patches if p.get_gid() == f"a:scores:{it}"]
+        assert bars == want, it
+        assert sum(want) == len(per_workflow) == _metrics(run)[it - 1]["valid"]
+
+
+def test_compare_overlays_runs_in_every_plot_and_the_table(tmp_path):
+    a, b = make_run(tmp_path / "sdpo", seed=0), make_run(tmp_path / "dpo", loss="dpo", seed=1)
+    runs = load_runs([a, b])
+    assert [r.label for r in runs] == ["sdpo [score-dpo]", "dpo [dpo]"]
+    for make in (plots.score_figure, plots.validity_figure, plots.training_figure, plots.executor_figure):
+        gids = {gid.split(":")[0] for gid in _lines(make(runs))}
+        assert gids == {"sdpo [score-dpo]", "dpo [dpo]"}, make.__name__
+    lines = _lines(plots.score_figure(runs))
+    assert [y for _, y in lines["dpo [dpo]:mean_score"]] == pytest.approx([m["mean_score"] for m in _metrics(b)])
+    dist = plots.distribution_figure(runs)
+    assert {p.get_gid() for p in dist.axes[0].patches} == {"sdpo [score-dpo]:scores:3", "dpo [dpo]:scores:3"}
+    out = tmp_path / "cmp"
+    assert cli_main(["report", str(a), "--compare", str(b), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    table = md.split("## Comparison")[1].split("\n## ")[0]
+    row = next(line for line in table.splitlines() if line.startswith("| dpo [dpo]"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    last_b = _metrics(b)[-1]
+    assert cells[1:5] == ["dpo", "finished", "3/3", f"{max(m['mean_score'] for m in _metrics(b)):.3f}"]
+    assert cells[5:8] == [f"{last_b['mean_score']:.3f}", f"{last_b['solve_rate']:.3f}",
+                          f"{_metrics(b, 'evaluate')[-1]['solve_rate']:.3f}"]
+
+
+def test_report_writes_markdown_and_every_png(tmp_path, capsys):
+    run = make_run(tmp_path / "a")
+    assert cli_main(["report", str(run)]) == 0
+    out = run / "report"
+    assert capsys.readouterr().out.strip() == str(out / "report.md")
+    for name in plots.FIGURES:
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, name
+    md = (out / "report.md").read_text()
+    for name in plots.FIGURES:
+        assert f"]({name})" in md
+    its = _metrics(run)
+    row = next(line for line in md.split("## Iterations")[1].splitlines() if line.startswith("| 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:6] == [f"{its[1]['valid']}/{its[1]['workflows']}", f"{its[1]['valid_rate']:.0%}",
+                          f"{its[1]['first_attempt_valid_rate']:.0%}", f"{its[1]['mean_score']:.3f}",
+                          f"{its[1]['solve_rate']:.3f}"]
+    assert "| no &lt;graph&gt; block |" in md  # rejection reasons, escaped for Markdown
+
+
+def test_report_on_an_empty_run_and_bad_input(tmp_path, capsys):
+    empty = tmp_path / "new"
+    empty.mkdir()
+    (empty / "config.toml").write_text('[run]\ntask = "arith"\niterations = 2\n')
+    assert cli_main(["report", str(empty)]) == 0
+    assert "No iteration has finished yet." in (empty / "report" / "report.md").read_text()
+    assert cli_main(["report", str(tmp_path / "missing")]) == 2
+    assert "no run directory" in capsys.readouterr().err
+    assert cli_main(["report", str(tmp_path)]) == 2  # a folder, but not a run
+    assert "not a run directory" in capsys.readouterr().err
+    assert cli_main(["report", str(empty), "--bogus"]) == 2
+
+
+# ---- runs and show ---------------------------------------------------------------------------------
+
+def test_runs_lists_statuses_including_a_crash(tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is now free: a "running" status with it is a crashed run
+    make_run(tmp_path / "done", iterations=2)
+    make_run(tmp_path / "live", iterations=2, status="running")  # our own pid: alive
+    make_run(tmp_path / "crashed", iterations=2, status="running", pid=dead.pid)
+    make_run(tmp_path / "capped", iterations=2, status="stopped", cost=True)
+    make_run(tmp_path / "broke", iterations=2, status="failed")
+    make_run(tmp_path / "stopped", iterations=2, status="interrupted")
+    (tmp_path / "not-a-run").mkdir()
+    assert cli_main(["runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    names = {"done", "live", "crashed", "capped", "broke", "stopped"}
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()[:1] and line.split()[0] in names}
+    assert set(rows) == names and "not-a-run" not in out, out
+    assert "6 runs in" in out and "(task arith, loss score-dpo)" in out
+    assert "finished" in rows["done"] and "running" in rows["live"] and "crashed, resumable" in rows["crashed"]
+    assert "stopped at cap" in rows["capped"] and "failed" in rows["broke"] and "interrupted" in rows["stopped"]
+    best = max(m["mean_score"] for m in _metrics(tmp_path / "done"))
+    assert f" 2/2 " in rows["done"] and f"{best:.3f}" in rows["done"]
+    assert "$" in rows["capped"] and "$" not in rows["done"]
+    assert cli_main(["runs", str(tmp_path / "nowhere")]) == 2
+
+
+def test_show_lists_a_problems_workflows_best_first(tmp_path, capsys):
+    run = make_run(tmp_path / "a", iterations=2)
+    assert cli_main(["show", str(run), "--problem", "1", "--iteration", "2"]) == 0
+    out = capsys.readouterr().out
+    execs = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
+    wfs = [json.loads(line) for line in (run / "workflows.jsonl").read_text().splitlines()]
+    means = {}
+    for r in execs:
+        if r["iteration"] == 2 and r["problem"] == 1:
+            means.setdefault(r["slot"], []).append(r["score"])
+    shown = [(int(m.group(1)), float(m.group(2))) for m in re.finditer(r"slot (\d) · score (\d\.\d{3})", out)]
+    assert sorted(shown) == sorted((s, round(mean(v), 3)) for s, v in means.items())
+    assert [sc for _, sc in shown] == sorted((sc for _, sc in shown), reverse=True)
+    rejected = {r["slot"] for r in wfs if r["iteration"] == 2 and r["problem"] == 1} - set(means)
+    assert {int(s) for s in re.findall(r"slot (\d) · rejected", out)} == rejected
+    assert "async def run_workflow(self):" in out
+    assert cli_main(["show", str(run), "--problem", "9"]) == 2
+    assert "no problem '9' in iteration 2" in capsys.readouterr().err
+    assert cli_main(["show", str(run), "--problem", "0", "--iteration", "7"]) == 2
+    assert cli_main(["show", str(run)]) == 2  # --problem is required
+
+
+# ---- a real run ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_report_and_show_on_a_real_run(tmp_path_factory, tmp_path, capsys):
+    from test_dashboard import real_runs
+
+    real = real_runs(str(tmp_path_factory.getbasetemp()))
+    run = real.plain_dir
+    assert real.plain_rc == 0, real.plain_err
+    assert cli_main(["report", str(run), "--out", str(tmp_path / "r")]) == 0
+    its = _metrics(run)
+    data = load_runs([run])
+    lines = _lines(plots.score_figure(data))
+    assert lines[f"{run.name}:mean_score"] == [(m["iteration"], pytest.approx(m["mean_score"])) for m in its]
+    lines = _lines(plots.validity_figure(data))
+    assert lines[f"{run.name}:valid_rate"] == [(m["iteration"], pytest.approx(m["valid_rate"])) for m in its]
+    wfs = [json.loads(line) for line in (run / "workflows.jsonl").read_text().splitlines()]
+    md = (tmp_path / "r" / "report.md").read_text()
+    rejected = sum(1 for w in wfs if not w["valid"])
+    assert (f"{rejected} rejected attempts in all." in md) if rejected else ("No workflow was rejected." in md)
+    capsys.readouterr()
+    assert cli_main(["show", str(run), "--problem", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"Problem 0 ({wfs[0]['problem_id']}) · iteration 1 · 2 workflows")
+    from scoreflow.tasks import load
+
+    question = next(p.question for p in load("arith", None).problems("validate") if p.id == wfs[0]["problem_id"])
+    assert out.splitlines()[1] == question.strip()  # the task rebuilt from config.toml gives the question
+    assert load_run(run).status_label() == "finished"

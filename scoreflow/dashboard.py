@@ -192,7 +192,8 @@ def iteration_line(m: dict[str, Any]) -> str:
     parts = [f"iteration {m['iteration']} done",
              f"valid {m['valid']}/{m['workflows']} ({m['valid_rate']:.0%}, first attempt "
              f"{m['first_attempt_valid_rate']:.0%})",
-             f"mean score {m['mean_score']:.3f}", f"solve rate {m['solve_rate']:.3f}", f"pairs {m['pairs']}"]
+             f"mean score {m['mean_score']:.3f}" if m["valid"] else "no valid workflow",
+             f"solve rate {m['solve_rate']:.3f}", f"pairs {m['pairs']}"]
     if m.get("loss") is not None:
         parts.append(f"loss {m['loss']:.4f}, margin {m['margin']:+.4f} over {m['steps']} steps")
     parts.append(f"executor {m.get('executor_calls', 0)} calls, {fmt_count(m.get('executor_tokens', 0))} tokens")

@@ -39,13 +39,14 @@ def _legend(ax, runs: list[RunData]) -> None:
 
 def score_figure(runs: list[RunData]) -> Figure:
     fig = Figure(figsize=(10, 4), layout="constrained")
-    opt, test = fig.subplots(1, 2, sharey=True)
+    opt, test = fig.subplots(1, 2)
     any_test = False
     for i, run in enumerate(runs):
         its = run.iterations
         x = [m["iteration"] for m in its]
-        opt.plot(x, [m["mean_score"] for m in its], "o-", color=_color(i), gid=f"{run.label}:mean_score",
-                 label=f"{run.label}: mean score of valid workflows")
+        scored = [m for m in its if m.get("valid")]  # without a valid workflow there is no mean score
+        opt.plot([m["iteration"] for m in scored], [m["mean_score"] for m in scored], "o-", color=_color(i),
+                 gid=f"{run.label}:mean_score", label=f"{run.label}: mean score of valid workflows")
         opt.plot(x, [m["solve_rate"] for m in its], "s:", color=_color(i), alpha=0.8, gid=f"{run.label}:solve_rate",
                  label=f"{run.label}: solve rate (invalid = 0)")
         if run.tests:
@@ -59,6 +60,7 @@ def score_figure(runs: list[RunData]) -> Figure:
     _legend(opt, runs)
     if any_test:
         test.set_title("Test split: solve rate (iteration 0 = base model)")
+        test.set_ylim(-0.03, 1.03)
         _iteration_axis(test)
         _legend(test, runs)
     else:

@@ -114,7 +114,7 @@ def _iterations(run: RunData) -> str:
     for m in run.iterations:
         rows.append([str(m["iteration"]), f"{m.get('valid', '–')}/{m.get('workflows', '–')}",
                      _f(m.get("valid_rate"), ".0%"), _f(m.get("first_attempt_valid_rate"), ".0%"),
-                     _f(m.get("mean_score")), _f(m.get("solve_rate")),
+                     _f(m.get("mean_score") if m.get("valid") else None), _f(m.get("solve_rate")),
                      f"{m.get('pairs', 0)} ({m.get('unique_pairs', m.get('pairs', 0))})", str(m.get("steps", 0)),
                      _f(m.get("loss"), ".4f"), _f(m.get("margin"), "+.4f"), str(m.get("executor_calls", 0)),
                      f"{m.get('executor_tokens', 0):,}", _f(m.get("seconds", 0) / 60, ".1f")])
@@ -143,7 +143,8 @@ def _comparison(runs: list[RunData]) -> str:
         its = r.iterations
         last = its[-1] if its else {}
         rows.append([r.label, str(r.config.get("train", {}).get("loss", "–")), r.status_label(),
-                     f"{len(its)}/{r.planned_iterations() or '?'}", _f(r.best_score()), _f(last.get("mean_score")),
+                     f"{len(its)}/{r.planned_iterations() or '?'}", _f(r.best_score()),
+                     _f(last.get("mean_score") if last.get("valid") else None),
                      _f(last.get("solve_rate")), _f(r.tests[-1]["solve_rate"]) if r.tests else "–",
                      _f(last.get("valid_rate"), ".0%"), f"{r.executor_tokens():,}",
                      _f(r.cost(), ".2f") if r.cost() is not None else "–"])

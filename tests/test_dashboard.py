@@ -299,7 +299,8 @@ def test_real_run_in_a_terminal(real):
         assert re.search(rf"^✔ {name}\b", final, re.M), (name, final)
     row = next(line for line in final.splitlines() if line.split()[:1] == ["1"])
     assert row.split()[:6] == ["1", f"{m['valid_rate']:.0%}", f"{m['first_attempt_valid_rate']:.0%}",
-                               f"{m['mean_score']:.3f}", f"{m['solve_rate']:.3f}", str(m["pairs"])], (row, m)
+                               f"{m['mean_score']:.3f}" if m["valid"] else "–", f"{m['solve_rate']:.3f}",
+                               str(m["pairs"])], (row, m)
     assert f"Workflows {m['valid']} valid · {m['workflows'] - m['valid']} rejected" in final
     assert re.search(r"^finished · 1 iteration · \d+ executor calls", final, re.M), final
 

@@ -19,7 +19,7 @@ matplotlib = pytest.importorskip("matplotlib")  # the `report` extra; listed in 
 
 from scoreflow import plots  # noqa: E402
 from scoreflow.cli import main as cli_main  # noqa: E402
-from scoreflow.report import load_runs, markdown, write_report  # noqa: E402
+from scoreflow.report import load_runs  # noqa: E402
 from scoreflow.runload import load_run  # noqa: E402
 
 SOURCE = 'async def run_workflow(self):\n    a = await self.custom(input=self.problem, instruction="solve")\n    return a\n'
@@ -31,7 +31,7 @@ def _jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 def make_run(path: Path, *, loss: str = "score-dpo", iterations: int = 3, problems: int = 3, k: int = 4,
              seed: int = 0, status: str = "finished", pid: int | None = None, cost: bool = False,
-             evaluate: bool = True) -> Path:
+             evaluate: bool = True, invalid: tuple[int, ...] = ()) -> Path:
     """A run directory as the loop writes it, with made-up but consistent records."""
     rng = random.Random(seed)
     path.mkdir(parents=True)
@@ -46,8 +46,8 @@ def make_run(path: Path, *, loss: str = "score-dpo", iterations: int = 3, proble
         valid_slots, first_valid, scores = 0, 0, {}
         for p in range(problems):
             for j in range(k):
-                ok_first = rng.random() < 0.3 + 0.2 * it
-                ok = ok_first or rng.random() < 0.5
+                ok_first = rng.random() < 0.3 + 0.2 * it and it not in invalid
+                ok = ok_first or (rng.random() < 0.5 and it not in invalid)
                 workflows.append({"iteration": it, "problem": p, "problem_id": f"arith-validate-{p}", "slot": j,
                                   "attempt": 0, "valid": ok_first, "reason": "" if ok_first else
                                   rng.choice(["no <graph> block", "syntax error: invalid syntax (line 2)"]),
@@ -69,7 +69,7 @@ def make_run(path: Path, *, loss: str = "score-dpo", iterations: int = 3, proble
                         rec["cost_usd"] = 0.001 * it
                     executions.append(rec)
                 scores[(p, j)] = mean(runs)
-        n_pairs = 4
+        n_pairs = 4 if scores else 0
         for q in range(n_pairs):
             pairs.append({"iteration": it, "problem": q % problems, "chosen": 0, "rejected": 1,
                           "score_chosen": 1.0, "score_rejected": 0.0})
@@ -85,8 +85,8 @@ def make_run(path: Path, *, loss: str = "score-dpo", iterations: int = 3, proble
                         "first_attempt_valid_rate": first_valid / slots,
                         "mean_score": mean(scores.values()) if scores else 0.0,
                         "solve_rate": sum(scores.values()) / slots, "pairs": n_pairs, "unique_pairs": n_pairs,
-                        "steps": len(steps), "loss": mean(s["loss"] for s in steps),
-                        "margin": mean(s["margin"] for s in steps), "train_seconds": 6.0,
+                        "steps": len(steps), "loss": mean(s["loss"] for s in steps) if steps else None,
+                        "margin": mean(s["margin"] for s in steps) if steps else None, "train_seconds": 6.0,
                         "generator_tokens": 1000, "executor_calls": calls, "executor_tokens": 50 * calls,
                         "seconds": 90.0 + it})
         if evaluate and it in (1, iterations):
@@ -123,13 +123,16 @@ def _metrics(path: Path, kind: str = "iteration") -> list[dict[str, Any]]:
 # ---- the plotted numbers are the recorded numbers ---------------------------------------------------
 
 def test_score_and_validity_figures_match_metrics(tmp_path):
-    run = make_run(tmp_path / "a")
+    run = make_run(tmp_path / "a", iterations=4, invalid=(2,))
     its, tests = _metrics(run), _metrics(run, "evaluate")
+    assert its[1]["valid"] == 0 and its[1]["pairs"] == 0 and all(m["valid"] for m in its if m["iteration"] != 2)
     lines = _lines(plots.score_figure(load_runs([run])))
-    assert lines["a:mean_score"] == [(m["iteration"], pytest.approx(m["mean_score"])) for m in its]
+    # an iteration without a valid workflow has no mean score: a gap, not a 0
+    assert lines["a:mean_score"] == [(m["iteration"], pytest.approx(m["mean_score"])) for m in its if m["valid"]]
+    assert [x for x, _ in lines["a:mean_score"]] == [1, 3, 4]
     assert lines["a:solve_rate"] == [(m["iteration"], pytest.approx(m["solve_rate"])) for m in its]
     assert lines["a:test_solve_rate"] == [(m["iteration"], pytest.approx(m["solve_rate"])) for m in tests]
-    assert [x for x, _ in lines["a:test_solve_rate"]] == [1, 3]
+    assert [x for x, _ in lines["a:test_solve_rate"]] == [1, 4]
     lines = _lines(plots.validity_figure(load_runs([run])))
     assert lines["a:valid_rate"] == [(m["iteration"], pytest.approx(m["valid_rate"])) for m in its]
     assert lines["a:first_attempt_valid_rate"] == [(m["iteration"], pytest.approx(m["first_attempt_valid_rate"]))
@@ -252,7 +255,7 @@ def test_runs_lists_statuses_including_a_crash(tmp_path, capsys):
     assert "finished" in rows["done"] and "running" in rows["live"] and "crashed, resumable" in rows["crashed"]
     assert "stopped at cap" in rows["capped"] and "failed" in rows["broke"] and "interrupted" in rows["stopped"]
     best = max(m["mean_score"] for m in _metrics(tmp_path / "done"))
-    assert f" 2/2 " in rows["done"] and f"{best:.3f}" in rows["done"]
+    assert " 2/2 " in rows["done"] and f"{best:.3f}" in rows["done"]
     assert "$" in rows["capped"] and "$" not in rows["done"]
     assert cli_main(["runs", str(tmp_path / "nowhere")]) == 2
 
@@ -292,7 +295,9 @@ def test_report_and_show_on_a_real_run(tmp_path_factory, tmp_path, capsys):
     its = _metrics(run)
     data = load_runs([run])
     lines = _lines(plots.score_figure(data))
-    assert lines[f"{run.name}:mean_score"] == [(m["iteration"], pytest.approx(m["mean_score"])) for m in its]
+    assert lines[f"{run.name}:mean_score"] == [(m["iteration"], pytest.approx(m["mean_score"])) for m in its
+                                               if m["valid"]]
+    assert lines[f"{run.name}:solve_rate"] == [(m["iteration"], pytest.approx(m["solve_rate"])) for m in its]
     lines = _lines(plots.validity_figure(data))
     assert lines[f"{run.name}:valid_rate"] == [(m["iteration"], pytest.approx(m["valid_rate"])) for m in its]
     wfs = [json.loads(line) for line in (run / "workflows.jsonl").read_text().splitlines()]

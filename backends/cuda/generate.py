@@ -1,8 +1,17 @@
-"""Batched sampled generation with left padding, stop strings and per-row token counts."""
+"""Batched sampled generation with left padding, stop strings and per-row token counts.
+
+`generate` is a small decoding loop of its own: identical prompts (the k samples per problem that
+ScoreFlow draws) are prefilled once and their KV cache shared, and finished rows leave the batch
+so the rest decode at the size they need. `hf_generate` is transformers' `generate`, kept as the
+reference (greedy outputs must agree) and as the benchmarks' one-at-a-time baseline.
+"""
 
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
+
+from transformers import DynamicCache
 
 import torch
 
@@ -11,7 +20,7 @@ from scoreflow.chat import ChatFormat, cut_at_stop
 
 
 @torch.no_grad()
-def generate(
+def hf_generate(
     model, tokenizer, fmt: ChatFormat, prompts: Sequence[Messages], params: SamplingParams,
     device: torch.device, batch_size: int,
 ) -> list[Completion]:
@@ -57,3 +66,111 @@ def generate(
                 finished=stopped or end is not None,
             )
     return [c for c in results if c is not None]
+
+
+def _sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator | None) -> torch.Tensor:
+    """Next token per row: greedy at temperature 0, else temperature + nucleus (top-p) sampling."""
+    if params.temperature <= 0:
+        return logits.argmax(-1)
+    probs = (logits.float() / params.temperature).softmax(-1)
+    if params.top_p < 1.0:
+        sorted_p, idx = probs.sort(-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, idx, sorted_p)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+
+
+def _forward_kwargs(model) -> tuple[str, bool]:
+    """The cache keyword (`cache` from transformers 5.24, `past_key_values` before) and logits_to_keep support."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = inspect.signature(type(base).forward).parameters
+    return ("cache" if "cache" in names else "past_key_values"), "logits_to_keep" in names
+
+
+def _stop_window(stops: Sequence[str]) -> int:
+    return max((len(s) for s in stops), default=0) + 2  # tokens: every token decodes to >= 1 character
+
+
+@torch.no_grad()
+def generate(
+    model, tokenizer, fmt: ChatFormat, prompts: Sequence[Messages], params: SamplingParams,
+    device: torch.device, batch_size: int,
+) -> list[Completion]:
+    encoded = [fmt.prompt_ids(m) for m in prompts]
+    # Shortest first (less padding); identical prompts adjacent, so they share a batch and a prefill.
+    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), encoded[i]))
+    results: list[Completion | None] = [None] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        gen = None
+        if params.seed is not None and params.temperature > 0:
+            gen = torch.Generator(device=device).manual_seed(params.seed + start)
+        for i, c in zip(rows, _generate_batch(model, fmt, [encoded[i] for i in rows], params, device,
+                                              tokenizer.pad_token_id, gen)):
+            results[i] = c
+    return [c for c in results if c is not None]
+
+
+def _generate_batch(model, fmt: ChatFormat, prompts: list[list[int]], params: SamplingParams, device: torch.device,
+                    pad: int, gen: torch.Generator | None) -> list[Completion]:
+    unique: dict[tuple[int, ...], int] = {}
+    source = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+    keys = list(unique)
+    width = max(len(k) for k in keys)
+    ids = torch.full((len(keys), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(keys), width), dtype=torch.long)
+    for r, k in enumerate(keys):
+        ids[r, width - len(k):] = torch.tensor(k)
+        mask[r, width - len(k):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    cache = DynamicCache()
+    cache_kw, keep_kw = _forward_kwargs(model)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache},
+                **({"logits_to_keep": 1} if keep_kw else {}))
+    pick = torch.tensor(source, device=device)
+    if len(keys) < len(prompts):  # each sample of a prompt gets its own copy of the prompt's cache
+        cache.batch_select_indices(pick)
+    logits = out.logits[pick, -1]
+    mask, last_pos = mask[pick], pos[pick, -1]
+
+    stop_ids = set(fmt.stop_ids) | {pad}
+    window = _stop_window(params.stop)
+    tokens: list[list[int]] = [[] for _ in prompts]
+    done: list[Completion | None] = [None] * len(prompts)
+    alive = list(range(len(prompts)))  # batch row r decodes prompt alive[r]
+    for step in range(params.max_new_tokens):
+        nxt = _sample(logits, params, gen).tolist()
+        keep = []
+        for r, (i, t) in enumerate(zip(alive, nxt)):
+            if t in stop_ids:
+                done[i] = _finish(fmt, tokens[i], params.stop, eos=True)
+                continue
+            tokens[i].append(t)
+            if params.stop and any(s in fmt.decode(tokens[i][-window:]) for s in params.stop):
+                done[i] = _finish(fmt, tokens[i], params.stop, eos=False)
+                continue
+            keep.append(r)
+        if not keep or step + 1 == params.max_new_tokens:
+            break
+        if len(keep) < len(alive):  # drop finished rows from the batch and the cache
+            sel = torch.tensor(keep, device=device)
+            cache.batch_select_indices(sel)
+            mask, last_pos = mask[sel], last_pos[sel]
+            nxt = [nxt[r] for r in keep]
+            alive = [alive[r] for r in keep]
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+        last_pos = last_pos + 1
+        out = model(input_ids=torch.tensor(nxt, device=device)[:, None], attention_mask=mask,
+                    position_ids=last_pos[:, None], use_cache=True, **{cache_kw: cache})
+        logits = out.logits[:, -1]
+    for i in range(len(prompts)):
+        if done[i] is None:
+            done[i] = _finish(fmt, tokens[i], params.stop, eos=False)
+    return [c for c in done if c is not None]
+
+
+def _finish(fmt: ChatFormat, body: list[int], stops: Sequence[str], *, eos: bool) -> Completion:
+    text, stopped = cut_at_stop(fmt.decode(body), stops)
+    return Completion(text=text, tokens=len(body) + eos, finished=stopped or eos)

@@ -1,0 +1,83 @@
+"""The PyTorch backend's own decoding loop (shared prefill, finished rows leaving the batch) agrees
+with transformers' generate on greedy outputs, and honours stops, token limits and seeds."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from scoreflow.backend import LoraConfig, SamplingParams  # noqa: E402
+from scoreflow.backends.cuda import generate as G  # noqa: E402
+from scoreflow.backends.cuda import load  # noqa: E402
+
+PROMPTS = [[{"role": "user", "content": "Write a workflow."}],
+           [{"role": "user", "content": "Ava has 3 apples and gets 4 more. How many?"}],
+           [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_llama):
+    b = load(str(tiny_llama), device="cpu", lora=LoraConfig(rank=4, alpha=8, dropout=0.0), seed=0)
+    b.model.to(torch.float64)
+    return b
+
+
+def _run(b, fn, prompts, params, batch_size):
+    return fn(b.model, b.tokenizer, b.fmt, prompts, params, b.torch_device, batch_size)
+
+
+@pytest.mark.parametrize("stop", [(), ("e",), ("</graph>", "a")])
+def test_greedy_equals_transformers_generate(backend, stop):
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[0], PROMPTS[2], PROMPTS[0], PROMPTS[1]]
+    params = SamplingParams(temperature=0.0, max_new_tokens=24, stop=stop)
+    ours = _run(backend, G.generate, prompts, params, 4)
+    ref = [_run(backend, G.hf_generate, [p], params, 1)[0] for p in prompts]
+    assert ours == ref
+    if stop:
+        assert any(c.finished for c in ours)
+    assert all(c.tokens <= 24 for c in ours)
+
+
+def test_stops_limits_and_counts(backend):
+    params = SamplingParams(temperature=0.0, max_new_tokens=10, stop=())
+    outs = _run(backend, G.generate, PROMPTS, params, 8)
+    for c in outs:
+        assert (c.tokens == 10 and not c.finished) or (c.finished and c.tokens <= 10)
+    stopped = _run(backend, G.generate, PROMPTS, SamplingParams(temperature=0.0, max_new_tokens=40, stop=("e",)), 8)
+    for c in stopped:
+        if c.finished and "e" in c.text:
+            assert c.text.endswith("e") and c.text.count("e") == 1
+
+
+def test_seeded_sampling_is_reproducible_and_samples_differ(backend):
+    prompts = [PROMPTS[1]] * 6
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=16, stop=(), seed=7)
+    a = _run(backend, G.generate, prompts, params, 8)
+    b = _run(backend, G.generate, prompts, params, 8)
+    assert a == b
+    assert len({c.text for c in a}) > 1  # the shared prefill does not make the samples identical
+
+
+def test_top_p_keeps_the_nucleus():
+    logits = torch.tensor([[3.0, 2.0, 0.0, -5.0]]).log_softmax(-1)
+    params = SamplingParams(temperature=1.0, top_p=0.9)
+    gen = torch.Generator().manual_seed(0)
+    draws = {int(G._sample(logits, params, gen)) for _ in range(200)}
+    assert draws == {0, 1}  # p = 0.705, 0.259, 0.035, ...: the first two reach 0.9 only together
+    assert G._sample(logits, SamplingParams(temperature=0.0), None).item() == 0
+
+
+def test_backend_generate_adapter_off_and_on(backend):
+    params = SamplingParams(temperature=0.0, max_new_tokens=8, stop=())
+    with torch.no_grad():
+        for n, p in backend.model.named_parameters():
+            if p.requires_grad and "lora_B" in n:
+                p.add_(0.5)
+    try:
+        on = backend.generate(PROMPTS, params)
+        off = backend.generate(PROMPTS, params, adapter=False)
+        assert [c.text for c in on] != [c.text for c in off]
+    finally:
+        backend.load_adapter(None)

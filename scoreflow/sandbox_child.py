@@ -500,7 +500,13 @@ def main():
     sys.stderr = sys.stdout
 
     # Captured before untrusted code runs; the verdict below uses nothing else.
-    write, pread, exit_ = os.write, os.pread, os._exit
+    import _thread
+    import signal
+
+    write, pread, exit_, fstat = os.write, os.pread, os._exit, os.fstat
+    threads, sigmask, block, all_signals = _thread._count, signal.pthread_sigmask, signal.SIG_BLOCK, signal.valid_signals()
+    channel = fstat(proto_out)
+    channel_id = (channel.st_dev, channel.st_ino)
     enc = json.encoder.c_encode_basestring_ascii or json.encoder.py_encode_basestring_ascii
     str_t, type_, repr_, isinstance_, callable_, len_ = str, type, repr, isinstance, callable, len
     restore, b_dict, mods = _restore, vars(builtins), sys.modules
@@ -555,7 +561,15 @@ def main():
             status, error = "error", f"{type(e).__name__}: {e}"[:2000]
         except BaseException:
             status, error = "error", "an exception that cannot be printed"
-    # From here on, only captured locals: untrusted code may have patched any module.
+    # From here on, only captured locals: untrusted code may have patched any module. No signal
+    # handler may run and no other thread may be alive, so nothing untrusted runs between the
+    # check that our channel is still the parent's pipe and the write of the verdict to it.
+    try:
+        sigmask(block, all_signals)
+    except BaseException:
+        exit_(3)
+    if threads() > 0:
+        status, output, error, passed = "error", None, "threads were still running when the code finished", False
     try:
         data = pread(out_fd, max_out * 4 + 4, 0)
         stdout = bytes.decode(data, "utf-8", "replace")[:max_out]
@@ -571,7 +585,9 @@ def main():
            + ',"output":' + text_out + ',"error":' + text_err + ',"stdout":' + enc(stdout)
            + ',"layers":[' + layer_s + ']}\n')
     try:
-        write(proto_out, msg.encode())
+        now = fstat(proto_out)
+        if (now.st_dev, now.st_ino) == channel_id:
+            write(proto_out, msg.encode())
     finally:
         exit_(0)
 

@@ -332,3 +332,26 @@ def test_static_policy_rejects(body, reason):
 def test_static_policy_rejects_decorators_and_accepts_plain_workflows():
     assert not static_check("@print\n" + WF, ("Custom",)).ok
     assert check(WF, ("Custom",), "", None).ok
+
+
+def test_threads_left_running_fail_the_run():
+    code = "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()\nprint('hi')\n"
+    r = program(code)
+    assert r.status == "error" and "threads" in r.error
+    joined = "import threading\nt = threading.Thread(target=print, args=('x',))\nt.start()\nt.join()\n"
+    assert program(joined).status == "ok"
+
+
+def test_sync_api_from_worker_threads():
+    sb = Sandbox(FAST, concurrency=2)
+    out: list[RunResult] = []
+
+    def work(i: int) -> None:
+        out.append(sb.run_solution_sync(f"def add(a, b):\n    return a + b + {i}\n", ADD_TESTS, "add"))
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(r.passed for r in out) == [False, False, True]

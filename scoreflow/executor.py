@@ -143,8 +143,11 @@ class Executor:
             reply = await self._chat(list(messages), limit, temp)
         except BaseException as e:
             if not fut.done():
-                fut.set_exception(e)
-                fut.exception()  # retrieved: no "never retrieved" warning when nobody shared it
+                if isinstance(e, asyncio.CancelledError):
+                    fut.cancel()
+                else:
+                    fut.set_exception(e)
+                    fut.exception()  # retrieved: no "never retrieved" warning when nobody shared it
             raise
         finally:
             cache.inflight.pop(key, None)

@@ -238,3 +238,19 @@ def test_usage_round_trip():
     u = Usage(calls=3, prompt_tokens=10, completion_tokens=4, cost_usd=0.5)
     assert Usage.from_dict({**u.as_dict(), "unknown": 1}) == u
     assert ReplyCache.key("m", MSG, 8, 0.0, 0) != ReplyCache.key("m", MSG, 8, 0.0, 1)
+
+
+def test_cancelled_call_does_not_poison_the_cache():
+    async def go(ex):
+        first = asyncio.ensure_future(ex.chat(MSG))
+        await asyncio.sleep(0.2)
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        r = await ex.chat(MSG)
+        await ex.close()
+        return r
+
+    with FakeOpenAI(["hang"], hang_s=1.0) as s:
+        ex = make_executor(cfg(base_url=s.base_url), retry=fast())
+        assert asyncio.run(go(ex)).text == "echo: hi"

@@ -63,6 +63,7 @@ class DashState:
         self.stages: dict[str, Stage] = {}
         self.current: str | None = None
         self.valid = self.rejected = 0
+        self.slots = 0  # workflow slots of the iteration: the first generate stage's size
         self.reasons: Counter[str] = Counter()
         self.total_valid = self.total_rejected = 0
         self.scores: list[float] = []
@@ -97,6 +98,7 @@ class DashState:
                 self.valid = self.rejected = 0
                 self.reasons = Counter()
                 self.scores = []
+                self.slots = total if name == "generate" else 0
             if self.current in self.stages and self.stages[self.current].ended is None:
                 self.stages[self.current].ended = now
             attempt = self.stages[name].attempt + 1 if name in self.stages else 1

@@ -111,9 +111,8 @@ def _stages(st: DashState, width: int) -> list[Text]:
 
 def _workflows(st: DashState, rows: int) -> list[Text]:
     n = st.valid + st.rejected
-    head = _line(("Workflows ", "bold"), (f"{st.valid} valid", "green"), " · ", (f"{st.rejected} rejected", "red"))
-    if n:
-        head.append(f" · {100 * st.valid / n:.0f}%")
+    valid = f"{st.valid}/{st.slots} valid" if st.slots >= st.valid else f"{st.valid} valid"
+    head = _line(("Workflows ", "bold"), (valid, "green"), " · ", (f"{st.rejected} rejected", "red"))
     lines = [head]
     top = st.reasons.most_common(rows)
     for reason, count in top:

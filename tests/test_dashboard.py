@@ -85,7 +85,7 @@ def test_screen_shows_every_section_and_fits(tmp_path, size):
     text = "\n".join(lines)
     assert len(lines) <= height - 1 and max(map(len, lines)) <= width, text
     for want in ("task arith", "loss score-dpo", "cuda on cpu", "smollm2-135m", str(tmp_path)[:20],
-                 "Iteration 2/3", "stage execute", "3 valid", "5 rejected", "38%", "mean 0.500 of 3",
+                 "Iteration 2/3", "stage execute", "Workflows 3/8 valid · 5 rejected", "mean 0.500 of 3",
                  "37 calls", "15.4k tokens", "spend $0.01 / $5.00 cap", "retries 1", "failures 2",
                  "step 4/6", "0.50 steps/s", "0.6100", "+0.0400"):
         assert want in text, (want, text)
@@ -106,6 +106,20 @@ def test_screen_shows_every_section_and_fits(tmp_path, size):
     assert row.split() == ["1", "38%", "25%", "0.333", "0.125", "6", "0.6921", "+0.0012", "2.4"]
     if height >= 36:  # tall: the score histogram gets one row per bin
         assert sum(1 for line in lines if re.search(r"\d\.\d–\d\.\d", line)) == 5
+
+
+def test_regenerated_workflows_count_slots_and_attempts(tmp_path):
+    rep = PlainReporter(io.StringIO())
+    _drive(rep, tmp_path, _usage())  # 3 of 8 slots valid after the first attempt
+    rep.stage(2, "generate", 5)
+    rep.advance(5)
+    rep.stage(2, "validate", 5)
+    for i in range(5):
+        rep.workflow(i < 2, "" if i < 2 else "run_workflow calls no operator")
+    text = "\n".join(_screen(rep.state, 80, 24))
+    assert "Workflows 5/8 valid · 8 rejected" in text, text  # rejected counts attempts
+    assert "regenerating rejected workflows, attempt 2" in text
+    assert re.search(r"^ +3 run_workflow calls no operator", text, re.M)
 
 
 def test_screen_during_evaluation_and_resume(tmp_path):
@@ -285,7 +299,9 @@ def _metrics(run_dir: Path) -> dict:
 @pytest.mark.slow
 def test_real_run_in_a_terminal(real):
     assert real.pty_rc == 0, real.final
-    mid = [text for t, text in real.screens if "Iteration 1/1" in text and "✔ train" not in text]
+    # whole frames caught before the run ended (a snapshot can fall inside a redraw)
+    mid = [text for t, text in real.screens if "Iteration 1/1" in text and "Training" in text
+           and "✔ train" not in text]
     assert mid, "no screen caught mid-run:\n" + real.final
     first = mid[0]
     for name in ("generate", "validate", "execute", "pairs", "train"):
@@ -301,7 +317,7 @@ def test_real_run_in_a_terminal(real):
     assert row.split()[:6] == ["1", f"{m['valid_rate']:.0%}", f"{m['first_attempt_valid_rate']:.0%}",
                                f"{m['mean_score']:.3f}" if m["valid"] else "–", f"{m['solve_rate']:.3f}",
                                str(m["pairs"])], (row, m)
-    assert f"Workflows {m['valid']} valid · {m['workflows'] - m['valid']} rejected" in final
+    assert f"Workflows {m['valid']}/{m['workflows']} valid · {m['workflows'] - m['valid']} rejected" in final
     assert re.search(r"^finished · 1 iteration · \d+ executor calls", final, re.M), final
 
 

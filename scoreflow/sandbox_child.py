@@ -509,6 +509,7 @@ def main():
     channel_id = (channel.st_dev, channel.st_ino)
     enc = json.encoder.c_encode_basestring_ascii or json.encoder.py_encode_basestring_ascii
     str_t, type_, repr_, isinstance_, callable_, len_ = str, type, repr, isinstance, callable, len
+    decode = bytes.decode
     restore, b_dict, mods = _restore, vars(builtins), sys.modules
     max_out = int(limits.get("max_output_chars", 20000))
     snapshot = dict(vars(builtins))
@@ -538,7 +539,7 @@ def main():
             output = result if isinstance_(result, str_t) else "" if result is None else repr_(result)
             output = str_t.__str__(output) if isinstance_(output, str_t) else "<unprintable>"
         elif mode == "solution":
-            restore(snapshot, modules, b_dict, mods)
+            kept = restore(snapshot, modules, b_dict, mods)  # noqa: F841  (alive until exit: no __del__ runs)
             entry = header.get("entry_point") or ""
             fn = g.get(entry) if entry else None
             if not callable_(fn):
@@ -572,7 +573,7 @@ def main():
         status, output, error, passed = "error", None, "threads were still running when the code finished", False
     try:
         data = pread(out_fd, max_out * 4 + 4, 0)
-        stdout = bytes.decode(data, "utf-8", "replace")[:max_out]
+        stdout = decode(data, "utf-8", "replace")[:max_out]
     except BaseException:
         stdout = ""
     if type_(output) is str_t and len_(output) > max_out:
@@ -594,20 +595,25 @@ def main():
 
 def _restore(snapshot, modules, b_dict, mods, dict_=dict, list_=list, vars_=vars, type_=type):
     """Undo monkeypatching of builtins and already-imported modules before the tests run, and
-    drop modules the solution imported so the tests import fresh copies. Captured defaults only."""
+    drop modules the solution imported so the tests import fresh copies. Uses captured defaults
+    only; every dict is restored without comparing (an always-equal value could fake equality),
+    and what is dropped is returned so that no finalizer runs now."""
+    kept = [dict_.copy(b_dict)]
     dict_.clear(b_dict)
     dict_.update(b_dict, snapshot)
     for name in list_(dict_.keys(mods)):
         if name not in modules:
-            dict_.pop(mods, name, None)
+            kept.append(dict_.pop(mods, name, None))
     for name, saved in dict_.items(modules):
         m = dict_.get(mods, name)
         if m is None:
             continue
         d = vars_(m)
-        if type_(d) is dict_ and d != saved:
+        if type_(d) is dict_:
+            kept.append(dict_.copy(d))
             dict_.clear(d)
             dict_.update(d, saved)
+    return kept
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 SECRET_KEY = "sk-hostile-SECRET-5521-do-not-leak"
 SECRET_ANSWER = "SECRET-ANSWER-7719"
 OPERATORS = ("Custom",)
-TESTS = "def check(candidate):\n    assert abs(candidate(2, 3) - 5) < 1e-9\n    assert candidate(10, -4) == 6\n"
+TESTS = ("import re\ndef check(candidate):\n    assert abs(candidate(2, 3) - 5) < 1e-9\n"
+         "    assert re.fullmatch('6', str(candidate(10, -4)))\n")
 GOOD = "def add(a, b):\n    return a + b\n"
 LIMITS = Limits(timeout_s=2.0, memory_mb=512, cpu_s=3, fsize_mb=8, nproc=32, max_output_chars=4000, max_calls=50)
 

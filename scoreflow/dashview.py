@@ -191,7 +191,8 @@ def iterations_table(finished: list[dict[str, Any]]) -> Table:
         table.add_row(
             f"test@{m['iteration']}" if test else str(m["iteration"]), _fmt(m.get("valid_rate"), ".0%"),
             "" if test else _fmt(m.get("first_attempt_valid_rate"), ".0%"),
-            "" if test or not m.get("valid") else _fmt(m.get("mean_score"), ".3f"), _fmt(m.get("solve_rate"), ".3f"),
+            "" if test else _fmt(m.get("mean_score") if m.get("valid") else None, ".3f"),
+            _fmt(m.get("solve_rate"), ".3f"),
             "" if test else str(m.get("pairs", "–")), "" if test else _fmt(m.get("loss"), ".4f"),
             "" if test else _fmt(m.get("margin"), "+.4f"), _fmt(m.get("seconds", 0) / 60, ".1f"),
             style="cyan" if test else None)

@@ -208,12 +208,11 @@ def executor_figure(runs: list[RunData]) -> Figure:
         right.set_title("Executor spend, cumulative")
         right.set_ylabel("USD")
     else:
-        right.set_title("Executor calls, cumulative (no prices: local executor or unpriced model)")
-        right.title.set_fontsize(9)
+        right.set_title("Executor calls, cumulative\n(no prices: local executor or unpriced model)", fontsize=10)
         right.set_ylabel("calls")
     for ax in (tok_ax, right):
         _iteration_axis(ax)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))  # keep autoscale's headroom above the last point
         if len(runs) > 1:
             ax.legend(fontsize=8)
     if not any(run.iterations for run in runs):

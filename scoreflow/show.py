@@ -9,15 +9,15 @@ from .errors import UserError
 from .runload import RunData
 
 
-def _question(run: RunData, index: int) -> str | None:
-    """The problem's text, when the run's task can be rebuilt here (its data still where it was)."""
+def _problem(run: RunData, index: int) -> Any:
+    """The problem, when the run's task can be rebuilt here (its data still where it was)."""
     try:
         from . import config as C
         from .session import make_task, select
 
         cfg = C.build(run.config)
         problems = select(make_task(cfg).problems("validate"), cfg.run.problems, cfg.run.seed)
-        return problems[index].question
+        return problems[index]
     except Exception:
         return None
 
@@ -67,9 +67,10 @@ def show(run: RunData, problem: str, iteration: int | None, console: Any) -> Non
     head.append(", ")
     head.append(f"{len(rejected)} rejected", style="red")
     console.print(head)
-    question = _question(run, index)
-    if question:
-        console.print(Text(question.strip(), style="italic"))
+    p = _problem(run, index)
+    if p is not None and p.id == pid:
+        console.print(Text(p.question.strip(), style="italic"))
+        console.print(Text(f"expected answer: {str(p.answer)[:200]}", style="dim"))
 
     for slot in scored:
         r, runs = final[slot], sorted(execs.get(slot, []), key=lambda e: e["run"])

@@ -74,7 +74,7 @@ def make_run(path: Path, *, loss: str = "score-dpo", iterations: int = 3, proble
             pairs.append({"iteration": it, "problem": q % problems, "chosen": 0, "rejected": 1,
                           "score_chosen": 1.0, "score_rejected": 0.0})
         for step in range(1, n_pairs + 1):
-            train.append({"iteration": it, "step": step, "total": n_pairs, "loss": 0.7 - 0.05 * it - 0.01 * step,
+            train.append({"iteration": it, "step": step, "total": n_pairs, "loss": 0.7 - 0.05 * it - 0.01 * step + 0.03 * seed,
                           "margin": 0.02 * it + 0.005 * step, "chosen_reward": 0.01, "rejected_reward": -0.01,
                           "seconds": 1.5, "grad_norm": 1.0})
         slots = problems * k
@@ -187,6 +187,10 @@ def test_compare_overlays_runs_in_every_plot_and_the_table(tmp_path):
         assert gids == {"sdpo [score-dpo]", "dpo [dpo]"}, make.__name__
     lines = _lines(plots.score_figure(runs))
     assert [y for _, y in lines["dpo [dpo]:mean_score"]] == pytest.approx([m["mean_score"] for m in _metrics(b)])
+    lines = _lines(plots.training_figure(runs))
+    train_b = [json.loads(line) for line in (b / "train.jsonl").read_text().splitlines()]
+    assert [y for _, y in lines["dpo [dpo]:loss"]] == pytest.approx([r["loss"] for r in train_b])
+    assert [y for _, y in lines["dpo [dpo]:loss"]] != [y for _, y in lines["sdpo [score-dpo]:loss"]]
     dist = plots.distribution_figure(runs)
     assert {p.get_gid() for p in dist.axes[0].patches} == {"sdpo [score-dpo]:scores:3", "dpo [dpo]:scores:3"}
     out = tmp_path / "cmp"

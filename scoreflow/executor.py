@@ -96,7 +96,8 @@ class Usage:
 class Executor:
     """Subclasses implement `_chat`; `chat` adds the cap check, the cache and the cost accounting.
     `rep` is the repetition index (the orchestrator's run number): identical requests with
-    different `rep` are separate calls, with the same `rep` they may come from the cache."""
+    different `rep` are separate calls, with the same `rep` they may come from the cache. A call
+    without `rep` is never cached, so callers unaware of repetitions cannot collapse them."""
 
     model: str = ""
     temperature: float = 0.0
@@ -120,11 +121,11 @@ class Executor:
             raise StopRun(f"spend cap reached: executor tokens {u.tokens} >= max_total_tokens {self.max_total_tokens}")
 
     async def chat(self, messages: Messages, *, max_tokens: int | None = None,
-                   temperature: float | None = None, rep: int = 0) -> Reply:
+                   temperature: float | None = None, rep: int | None = None) -> Reply:
         limit = self.max_tokens if max_tokens is None else max_tokens
         temp = self.temperature if temperature is None else temperature
         cache = self.cache
-        if cache is None or not cache.applies(temp):
+        if cache is None or rep is None or not cache.applies(temp):
             self.check_caps()
             return await self._chat(list(messages), limit, temp)
         key = cache.key(self.model, messages, limit, temp, rep)

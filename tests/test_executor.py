@@ -191,6 +191,8 @@ def test_cache_keys_on_rep_and_params():
         d = await ex.chat(MSG, rep=0, max_tokens=7)  # other params: a real call
         e = await ex.chat(MSG, rep=0, temperature=0.7)  # sampled: never cached
         f = await ex.chat(MSG, rep=0, temperature=0.7)
+        await ex.chat(MSG)  # no repetition index: never cached
+        await ex.chat(MSG)
         await asyncio.gather(*[ex.chat([{"role": "user", "content": "same"}], rep=5) for _ in range(4)])
         await ex.close()
         return a, b, c, d, e, f
@@ -198,9 +200,9 @@ def test_cache_keys_on_rep_and_params():
     with FakeOpenAI() as s:
         ex = make_executor(cfg(base_url=s.base_url), retry=fast())
         replies = asyncio.run(go(ex))
-        assert len(s.requests) == 6  # a, c, d, e, f and one of the four concurrent identical calls
+        assert len(s.requests) == 8  # a, c, d, e, f, the two without rep, one of the four concurrent calls
     assert all(r.text == "echo: hi" for r in replies)
-    assert ex.usage.cache_hits == 4 and ex.usage.calls == 6
+    assert ex.usage.cache_hits == 4 and ex.usage.calls == 8
 
 
 def test_cache_off_and_persisted(tmp_path):
@@ -224,8 +226,8 @@ def test_cache_off_and_persisted(tmp_path):
 def test_failed_call_is_not_cached():
     async def go(ex):
         with pytest.raises(InfraError):
-            await ex.chat(MSG)
-        r = await ex.chat(MSG)
+            await ex.chat(MSG, rep=0)
+        r = await ex.chat(MSG, rep=0)
         await ex.close()
         return r
 
@@ -242,12 +244,12 @@ def test_usage_round_trip():
 
 def test_cancelled_call_does_not_poison_the_cache():
     async def go(ex):
-        first = asyncio.ensure_future(ex.chat(MSG))
+        first = asyncio.ensure_future(ex.chat(MSG, rep=0))
         await asyncio.sleep(0.2)
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
-        r = await ex.chat(MSG)
+        r = await ex.chat(MSG, rep=0)
         await ex.close()
         return r
 

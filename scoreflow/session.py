@@ -35,9 +35,7 @@ class Session:
 def make_task(cfg: Config) -> Task:
     from dataclasses import asdict
 
-    if cfg.run.task == "jsonl":
-        return load_task(cfg.run.task, cfg.run.data or None, asdict(cfg.task))
-    return load_task(cfg.run.task, cfg.run.data or None)
+    return load_task(cfg.run.task, cfg.run.data or None, asdict(cfg.task))
 
 
 def make_sandbox(cfg: Config) -> Sandbox:

@@ -128,7 +128,8 @@ class PlainReporter(_StateReporter):
             if s is None:
                 return ""
             now = time.time()
-            parts = [f"{self._where()} · {s.name} {s.done}/{s.total}"]
+            parts = [f"{self._where()} · {s.name}{f' (attempt {s.attempt})' if s.attempt > 1 else ''} "
+                     f"{s.done}/{s.total}"]
             if s.rate(now) is not None:
                 parts.append(fmt_rate(s.rate(now)))
                 if s.done < s.total:

@@ -105,7 +105,7 @@ def _stages(st: DashState, width: int) -> list[Text]:
         title = _line(("Loading the models…", "dim"))
     names = list(EVAL_PIPELINE if st.evaluating else PIPELINE)
     names += [n for n in st.stages if n not in names]
-    bar_w = max(10, width - 42)
+    bar_w = max(10, width - 47)
     return [title] + [_stage_row(st.stages.get(n), n, bar_w, now) for n in names]
 
 

@@ -97,7 +97,8 @@ def _overview(run: RunData) -> str:
                 f" ({run.status['reason']})" if run.status.get("reason") else "")],
             ["task", str(c.get("run", {}).get("task", "–"))], ["loss", str(t.get("loss", "–"))],
             ["generator", f"{g.get('model', '–')} (k = {g.get('workflows_per_problem', '–')} workflows per problem)"],
-            ["executor", f"{e.get('kind', '–')} {e.get('model') or ''} (r = {e.get('runs', '–')} runs per workflow)"],
+            ["executor", " ".join(filter(None, [str(e.get("kind", "–")), e.get("model")]))
+             + f" (r = {e.get('runs', '–')} runs per workflow)"],
             ["iterations", f"{done} of {planned if planned is not None else '?'}"],
             ["best mean score", _f(run.best_score())],
             ["executor use", _spend(run)]]

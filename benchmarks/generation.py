@@ -1,0 +1,134 @@
+"""Workflow generation throughput: the backend's batched `generate` vs one-at-a-time generation.
+
+Two prompt sets on the same model: `samples` is ScoreFlow's shape (k = --batch-size samples of each
+problem's prompt, so identical prompts share one prefill), `distinct` has a different problem in
+every row. The baseline generates one prompt at a time with transformers' `generate` (batch 1).
+Sampling is ScoreFlow's (temperature 0.2, top-p 0.95, stop at </graph>); workflows/s counts finished
+or cut completions, tokens/s the generated tokens. With --backend mlx the MLX backend's numbers are
+added as ratios against the PyTorch backend's batched generation.
+
+    python benchmarks/generation.py            # full (a few minutes on 2 CPU cores)
+    python benchmarks/generation.py --quick    # tiny sizes, for CI
+    python benchmarks/generation.py --backend mlx   # on Apple silicon: add MLX
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import device_info, emit, today  # noqa: E402
+
+SYSTEM = ("You design workflows that solve math word problems. A workflow is the Python source of "
+          "`async def run_workflow(self)` inside <graph></graph>. It calls operators with await: "
+          "self.custom(input, instruction) asks the executor model, self.programmer(problem, analysis) writes "
+          "and runs code, self.sc_ensemble(solutions, problem) picks the most consistent answer, "
+          "self.review(problem, solution) checks a solution. `self.problem` holds the problem text. Return "
+          "the final solution string.")
+EXAMPLE = ('<graph>async def run_workflow(self):\n    solution = await self.custom(input=self.problem, '
+           'instruction="Solve the problem step by step.")\n    return solution</graph>')
+
+
+def prompts(n_problems: int, k: int, seed: int) -> tuple[list, list]:
+    from scoreflow.tasks.arith import make_problem
+
+    rng = random.Random(seed)
+    problems = [make_problem(rng)[0] for _ in range(max(n_problems, k))]
+
+    def chat(p: str) -> list[dict[str, str]]:
+        return [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": f"Example workflow:\n{EXAMPLE}\n\nProblem: {p}\nWrite a better workflow."}]
+
+    samples = [chat(p) for p in problems[:n_problems] for _ in range(k)]
+    distinct = [chat(p) for p in problems[:n_problems * k]] if n_problems * k <= len(problems) else \
+        [chat(make_problem(rng)[0]) for _ in range(n_problems * k)]
+    return samples, distinct
+
+
+def timed(fn) -> tuple[list, float]:
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def rates(outs: list, seconds: float) -> dict:
+    return {"workflows_per_s": len(outs) / seconds, "tokens_per_s": sum(c.tokens for c in outs) / seconds,
+            "seconds": seconds, "tokens": sum(c.tokens for c in outs), "finished": sum(c.finished for c in outs)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--backend", choices=["cuda", "mlx"], default="cuda",
+                    help="mlx: also measure the MLX backend (ratios against the PyTorch backend)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--problems", type=int, default=None)
+    ap.add_argument("--max-new-tokens", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+
+    import torch
+
+    from scoreflow.backend import LoraConfig, SamplingParams
+    from scoreflow.backends.cuda import generate as G
+    from scoreflow.backends.cuda import load
+
+    n_problems = a.problems or 1
+    max_new = a.max_new_tokens or (12 if a.quick else 96)
+    params = SamplingParams(temperature=0.2, top_p=0.95, max_new_tokens=max_new, stop=("</graph>",), seed=a.seed)
+    samples, distinct = prompts(n_problems, a.batch_size, a.seed)
+    b = load(a.model, device=a.device, lora=LoraConfig(), seed=a.seed)
+    b.generation_batch_size = a.batch_size
+
+    def naive(ps):
+        return [c for p in ps for c in G.hf_generate(b.model, b.tokenizer, b.fmt, [p], params, b.torch_device, 1)]
+
+    b.generate(samples[:1], SamplingParams(max_new_tokens=2, stop=()))  # warm-up (first call allocations)
+    result = {"benchmark": "generation", "date": today(), "device": device_info(b.device), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "quick": a.quick, "model": b.model_name,
+              "sizes": {"problems": n_problems, "batch_size": a.batch_size, "rows": len(samples),
+                        "prompt_tokens": len(b.fmt.prompt_ids(samples[0])), "max_new_tokens": max_new,
+                        "temperature": params.temperature}}
+    for name, ps in (("samples", samples), ("distinct", distinct)):
+        with b._lock:  # the same lock backend.generate takes
+            base_out, base_s = timed(lambda: naive(ps))
+        ours_out, ours_s = timed(lambda: b.generate(ps, params))
+        base, ours = rates(base_out, base_s), rates(ours_out, ours_s)
+        result[name] = {"naive": base, "batched": ours,
+                        "ratio": ours["workflows_per_s"] / base["workflows_per_s"],
+                        "token_ratio": ours["tokens_per_s"] / base["tokens_per_s"]}
+    result["targets"] = {"samples ratio>=4": result["samples"]["ratio"] >= 4.0,
+                         "distinct ratio>=4": result["distinct"]["ratio"] >= 4.0}
+    if a.backend == "mlx":
+        result["mlx"] = measure_mlx(a, params, samples, distinct, result)
+    emit(result)
+
+
+def measure_mlx(a, params, samples, distinct, result) -> dict:
+    import importlib.util
+
+    if importlib.util.find_spec("scoreflow.backends.mlx") is None or importlib.util.find_spec("mlx") is None:
+        return {"status": "pending: scoreflow.backends.mlx or mlx is not installed"}
+    from scoreflow.backend import LoraConfig
+    from scoreflow.backends.mlx import load as load_mlx
+
+    m = load_mlx(a.model, lora=LoraConfig(), seed=a.seed)
+    m.generate(samples[:1], type(params)(max_new_tokens=2, stop=()))
+    out = {"device": getattr(m, "device", "?")}
+    for name, ps in (("samples", samples), ("distinct", distinct)):
+        outs, secs = timed(lambda: m.generate(ps, params))
+        r = rates(outs, secs)
+        out[name] = {**r, "ratio_vs_torch_batched": r["workflows_per_s"] / result[name]["batched"]["workflows_per_s"]}
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -164,16 +164,17 @@ def _start(cfg, run_dir: Path, args: argparse.Namespace):
     task = make_task(cfg)
     task.problems("validate")  # bad data fails here, before a run directory or a model exists
     reporter = _reporter(args)
+    fresh = not (run_dir / "config.toml").is_file()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "config.toml").is_file() or getattr(args, "force", False):
+    if fresh or getattr(args, "force", False):
         atomic_write(run_dir / "config.toml", C.to_toml(cfg))
     try:
         session = build_session(cfg, run_dir, reporter, task=task)
     except BaseException:
-        if not any(p.name != "config.toml" for p in run_dir.iterdir()):
+        if fresh:  # nothing ran yet: leave no half-made run directory behind
             import shutil
 
-            shutil.rmtree(run_dir, ignore_errors=True)  # leave no half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return session
 
@@ -188,29 +189,32 @@ def _info(s, run_dir: Path):
 
 
 def _run(s, run_dir: Path, work: Callable[[], Any]) -> int:
-    s.run.set_status("running")
+    def status(state: str, reason: str = "") -> None:
+        s.run.set_status(state, reason, usage=s.executor.usage.as_dict())
+
+    status("running")
     with s.reporter:
         s.reporter.start(_info(s, run_dir))
         try:
             work()
         except StopRun as e:
-            s.run.set_status("stopped", str(e))
+            status("stopped", str(e))
             s.reporter.finish("stopped", f"{e}; continue with --resume (and a raised cap)")
             return 0
         except KeyboardInterrupt:
-            s.run.set_status("interrupted", "interrupted by the user")
+            status("interrupted", "interrupted by the user")
             s.reporter.finish("interrupted", f"interrupted; continue with: scoreflow optimize --resume --run-dir {run_dir}")
             return 130
         except UserError:
-            s.run.set_status("failed", "bad input")
+            status("failed", "bad input")
             raise
         except BaseException as e:
-            s.run.set_status("failed", f"{type(e).__name__}: {e}"[:500])
+            status("failed", f"{type(e).__name__}: {e}"[:500])
             s.reporter.finish("failed", f"{type(e).__name__}: {e}")
             raise
         finally:
             s.close()
-        s.run.set_status("finished")
+        status("finished")
         s.reporter.finish("finished", f"run directory: {run_dir}")
     return 0
 

@@ -88,7 +88,13 @@ async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
         "seconds": round(time.time() - t0, 2),
     }
     s.run["metrics"].append(metrics)
+    _save_usage(s)
     s.reporter.iteration_end(metrics)
+
+
+def _save_usage(s: Session) -> None:
+    """Spend so far, so that a resumed run's caps count it (a kill loses at most one stage's worth)."""
+    s.run.set_status("running", usage=s.executor.usage.as_dict())
 
 
 # ---- 1-2. generate and validate ----------------------------------------------------------------
@@ -131,6 +137,7 @@ async def generate(s: Session, it: int, problems: list[Problem], *, records: str
             s.reporter.advance()
 
         await _gather(check(*t) for t in texts)
+        _save_usage(s)
     return gen
 
 
@@ -167,6 +174,7 @@ async def execute(s: Session, it: int, problems: list[Problem], workflows: dict[
         s.reporter.advance()
 
     await _gather(one(*t) for t in todo)
+    _save_usage(s)
     return {key: mean(v.values()) for key, v in results.items() if len(v) == runs}
 
 

@@ -38,12 +38,13 @@ class Context:
     task: Task
     problem: Problem
     max_tokens: int | None = None
+    rep: int = 0  # which of the r runs: keys the executor's reply cache, so runs are not collapsed
     calls: int = 0
     tokens: int = 0
 
     async def llm(self, prompt: str, system: str | None = None) -> str:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        reply = await self.executor.chat(messages, max_tokens=self.max_tokens)
+        reply = await self.executor.chat(messages, max_tokens=self.max_tokens, rep=self.rep)
         self.calls += 1
         self.tokens += reply.prompt_tokens + reply.completion_tokens
         return reply.text

@@ -108,6 +108,7 @@ class RunDir:
         return max(done) if done else None
 
     def set_status(self, status: str, reason: str = "", **extra: Any) -> None:
+        """`extra` may carry `usage` (the executor's spend so far), which a resumed run starts from."""
         atomic_write(self.path / "status.json", json.dumps(
             {"status": status, "reason": reason, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid(),
              **extra}, indent=2) + "\n")

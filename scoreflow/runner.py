@@ -47,8 +47,7 @@ class Runner:
         """Execute `source` on `problem`. Raises InfraError when the executor is unreachable after
         its retries (an infrastructure failure, not the workflow's)."""
         t0 = time.monotonic()
-        ctx = Context(self.executor, self.sandbox, self.task, problem, max_tokens or self.max_tokens)
-        ctx.rep = rep
+        ctx = Context(self.executor, self.sandbox, self.task, problem, max_tokens or self.max_tokens, rep=rep)
 
         async def handler(method: str, args: list, kwargs: dict) -> Any:
             op = self.operators.get(method)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .backend import Backend, LoraConfig, load_backend
 from .config import Config
-from .executor import Executor, LocalExecutor, OpenAIExecutor
+from .executor import Executor
+from .executor import make_executor as build_executor
 from .progress import Reporter
 from .rundir import RunDir
 from .runner import Runner
@@ -50,32 +51,24 @@ def make_backend(cfg: Config) -> Backend:
     return load_backend(g.backend, g.model, device=g.device, lora=lora, seed=cfg.run.seed, dtype=g.dtype)
 
 
-def make_executor(cfg: Config, backend: Backend) -> Executor:
-    """The executor LLM: by default the generator's base model in this process (adapter off)."""
-    try:
-        from .executor import make_executor as build  # spend caps, cache and price table live there
-    except ImportError:
-        build = None
-    if build is not None:
-        return build(cfg.executor, backend=backend, seed=cfg.run.seed)
-    e = cfg.executor
-    if e.kind == "openai":
-        return OpenAIExecutor(e.model or "gpt-4o-mini", base_url=e.base_url, api_key_env=e.api_key_env,
-                              temperature=e.temperature, max_tokens=e.max_tokens, concurrency=e.concurrency,
-                              timeout_s=e.timeout_s)
-    return LocalExecutor(backend, temperature=e.temperature, max_tokens=e.max_tokens, batch_size=e.batch_size,
-                         seed=cfg.run.seed)
+def make_executor(cfg: Config, backend: Backend | None, run: RunDir | None = None) -> Executor:
+    """The executor LLM (by default the generator's base model in this process, adapter off), with
+    spend caps, the reply cache and, on resume, what the run spent before."""
+    usage = run.status().get("usage") if run is not None else None
+    cache = run.path / "executor-cache.jsonl" if run is not None else None
+    return build_executor(cfg.executor, backend=backend, seed=cfg.run.seed, cache_path=cache, usage=usage)
 
 
 def build_session(cfg: Config, run_dir: Path, reporter: Reporter | None = None, *,
                   task: Task | None = None) -> Session:
     task = task or make_task(cfg)
+    run = RunDir(run_dir)
     backend = make_backend(cfg)
-    executor = make_executor(cfg, backend)
+    executor = make_executor(cfg, backend, run)
     sandbox = make_sandbox(cfg)
     runner = Runner(task, executor, sandbox, max_tokens=cfg.executor.max_tokens,
                     extract=cfg.executor.extract_answer)
-    return Session(cfg, task, backend, executor, sandbox, runner, RunDir(run_dir), reporter or Reporter())
+    return Session(cfg, task, backend, executor, sandbox, runner, run, reporter or Reporter())
 
 
 def select(problems: list[Problem], n: int, seed: int) -> list[Problem]:

@@ -330,7 +330,7 @@ def test_real_run_without_a_terminal_prints_plain_lines(real):
     lines = out.splitlines()
     assert lines and all(STAMP.match(line) for line in lines), out
     m = _metrics(real.plain_dir)
-    stages = [m.group(1) for line in lines if (m := re.search(r"iteration 1/1 \| (\w+)", line))]
+    stages = [g.group(1) for line in lines if (g := re.search(r"iteration 1/1 \| (\w+)", line))]
     assert [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] == \
         ["generate", "validate", "execute", "pairs", "train"], out
     assert any(f"iteration 1 done | valid {m['valid']}/{m['workflows']} ({m['valid_rate']:.0%}" in line

@@ -21,7 +21,6 @@ from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
-import pyte  # test dependency: a terminal emulator to read the dashboard as a user sees it
 import pytest
 from rich.console import Console
 
@@ -240,6 +239,8 @@ def _env(cols: int, rows: int) -> dict[str, str]:
 
 
 def _watch_pty(cmd: list[str], cols: int, rows: int, out: RealRuns, timeout: float) -> None:
+    import pyte  # test dependency (the `test` extra): a terminal emulator to read the screen a user sees
+
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=_env(cols, rows), cwd=ROOT,

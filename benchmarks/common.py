@@ -10,6 +10,10 @@ import resource
 import sys
 from typing import Any
 
+# Set before torch starts OpenMP (as scoreflow.backends.cuda does): spinning worker threads collapse
+# throughput on a shared machine, and both sides of every comparison must run alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def device_info(device: str = "cpu") -> str:
     if device.startswith("cuda"):

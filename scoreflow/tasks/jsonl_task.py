@@ -68,6 +68,17 @@ def _tests_text(answer: Any) -> str:
     return "\n".join(str(t) for t in answer) if isinstance(answer, list) else str(answer)
 
 
+def _examples(family: str) -> tuple[tuple[str, str], ...]:
+    """Few-shot workflows of a built-in task of the same family: their operators are the same."""
+    if family == "math":
+        from .gsm8k import EXAMPLES
+    elif family == "qa":
+        from .qa_tasks import HOTPOT_EXAMPLES as EXAMPLES
+    else:
+        from .code_tasks import MBPP_EXAMPLES as EXAMPLES
+    return EXAMPLES
+
+
 class JsonlTask(Task):
     def __init__(self, path: str | Path | None, options: dict[str, Any] | None = None):
         opts = JsonlOptions.from_dict(options)
@@ -82,6 +93,7 @@ class JsonlTask(Task):
             toy=TOYS[opts.family],
             similarity_threshold=THRESHOLDS[opts.family],
             extract=None if opts.family == "code" else extract,
+            examples=_examples(opts.family),
         )
         if path is None:
             raise UserError("task jsonl needs --data FILE (a JSON Lines file of your problems)")

@@ -3,6 +3,8 @@ and parity with the PyTorch backend on the same weights."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import subprocess
 import sys
@@ -12,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("mlx_lm")
+if importlib.util.find_spec("mlx_lm") is None:  # not importorskip: mlx.core must come after OpenBLAS
+    pytest.skip("mlx-lm is not installed", allow_module_level=True)
+
+import scoreflow.backends.mlx  # noqa: E402,F401  (preloads OpenBLAS before mlx.core)
 
 from scoreflow.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends import mlx as B  # noqa: E402
@@ -42,7 +47,8 @@ def items() -> list[tuple[list, str]]:
     return [(PROMPTS[i % 2], t) for i, t in enumerate(TEXTS)]
 
 
-def random_peft(folder: Path, n_layers: int, hidden: int, kv: int, seed: int = 0, scale: float = 0.05) -> Path:
+def random_peft(folder: Path, n_layers: int, hidden: int, kv: int, seed: int = 0, scale: float = 0.05,
+                lora: LoraConfig = LORA) -> Path:
     """A PEFT adapter with non-zero A and B (a fresh LoRA's B is zero and hides half the gradients)."""
     from safetensors.numpy import save_file
 
@@ -51,12 +57,12 @@ def random_peft(folder: Path, n_layers: int, hidden: int, kv: int, seed: int = 0
     for i in range(n_layers):
         for mod, out in (("q_proj", hidden), ("v_proj", kv)):
             p = f"base_model.model.model.layers.{i}.self_attn.{mod}"
-            t[f"{p}.lora_A.weight"] = (rng.normal(size=(LORA.rank, hidden)) * scale).astype(np.float32)
-            t[f"{p}.lora_B.weight"] = (rng.normal(size=(out, LORA.rank)) * scale).astype(np.float32)
+            t[f"{p}.lora_A.weight"] = (rng.normal(size=(lora.rank, hidden)) * scale).astype(np.float32)
+            t[f"{p}.lora_B.weight"] = (rng.normal(size=(out, lora.rank)) * scale).astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(t, str(folder / "adapter_model.safetensors"))
     (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": LORA.rank, "lora_alpha": LORA.alpha,
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora.rank, "lora_alpha": lora.alpha,
         "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
     }))
     return folder
@@ -84,6 +90,15 @@ def test_backend_attributes(mb):
     assert trainable and all(k.endswith((".lora_a", ".lora_b")) for k in trainable)
     assert {k.split(".")[-2] for k in trainable} == {"q_proj", "v_proj"}
     assert mb.peak_memory_mb() > 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="OpenBLAS is preloaded on Linux only")
+def test_openblas_is_preloaded():
+    from scoreflow.backends.mlx import blas
+
+    assert blas.preload() is not None
+    maps = Path("/proc/self/maps").read_text()
+    assert "libopenblas" in maps
 
 
 def test_missing_model_is_a_user_error(tmp_path):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
-pytest.importorskip("mlx_lm")
+if importlib.util.find_spec("mlx_lm") is None:  # not importorskip: mlx.core must come after OpenBLAS
+    pytest.skip("mlx-lm is not installed", allow_module_level=True)
 
-import scoreflow.backends.mlx  # noqa: E402,F401  (OpenBLAS before mlx.core)
+import scoreflow.backends.mlx  # noqa: E402,F401  (preloads OpenBLAS before mlx.core)
+
 import mlx.core as mx  # noqa: E402
 
 from scoreflow.backends.mlx.loss import preference_loss  # noqa: E402

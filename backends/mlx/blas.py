@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import importlib.util
+import fnmatch
+import importlib.metadata
 import os
 import platform
 import sys
@@ -20,11 +21,19 @@ from pathlib import Path
 _state: dict[str, str | None] = {}
 
 
-def _package_dir(name: str) -> Path | None:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
+def _dist_file(dist: str, pattern: str) -> Path | None:
+    """A file of an installed distribution, found through its RECORD (not the import path, where
+    `mlx` is a namespace package that any folder named mlx on sys.path joins)."""
+    try:
+        files = importlib.metadata.distribution(dist).files or ()
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return Path(list(spec.submodule_search_locations)[0])
+    for f in sorted(files, key=str):
+        if fnmatch.fnmatch(f.name, pattern):
+            path = Path(f.locate()).resolve()
+            if path.is_file():
+                return path
+    return None
 
 
 def _link_folder(openblas: Path, gfortran: Path) -> Path:
@@ -52,17 +61,13 @@ def preload() -> str | None:
     _state["result"] = None
     if platform.system() != "Linux" or os.environ.get("SCOREFLOW_MLX_OPENBLAS", "1") == "0":
         return None
-    if "mlx.core" in sys.modules:  # too late to interpose; the reference BLAS stays
+    if "mlx.core" in sys.modules:  # too late: Python binds libmlx's symbols at import (RTLD_NOW)
+        print("scoreflow: mlx.core was imported before the MLX backend; MLX on CPU keeps its slow "
+              "reference BLAS (import scoreflow.backends.mlx first)", file=sys.stderr)
         return None
-    ob_dir, libs_dir = _package_dir("ngsolve_openblas"), None
-    mlx_cpu = importlib.util.find_spec("mlx")
-    if mlx_cpu is not None and mlx_cpu.submodule_search_locations:
-        libs_dir = Path(list(mlx_cpu.submodule_search_locations)[0]).parent / "mlx_cpu.libs"
-    if ob_dir is None or libs_dir is None or not libs_dir.is_dir():
-        return None
-    openblas = next(iter(sorted(ob_dir.glob("libopenblas*.so*"))), None)
-    gfortran = next(iter(sorted(libs_dir.glob("libgfortran*.so*"))), None)
-    quadmath = next(iter(sorted(libs_dir.glob("libquadmath*.so*"))), None)
+    openblas = _dist_file("ngsolve-openblas", "libopenblas*.so*")
+    gfortran = _dist_file("mlx-cpu", "libgfortran*.so*")
+    quadmath = _dist_file("mlx-cpu", "libquadmath*.so*")
     if openblas is None or gfortran is None:
         return None
     # More threads were slower on small shared machines; respect an explicit setting.
@@ -70,7 +75,7 @@ def preload() -> str | None:
     try:
         if quadmath is not None:  # libgfortran's own dependency, by its hashed soname
             ctypes.CDLL(str(quadmath), mode=ctypes.RTLD_GLOBAL)
-        folder = _link_folder(openblas.resolve(), gfortran.resolve())
+        folder = _link_folder(openblas, gfortran)
         ctypes.CDLL(str(folder / "libopenblas.so.0"), mode=ctypes.RTLD_GLOBAL)
     except OSError as e:
         print(f"scoreflow: OpenBLAS preload failed ({e}); MLX on CPU will be slow", file=sys.stderr)

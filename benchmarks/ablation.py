@@ -17,7 +17,7 @@ the same noisy scores, with the ground truth known exactly. What it cannot show:
 language-model generalisation, validity/format learning, or the paper's benchmark numbers.
 
 Prints one JSON object on stdout and writes scoreflow run directories (OUT/<variant>/seed-S, and
-OUT/<variant>/mean with the mean over seeds) that `scoreflow report RUN --compare RUN2 ...` plots.
+OUT/mean/<variant> with the mean over seeds) that `scoreflow report RUN --compare RUN2 ...` plots.
 """
 
 from __future__ import annotations
@@ -159,7 +159,10 @@ def run_one(world: World, s: Settings, loss_kind: str, alpha: float, seed: int) 
     torch.manual_seed(seed)
     logits = world.prior.clone().requires_grad_(True)
     opt = torch.optim.AdamW([logits], lr=s.learning_rate, weight_decay=0.0)
-    metrics, train, evaluations, pair_records = [], [], [], []
+    base = expected_score(world, world.prior)
+    metrics: list[dict[str, Any]] = [{"kind": "evaluate", "iteration": 0, "split": "test", "problems": s.types,
+                                      "solve_rate": base, "mean_score": base, "expected_score": base}]
+    train, evaluations, pair_records = [], [], []
     for it in range(1, s.iterations + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([seed, it])
@@ -194,10 +197,9 @@ def run_one(world: World, s: Settings, loss_kind: str, alpha: float, seed: int) 
                         for p in range(s.problems) for j in range(s.k) for r in range(s.runs)]
     final = expected_score(world, logits.detach())
     metrics.append({"kind": "evaluate", "iteration": s.iterations, "split": "test", "problems": s.types,
-                    "workflows": s.types, "valid": s.types, "valid_rate": 1.0, "mean_score": final, "solve_rate": final,
-                    "expected_score": final})
-    return {"metrics": metrics, "train": train, "evaluations": evaluations, "pairs": pair_records,
-            "curve": [m["expected_score"] for m in metrics]}
+                    "solve_rate": final, "mean_score": final, "expected_score": final})
+    curve = [m["expected_score"] for m in metrics if m["kind"] == "iteration"] + [final]
+    return {"metrics": metrics, "train": train, "evaluations": evaluations, "pairs": pair_records, "curve": curve}
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -262,7 +264,7 @@ def ablation(s: Settings, seeds: list[int], variants: list[str], out: Path | Non
             for seed, r in zip(seeds, results):
                 write_run(out / name / f"seed-{seed}", r, config_toml(s, loss_kind, alpha, seed, name),
                           "simulation run (benchmarks/ablation.py)")
-            write_run(out / name / "mean", mean_records(results),
+            write_run(out / "mean" / name, mean_records(results),
                       config_toml(s, loss_kind, alpha, seeds[0], f"{name}, mean over seeds {seeds}"),
                       f"mean over {len(seeds)} seeds of a simulation (benchmarks/ablation.py)")
     comparisons = {}

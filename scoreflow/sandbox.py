@@ -111,7 +111,10 @@ class Sandbox:
         self.limits = limits or Limits()
         self.namespaces, self.landlock, self.audit = namespaces, landlock, audit
         self.tmp_root = tmp_root
+        # Programs run from inside a workflow's operator call (Programmer, Test) get their own slots:
+        # sharing one pool lets waiting workflows hold every slot and deadlock their own programs.
         self._sem = asyncio.Semaphore(concurrency)
+        self._program_sem = asyncio.Semaphore(concurrency)
 
     def _clone(self) -> "Sandbox":
         return Sandbox(self.limits, 1, self.namespaces, self.landlock, self.audit, self.tmp_root)
@@ -161,7 +164,7 @@ class Sandbox:
         nonce = secrets.token_hex(16)
         header["limits"] = {"memory_mb": lim.memory_mb, "cpu_s": lim.cpu_s, "fsize_mb": lim.fsize_mb,
                             "nproc": lim.nproc, "max_output_chars": lim.max_output_chars}
-        async with self._sem:
+        async with (self._sem if header["mode"] == "workflow" else self._program_sem):
             workdir = tempfile.mkdtemp(prefix="scoreflow-sbx-", dir=self.tmp_root)
             header["isolation"] = self._isolation(workdir)
             t0 = time.monotonic()

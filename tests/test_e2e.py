@@ -142,3 +142,39 @@ def test_run_workflow_verdicts(tmp_path):
     ok = run_workflow(tmp_path, "async def run_workflow(self):\n    return await self.programmer(problem=self.problem)\n",
                       "--index", "3")
     assert ok["status"] == "ok" and ok["executor_calls"] >= 1 and ok["score"] in (0.0, 1.0), ok
+
+
+def test_kill_at_random_points_then_resume(tmp_path, qa_task):
+    """kill -9 at 10 random moments of a two-iteration run; every resume picks up where the last
+    left off and the finished run has every record exactly once."""
+    import random
+
+    rng = random.Random(7)
+    run = tmp_path / "run"
+    args = [*qa_task, *SMALL, "--iterations", "2", "--set", "train.checkpoint_every=1", "--run-dir", str(run)]
+    stages, kills = [], 0
+    log = tmp_path / "log.txt"
+    while True:
+        extra = ["--resume"] if (run / "config.toml").is_file() else []
+        with open(log, "a") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "scoreflow", "optimize", *args, *extra], cwd=tmp_path,
+                                    env=env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            if kills < 10:
+                try:
+                    proc.wait(timeout=rng.uniform(8, 30))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+                    kills += 1
+                    import re
+
+                    found = re.findall(r"iteration \d+/\d+ \S (\w+)", log.read_text())
+                    stages.append(found[-1] if found else "loading")
+                    continue
+            else:
+                proc.wait(timeout=1800)
+        assert proc.returncode == 0, log.read_text()[-3000:]
+        break
+    assert kills == 10
+    check_complete(run, 2)
+    print("stages killed in:", stages)

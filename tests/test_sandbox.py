@@ -355,3 +355,25 @@ def test_sync_api_from_worker_threads():
     for w in workers:
         w.join()
     assert sorted(r.passed for r in out) == [False, False, True]
+
+
+def test_programs_started_by_waiting_workflows_do_not_deadlock():
+    """Programmer-style operators run a program while their workflow holds a sandbox slot."""
+    import asyncio as aio
+
+    from scoreflow.sandbox import Sandbox as SB
+
+    async def main():
+        sb = SB(concurrency=2)
+
+        async def handler(method, args, kwargs):
+            r = await sb.run_program("print(6 * 7)\n", timeout_s=10)
+            return r.stdout.strip()
+
+        src = "async def run_workflow(self):\n    return await self.custom(input='a', instruction='b')\n"
+        return await aio.wait_for(aio.gather(*[sb.run_workflow(src, {"problem": "p"}, ["custom"], handler, timeout_s=20)
+                                               for _ in range(6)]), 60)
+
+    results = aio.run(main())
+    assert [r.status for r in results] == ["ok"] * 6
+    assert all(r.output == "42" for r in results)

@@ -178,3 +178,20 @@ def test_kill_at_random_points_then_resume(tmp_path, qa_task):
     assert kills == 10
     check_complete(run, 2)
     print("stages killed in:", stages)
+
+
+@pytest.mark.mlx
+def test_optimize_with_the_mlx_backend(tmp_path, qa_task):
+    pytest.importorskip("mlx_lm")
+    run = tmp_path / "run"
+    proc = optimize(*qa_task, *SMALL, "--backend", "mlx", "--iterations", "1", "--run-dir", str(run), cwd=tmp_path)
+    out, _ = proc.communicate(timeout=1500)
+    assert proc.returncode == 0, out[-3000:]
+    assert "backend mlx" in out
+    check_complete(run, 1)
+    adapter = run / "adapters" / "iter-1"
+    assert (adapter / "adapters.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
+    exported = subprocess.run([sys.executable, "-m", "scoreflow", "export", str(run), "--to", "peft"], cwd=tmp_path,
+                              env=env(), capture_output=True, text=True, timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    assert (Path(exported.stdout.strip()) / "adapter_model.safetensors").is_file()

@@ -195,3 +195,33 @@ def test_optimize_with_the_mlx_backend(tmp_path, qa_task):
                               env=env(), capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0, exported.stderr
     assert (Path(exported.stdout.strip()) / "adapter_model.safetensors").is_file()
+
+
+def test_openai_executor_spend_cap_resume_and_no_secret_leaks(tmp_path, qa_task):
+    """The executor is an OpenAI-compatible server on 127.0.0.1; a token cap stops the run cleanly,
+    --resume with a raised cap finishes it, and the API key appears nowhere in the run or its output."""
+    from tests.fake_openai import FakeOpenAI
+
+    secret = "sk-scoreflow-test-0123456789abcdef"
+    run = tmp_path / "run"
+    with FakeOpenAI() as server:
+        common = [*qa_task, *SMALL, "--iterations", "1", "--executor", "openai", "--base-url", server.base_url,
+                  "--executor-model", "gpt-4o-mini", "--api-key-env", "SCOREFLOW_TEST_KEY", "--run-dir", str(run)]
+        e = {**env(), "SCOREFLOW_TEST_KEY": secret}
+        first = subprocess.run([sys.executable, "-m", "scoreflow", "optimize", *common, "--max-tokens", "60"],
+                               cwd=tmp_path, env=e, capture_output=True, text=True, timeout=1500)
+        assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+        status = json.loads((run / "status.json").read_text())
+        assert status["status"] == "stopped" and "cap" in status["reason"], status
+        assert server.requests and all(r["model"] == "gpt-4o-mini" for r in server.requests)
+        second = subprocess.run([sys.executable, "-m", "scoreflow", "optimize", *common, "--resume",
+                                 "--max-tokens", "100000"], cwd=tmp_path, env=e, capture_output=True, text=True,
+                                timeout=1500)
+        assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+    check_complete(run, 1)
+    for out in (first.stdout, first.stderr, second.stdout, second.stderr):
+        assert secret not in out and secret[:12] not in out
+    for f in run.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert secret.encode() not in data and secret[:12].encode() not in data, f"the key leaked into {f}"

@@ -8,11 +8,6 @@ from pathlib import Path
 
 import pytest
 
-try:  # before any test imports mlx.core, so that MLX's Linux CPU build uses OpenBLAS (backends/mlx/blas.py)
-    import scoreflow.backends.mlx  # noqa: F401
-except ImportError:  # the mlx extra is not installed: the MLX tests skip themselves
-    pass
-
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SCOREFLOW_TEST_DATA", ROOT.parent / "shared" / "data"))
 

@@ -12,13 +12,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+import importlib.util
+
 import pytest
 
 from scoreflow.config import ExecutorConfig
 from scoreflow.executor import RetryPolicy, make_executor
 from scoreflow.sandbox import Limits, Sandbox
 
-pytest.importorskip("mlx_lm")
+# find_spec, not importorskip: importing mlx at collection would defeat the MLX tests' OpenBLAS preload.
+if importlib.util.find_spec("mlx_lm") is None:
+    pytest.skip("the mlx extra is not installed", allow_module_level=True)
 
 # OpenBLAS first (see ENVIRONMENT.md: the mlx-cpu wheel's reference BLAS is ~20x slower).
 LAUNCH = ("import runpy, sys\nfrom scoreflow.backends.mlx.blas import preload\npreload()\n"

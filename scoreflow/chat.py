@@ -56,3 +56,29 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
         if i >= 0 and (best is None or i + len(s) < best):
             best = i + len(s)
     return (text[:best], True) if best is not None else (text, False)
+
+
+class Encoded:
+    """Token ids of every unique (prompt, completion) in a set of pairs, cut to max_length. Shared by
+    both backends, so they train on exactly the same tokens."""
+
+    def __init__(self, fmt: ChatFormat, max_length: int):
+        self.fmt, self.max_length = fmt, max_length
+        self.seqs: list[list[int]] = []
+        self.prompt_lens: list[int] = []
+        self._index: dict[tuple[str, str], int] = {}
+        self._prompts: dict[str, list[int]] = {}
+
+    def add(self, prompt: Messages, completion: str) -> int:
+        ptext = self.fmt.render(prompt)
+        key = (ptext, completion)
+        if key not in self._index:
+            pids = self._prompts.setdefault(ptext, self.fmt.encode_text(ptext))
+            cids = self.fmt.completion_ids(completion)[: max(1, self.max_length - len(pids))]
+            self._index[key] = len(self.seqs)
+            self.seqs.append(pids + cids)
+            self.prompt_lens.append(len(pids))
+        return self._index[key]
+
+    def completion_len(self, i: int) -> int:
+        return len(self.seqs[i]) - self.prompt_lens[i]

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
-from scoreflow.chat import ChatFormat
+from scoreflow.chat import ChatFormat, Encoded
 
 from .loss import preference_loss
 
@@ -193,28 +193,6 @@ def sequence_logprobs(model, seqs: Sequence[list[int]], prompt_lens: Sequence[in
         lp = packed_logprobs(model, micro, n, pad_id, device)
         out = out.to(lp.dtype) + lp
     return out
-
-
-class Encoded:
-    """Token ids of every unique (prompt, completion) in a set of pairs, cut to max_length."""
-
-    def __init__(self, fmt: ChatFormat, max_length: int):
-        self.fmt, self.max_length = fmt, max_length
-        self.seqs: list[list[int]] = []
-        self.prompt_lens: list[int] = []
-        self._index: dict[tuple[str, str], int] = {}
-        self._prompts: dict[str, list[int]] = {}
-
-    def add(self, prompt, completion: str) -> int:
-        ptext = self.fmt.render(prompt)
-        key = (ptext, completion)
-        if key not in self._index:
-            pids = self._prompts.setdefault(ptext, self.fmt.encode_text(ptext))
-            cids = self.fmt.completion_ids(completion)[: max(1, self.max_length - len(pids))]
-            self._index[key] = len(self.seqs)
-            self.seqs.append(pids + cids)
-            self.prompt_lens.append(len(pids))
-        return self._index[key]
 
 
 def lora_state(model) -> dict[str, torch.Tensor]:

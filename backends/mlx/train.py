@@ -16,37 +16,12 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 
 from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
-from scoreflow.chat import ChatFormat
+from scoreflow.chat import ChatFormat, Encoded
 
 from .loss import LOSSES, preference_loss
 from .model import adapter_disabled, lora_state
 
 REF_CHUNK = 4  # sequences per forward pass when only scoring
-
-
-class Encoded:
-    """Token ids of every unique (prompt, completion) in a set of pairs, cut to max_length."""
-
-    def __init__(self, fmt: ChatFormat, max_length: int):
-        self.fmt, self.max_length = fmt, max_length
-        self.seqs: list[list[int]] = []
-        self.prompt_lens: list[int] = []
-        self._index: dict[tuple[str, str], int] = {}
-        self._prompts: dict[str, list[int]] = {}
-
-    def add(self, prompt, completion: str) -> int:
-        ptext = self.fmt.render(prompt)
-        key = (ptext, completion)
-        if key not in self._index:
-            pids = self._prompts.setdefault(ptext, self.fmt.encode_text(ptext))
-            cids = self.fmt.completion_ids(completion)[: max(1, self.max_length - len(pids))]
-            self._index[key] = len(self.seqs)
-            self.seqs.append(pids + cids)
-            self.prompt_lens.append(len(pids))
-        return self._index[key]
-
-    def completion_len(self, i: int) -> int:
-        return len(self.seqs[i]) - self.prompt_lens[i]
 
 
 def _head(model: nn.Module):

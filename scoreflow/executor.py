@@ -12,6 +12,8 @@ Build one with make_executor(cfg) so caps, prices and the cache follow the confi
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import asyncio
 import email.utils
 import hashlib
@@ -93,7 +95,7 @@ class Usage:
         return cls(**known)
 
 
-class Executor:
+class Executor(ABC):
     """Subclasses implement `_chat`; `chat` adds the cap check, the cache and the cost accounting.
     `rep` is the repetition index (the orchestrator's run number): identical requests with
     different `rep` are separate calls, with the same `rep` they may come from the cache. A call
@@ -156,8 +158,9 @@ class Executor:
         fut.set_result(reply)
         return reply
 
+    @abstractmethod
     async def _chat(self, messages: Messages, max_tokens: int, temperature: float) -> Reply:
-        raise NotImplementedError
+        """One request to the model behind this executor (no cache, no caps: `chat` adds those)."""
 
     def _account(self, reply: Reply, seconds: float) -> None:
         self.usage.add(reply, seconds, self.price)

@@ -23,7 +23,7 @@ class Scripted(Executor):
         self.replies = list(replies)
         self.prompts: list[str] = []
 
-    async def chat(self, messages, *, max_tokens=None, temperature=None, rep=None) -> Reply:
+    async def _chat(self, messages, max_tokens, temperature) -> Reply:
         self.prompts.append(messages[-1]["content"])
         return Reply(self.replies.pop(0) if self.replies else "", 10, 5)
 

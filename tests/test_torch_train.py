@@ -35,8 +35,8 @@ def _pairs() -> list[TrainPair]:
 
 
 @pytest.fixture(scope="module")
-def backend(tiny_llama):
-    b = load(str(tiny_llama), device="cpu", lora=LoraConfig(rank=4, alpha=8, dropout=0.0), seed=0)
+def backend(tiny_llama, test_device):
+    b = load(str(tiny_llama), device=test_device, lora=LoraConfig(rank=4, alpha=8, dropout=0.0), seed=0)
     b.model.to(torch.float64)  # float64 makes the comparisons tight
     return b
 
@@ -56,7 +56,7 @@ def _randomise(backend, seed: int) -> None:
     with torch.no_grad():
         for n, p in backend.model.named_parameters():
             if p.requires_grad:
-                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.05)
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) * 0.05)
 
 
 def _lora(backend) -> dict[str, torch.Tensor]:
@@ -85,9 +85,9 @@ def _plain_train(backend, pairs, cfg: TrainConfig) -> tuple[list[tuple[float, fl
         w, l = [index[k][0] for k in ks], [index[k][1] for k in ks]
         ids = w + l
         lp = T.plain_sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad, dev)
-        sw = torch.tensor([pairs[k].score_chosen for k in ks], dtype=lp.dtype)
-        sl = torch.tensor([pairs[k].score_rejected for k in ks], dtype=lp.dtype)
-        ntok = torch.tensor([len(enc.seqs[i]) - enc.prompt_lens[i] for i in w], dtype=lp.dtype)
+        sw = torch.tensor([pairs[k].score_chosen for k in ks], dtype=lp.dtype, device=dev)
+        sl = torch.tensor([pairs[k].score_rejected for k in ks], dtype=lp.dtype, device=dev)
+        ntok = torch.tensor([len(enc.seqs[i]) - enc.prompt_lens[i] for i in w], dtype=lp.dtype, device=dev)
         pl = ref[l] if cfg.loss == "sft" else lp[len(w):]
         loss, st = preference_loss(cfg.loss, cfg.beta, lp[:len(w)], pl, ref[w], ref[l], sw, sl, ntok)
         opt.zero_grad(set_to_none=True)
@@ -134,8 +134,8 @@ def test_packed_rows_split_and_padded_equal_plain(backend, budget, monkeypatch):
     _close(fast, plain)
 
 
-def test_packed_logprobs_float32_close_to_plain(tiny_llama):
-    b = load(str(tiny_llama), device="cpu", lora=LoraConfig(rank=4, alpha=8, dropout=0.0), seed=0)
+def test_packed_logprobs_float32_close_to_plain(tiny_llama, test_device):
+    b = load(str(tiny_llama), device=test_device, lora=LoraConfig(rank=4, alpha=8, dropout=0.0), seed=0)
     _randomise(b, 3)
     enc, _ = _encode(b, _pairs())
     pad = b.tokenizer.pad_token_id

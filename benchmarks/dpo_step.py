@@ -107,6 +107,7 @@ def worker_ours(spec: dict) -> dict:
 def worker_trl(spec: dict) -> dict:
     import torch
     from datasets import Dataset
+    from datasets.table import InMemoryTable
     from peft import LoraConfig as PeftLoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -126,7 +127,10 @@ def worker_trl(spec: dict) -> dict:
                          logging_steps=1, use_cpu=device.type == "cpu", seed=0, lr_scheduler_type="constant",
                          bf16=spec["dtype"] == "bfloat16", fp16=False,
                          disable_tqdm=True, dataloader_num_workers=0)
-        trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+        # An explicit fingerprint: datasets otherwise hashes the whole table with dill, which fails for
+        # some pyarrow/Python pairs (seen with Python 3.12 on the GPU machine).
+        data = Dataset(InMemoryTable.from_pylist(rows), fingerprint="dpo-step-benchmark")
+        trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                              peft_config=peft_cfg)
         loaded = rss_mb()
         if device.type == "cuda":
@@ -204,7 +208,14 @@ def main() -> None:
         Path(spec_path).write_text(json.dumps(spec))
         timeout = 600 if a.quick else 7200
         sides = [a.only] if a.only else ["ours", "trl"]
-        runs = {k: run_worker(k, spec_path, timeout) for k in sides}
+        runs, errors = {}, {}
+        for k in sides:  # one side failing still reports the other
+            try:
+                runs[k] = run_worker(k, spec_path, timeout)
+            except (RuntimeError, subprocess.TimeoutExpired) as e:
+                errors[k] = str(e)[-1500:]
+    for k, e in errors.items():
+        result[k] = {"error": e}
     for k, r in runs.items():
         result[k] = {"pairs_per_s": n_pairs / r["seconds"], "seconds": r["seconds"], "peak_mb": r["peak_mb"],
                      "loaded_mb": r["loaded_mb"], "first_loss": r["first_loss"], "last_loss": r["last_loss"],
@@ -214,6 +225,8 @@ def main() -> None:
         result["peak_mb_ratio"] = result["ours"]["peak_mb"] / result["trl"]["peak_mb"]
         result["targets"] = {"ratio>=2.0": result["ratio"] >= 2.0, "peak<=trl": result["peak_mb_ratio"] <= 1.0}
     emit(result)
+    if errors:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

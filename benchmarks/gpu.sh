@@ -39,6 +39,6 @@ case "${1:-small}" in
   8b)
     bench 420 dpo_step.py --model random:llama-3.1-8b "${tok[@]}" --problems 8 --batch-size 8 --steps 8 \
       --gradient-checkpointing on
-    bench 300 generation.py --model random:llama-3.1-8b "${tok[@]}" --batch-size 8 --max-new-tokens 192
+    bench 300 generation.py --model random:llama-3.1-8b "${tok[@]}" --batch-size 8 --max-new-tokens 128
     ;;
 esac

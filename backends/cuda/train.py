@@ -5,6 +5,9 @@ adapter off; the prompt shared by a pair (or by any pairs of one problem in a ba
 with its completions packed after it in one row whose attention mask lets each completion see only
 the prompt and itself; a batch is processed one prompt group at a time (gradients accumulated), so
 there is no padding on CPU, and groups are length-bucketed into padded micro-batches on GPUs.
+
+Under `accelerate launch` or torchrun, each step's pairs are split over the ranks and the LoRA
+gradients summed (see distributed.py): every rank takes the step one process would take.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
 from scoreflow.chat import ChatFormat, Encoded
 
+from . import distributed
 from .loss import preference_loss
 
 # Tokens per packed micro-batch (summed over padded rows). On CPU one prompt group per micro-batch
@@ -242,6 +246,8 @@ def _load_checkpoint(root: Path, model, opt) -> tuple[int, list[StepInfo]]:
 def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int], sft: bool, budget: int,
                    pack: bool = True):
     """Yield (rows, needed, batch positions) per micro-batch: each prompt group's unique sequences once."""
+    if not batch:  # a rank with no share of this step
+        return
     needed: list[int] = []
     slot: dict[int, int] = {}
     for k in batch:
@@ -257,11 +263,20 @@ def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int],
         yield micro, needed, members, slot
 
 
-def reference_logprobs(model, enc: Encoded, pad_id: int, device: torch.device) -> torch.Tensor:
-    """Log-probs of every unique sequence with the adapter off, each shared prompt run once."""
+def reference_logprobs(model, enc: Encoded, pad_id: int, device: torch.device,
+                       wanted: Sequence[int] | None = None) -> torch.Tensor:
+    """Log-probs of every unique sequence with the adapter off, each shared prompt run once.
+    wanted: only these sequences (the others are NaN), as a rank of data-parallel training needs."""
     model.eval()
     with torch.no_grad(), model.disable_adapter():
-        return sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad_id, device).cpu()
+        if wanted is None:
+            return sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad_id, device).cpu()
+        wanted = list(wanted)
+        lp = sequence_logprobs(model, [enc.seqs[i] for i in wanted], [enc.prompt_lens[i] for i in wanted],
+                               pad_id, device).cpu()
+    out = torch.full((len(enc.seqs),), float("nan"), dtype=lp.dtype)
+    out[wanted] = lp
+    return out
 
 
 def train(
@@ -270,11 +285,17 @@ def train(
     token_budget: int | None = None,
 ) -> TrainStats:
     """Train the adapter on `pairs` in order, cfg.batch_size pairs per optimiser step. token_budget:
-    padded tokens per micro-batch (None: one prompt group at a time on CPU, GPU_TOKEN_BUDGET on CUDA)."""
+    padded tokens per micro-batch (None: one prompt group at a time on CPU, GPU_TOKEN_BUDGET on CUDA).
+    Launched as several ranks, each computes its share of every batch and only rank 0 writes checkpoints."""
     t0 = time.time()
     enc = Encoded(fmt, cfg.max_length)
     index = [(enc.add(p.prompt, p.chosen), enc.add(p.prompt, p.rejected)) for p in pairs]
-    ref = reference_logprobs(model, enc, pad_id, device)
+    order = list(range(len(pairs)))
+    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)] * cfg.epochs
+    rank, world = distributed.setup(device)
+    shares = [distributed.shard(b, rank, world) for b in batches]
+    wanted = None if world == 1 else sorted({i for share in shares for k in share for i in index[k]})
+    ref = reference_logprobs(model, enc, pad_id, device, wanted)
     budget = token_budget if token_budget is not None else (GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET)
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -282,25 +303,25 @@ def train(
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    order = list(range(len(pairs)))
-    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)] * cfg.epochs
     start, history = (0, [])
     if checkpoint_dir is not None:
         start, history = _load_checkpoint(checkpoint_dir, model, opt)
+    if world > 1:
+        distributed.broadcast_params(params)  # every rank starts from rank 0's adapter
     model.train()
     tokens = 0
     sft = cfg.loss == "sft"
     try:
         for step in range(start, len(batches)):
             ts = time.time()
-            batch = batches[step]
+            batch, mine = batches[step], shares[step]
             opt.zero_grad(set_to_none=True)
             sums = {"loss": 0.0, "margin": 0.0, "chosen_reward": 0.0, "rejected_reward": 0.0}
-            for micro, needed, members, slot in _micro_batches(enc, index, batch, sft, budget, packable(model)):
+            for micro, needed, members, slot in _micro_batches(enc, index, mine, sft, budget, packable(model)):
                 lp = packed_logprobs(model, micro, len(needed), pad_id, device)
-                group = [pairs[batch[j]] for j in members]
-                w = [index[batch[j]][0] for j in members]
-                l = [index[batch[j]][1] for j in members]
+                group = [pairs[mine[j]] for j in members]
+                w = [index[mine[j]][0] for j in members]
+                l = [index[mine[j]][1] for j in members]
                 pw = lp[[slot[i] for i in w]]
                 pl = ref[l].to(device) if sft else lp[[slot[i] for i in l]]
                 sw = torch.tensor([p.score_chosen for p in group], device=device, dtype=lp.dtype)
@@ -312,6 +333,9 @@ def train(
                 sums["loss"] += loss.item() * len(members)
                 for k in ("margin", "chosen_reward", "rejected_reward"):
                     sums[k] += float(st[k]) * len(members)
+            if world > 1:  # every rank now holds the whole batch's gradient and statistics
+                distributed.all_reduce_grads(params)
+                sums = distributed.all_reduce_sums(sums, device)
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
             opt.step()
             tokens += sum(len(enc.seqs[index[k][0]]) + (0 if sft else len(enc.seqs[index[k][1]])) for k in batch)
@@ -321,8 +345,8 @@ def train(
             history.append(info)
             if on_step:
                 on_step(info)
-            if checkpoint_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
-                    and step + 1 < len(batches):
+            if rank == 0 and checkpoint_dir is not None and cfg.checkpoint_every \
+                    and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < len(batches):
                 _save_checkpoint(checkpoint_dir, step + 1, model, opt, history)
     finally:
         model.eval()

@@ -67,6 +67,7 @@ class TrainConfig:
     max_length: int = 2048  # prompt + completion tokens; longer completions are cut
     checkpoint_every: int = 8  # steps between resumable checkpoints (0 = never)
     seed: int = 0
+    processes: int = 1  # data-parallel ranks (PyTorch backend: > 1 trains under `accelerate launch`)
 
 
 @dataclass

@@ -109,6 +109,8 @@ class TrainSection:
     gradient_checkpointing: bool = opt(False, "recompute activations: 2-3x less memory, 10-20% slower")
     max_length: int = opt(2048, "prompt + completion token limit in training", min=16)
     checkpoint_every: int = opt(8, "steps between resumable training checkpoints (0 = none)", min=0)
+    processes: int = opt(1, "data-parallel training processes, one per GPU (PyTorch backend; > 1 runs each "
+                         "training step under `accelerate launch`)", min=1)
 
 
 @dataclass
@@ -137,7 +139,7 @@ SECTIONS = {f.name: f.type for f in fields(Config)}
 RESUMABLE = {
     ("run", "iterations"), ("run", "test_problems"), ("run", "preset"), ("generator", "device"),
     ("executor", "max_cost_usd"), ("executor", "max_total_tokens"), ("executor", "concurrency"),
-    ("executor", "timeout_s"), ("executor", "max_retries"), ("sandbox", "concurrency"),
+    ("executor", "timeout_s"), ("executor", "max_retries"), ("sandbox", "concurrency"), ("train", "processes"),
 }
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {

@@ -10,14 +10,17 @@ import asyncio
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from statistics import mean
 from typing import Any
 
 from .backend import SamplingParams, TrainConfig, TrainPair
+from .config import Config
 from .pairs import Candidate, sample_pairs
 from .prompts import generator_messages
-from .session import Session, select
-from .tasks.base import Problem
+from .rundir import read_jsonl
+from .session import Session, make_task, select
+from .tasks.base import Problem, Task
 from .workflow import extract
 
 Key = tuple[int, int]  # (problem index, slot)
@@ -211,10 +214,7 @@ def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dic
     resumed = max((int(p.name.split("-")[1]) for p in ck.glob("step-*")), default=0) if ck.is_dir() else 0
     if len(history) != resumed:
         s.run["train"].rewrite(r for r in s.run["train"].all() if r["iteration"] != it or r["step"] <= resumed)
-    batch = [TrainPair(generator_messages(s.task, problems[p["problem"]]),
-                       workflows[(p["problem"], p["chosen"])]["text"],
-                       workflows[(p["problem"], p["rejected"])]["text"],
-                       p["score_chosen"], p["score_rejected"]) for p in pairs]
+    batch = train_pairs(s.task, problems, workflows, pairs)
     steps = -(-len(batch) // t.batch_size) * t.epochs
     s.reporter.stage(it, "train", steps, done=resumed)
 
@@ -224,14 +224,39 @@ def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dic
         s.reporter.advance()
 
     if batch:
-        cfg = TrainConfig(loss=t.loss, beta=t.beta, learning_rate=t.learning_rate, epochs=t.epochs,
-                          batch_size=t.batch_size, gradient_checkpointing=t.gradient_checkpointing,
-                          max_length=t.max_length, checkpoint_every=t.checkpoint_every, seed=s.cfg.run.seed + it)
-        s.backend.train(batch, cfg, on_step=on_step, checkpoint_dir=ck)
+        s.backend.train(batch, train_config(s.cfg, it), on_step=on_step, checkpoint_dir=ck)
     adapter.parent.mkdir(parents=True, exist_ok=True)
     s.backend.save_adapter(adapter)
     shutil.rmtree(ck, ignore_errors=True)
     return _train_stats([r for r in s.run["train"].all() if r["iteration"] == it])
+
+
+def train_pairs(task: Task, problems: list[Problem], workflows: dict[Key, dict[str, Any]],
+                pairs: list[dict[str, Any]]) -> list[TrainPair]:
+    """Sampled pair records (problem, slots, scores) as training pairs: the generator prompt, both texts."""
+    return [TrainPair(generator_messages(task, problems[p["problem"]]), workflows[(p["problem"], p["chosen"])]["text"],
+                      workflows[(p["problem"], p["rejected"])]["text"], p["score_chosen"], p["score_rejected"])
+            for p in pairs]
+
+
+def train_config(cfg: Config, it: int) -> TrainConfig:
+    t = cfg.train
+    return TrainConfig(loss=t.loss, beta=t.beta, learning_rate=t.learning_rate, epochs=t.epochs,
+                       batch_size=t.batch_size, gradient_checkpointing=t.gradient_checkpointing,
+                       max_length=t.max_length, checkpoint_every=t.checkpoint_every, seed=cfg.run.seed + it,
+                       processes=t.processes)
+
+
+def recorded_pairs(cfg: Config, run_dir: Path, it: int) -> list[TrainPair]:
+    """The training pairs of iteration `it` of an existing run, as its training step built them."""
+    task = make_task(cfg)
+    problems = select(task.problems("validate"), cfg.run.problems, cfg.run.seed)
+    gen = Generated()
+    for r in read_jsonl(run_dir / "workflows.jsonl"):
+        if r["iteration"] == it:
+            gen.note(r)
+    pairs = [p for p in read_jsonl(run_dir / "pairs.jsonl") if p["iteration"] == it]
+    return train_pairs(task, problems, gen.last, pairs)
 
 
 def _train_stats(history: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,8 +6,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backend import Backend, LoraConfig, load_backend
+from .backend import Backend, LoraConfig, load_backend, resolve_backend_name
 from .config import Config
+from .errors import UserError
 from .executor import Executor
 from .executor import make_executor as build_executor
 from .progress import Reporter
@@ -48,6 +49,8 @@ def make_sandbox(cfg: Config) -> Sandbox:
 def make_backend(cfg: Config) -> Backend:
     g, lo = cfg.generator, cfg.lora
     lora = LoraConfig(rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout, targets=tuple(lo.targets))
+    if cfg.train.processes > 1 and resolve_backend_name(g.backend) != "cuda":
+        raise UserError("train.processes > 1 (data-parallel training) needs the PyTorch backend: --backend cuda")
     return load_backend(g.backend, g.model, device=g.device, lora=lora, seed=cfg.run.seed, dtype=g.dtype)
 
 

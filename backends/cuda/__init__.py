@@ -22,6 +22,7 @@ from scoreflow.chat import ChatFormat  # noqa: E402
 from scoreflow.errors import UserError  # noqa: E402
 from scoreflow.models import resolve_model  # noqa: E402
 
+from . import distributed as _distributed  # noqa: E402
 from . import generate as _generate  # noqa: E402
 from . import train as _train  # noqa: E402
 from .model import load_base, pick_device, pick_dtype  # noqa: E402
@@ -86,6 +87,10 @@ class TorchBackend:
               on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None) -> TrainStats:
         if not pairs:
             return TrainStats()
+        if cfg.processes > 1 and not _distributed.launched():  # data-parallel: ranks under accelerate launch
+            from .ddp_train import launch
+
+            return launch(self, pairs, cfg, on_step, checkpoint_dir)
         torch.manual_seed(cfg.seed)
         with self._lock:
             return _train.train(self.model, self.fmt, self.tokenizer.pad_token_id, self.torch_device,

@@ -1,0 +1,209 @@
+"""Data-parallel training in the PyTorch backend (CPU, gloo): two ranks take the steps one process takes
+on the whole batch, `scoreflow optimize`'s train.processes path runs them under `accelerate launch`,
+and `accelerate launch -m scoreflow.backends.cuda.ddp_train` writes an adapter the backend loads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("accelerate")
+
+from scoreflow.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.backends.cuda import distributed, load  # noqa: E402
+from scoreflow.backends.cuda.ddp_train import DONE, STEP  # noqa: E402
+
+LORA = LoraConfig(rank=4, alpha=8, dropout=0.0)  # no dropout: its masks depend on each rank's RNG
+# 7 pairs, 3 per step: over 2 ranks the shares are 1+2, 1+2 and 0+1 pairs (a rank with none included).
+CFG = TrainConfig(beta=0.5, learning_rate=5e-3, batch_size=3, checkpoint_every=1)
+# fp32. A rank packs its completions into other rows than one process does, and sums gradients in
+# another order: summed log-probs (~ -300 here) then differ in the last bit (~3e-5), rewards by beta times that.
+TOL = dict(rtol=1e-5, atol=2e-6)  # LoRA weights of magnitude ~0.15 (measured: at most 8e-7 apart)
+STATS = dict(rel=1e-5, abs=2e-5)
+
+PROMPTS = [
+    [{"role": "user", "content": "Write a workflow for: Ava has 3 apples and gets 4 more."}],
+    [{"role": "system", "content": "You design workflows."}, {"role": "user", "content": "Solve 12 * 7 with code."}],
+    [{"role": "user", "content": "How many marbles are left?"}],
+]
+TEXTS = [
+    "<graph>async def run_workflow(self):\n    return await self.custom(input=self.problem)</graph>",
+    "I think the answer is 7.",
+    "<graph>async def run_workflow(self):\n    s = await self.programmer(problem=self.problem)\n    return s</graph>",
+    "No.",
+    "The total is 84 because twelve sevens are eighty-four, see the table above.",
+]
+
+
+def _pairs() -> list[TrainPair]:
+    spec = [(0, 0, 1, 0.9, 0.1), (0, 2, 1, 0.6, 0.1), (1, 4, 3, 1.0, 0.0), (0, 0, 1, 0.9, 0.1),
+            (2, 3, 0, 0.75, 0.25), (1, 2, 4, 0.5, 0.4), (2, 1, 2, 0.7, 0.3)]
+    return [TrainPair(PROMPTS[p], TEXTS[w], TEXTS[l], sw, sl) for p, w, l, sw, sl in spec]
+
+
+def _backend(model: str):
+    b = load(model, device="cpu", lora=LORA, seed=0)
+    g = torch.Generator().manual_seed(7)  # a non-zero adapter: a fresh LoRA's zero B hides half the gradients
+    with torch.no_grad():
+        for p in b.model.parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return b
+
+
+def _lora(b) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in b.model.named_parameters() if p.requires_grad}
+
+
+def _same_steps(got, expected) -> None:
+    assert len(got) == len(expected) == 3
+    for a, e in zip(got, expected):
+        assert (a.step, a.total) == (e.step, e.total)
+        assert [a.loss, a.margin, a.chosen_reward, a.rejected_reward, a.grad_norm] == pytest.approx(
+            [e.loss, e.margin, e.chosen_reward, e.rejected_reward, e.grad_norm], **STATS)
+
+
+def _same_lora(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == expected.keys()
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n], **TOL)
+
+
+@pytest.fixture(scope="module")
+def single(tiny_llama):
+    """One process on the whole batch: the steps and the adapter every data-parallel run must reproduce."""
+    b = _backend(str(tiny_llama))
+    start = _lora(b)
+    stats = b.train(_pairs(), CFG)
+    end = _lora(b)
+    assert any(not torch.equal(start[n], end[n]) for n in end)
+    return stats.history, end
+
+
+def test_shares_split_each_batch_in_order():
+    for n in range(0, 9):
+        for world in (1, 2, 3, 4):
+            shares = [distributed.shard(list(range(n)), r, world) for r in range(world)]
+            assert sum(shares, []) == list(range(n))
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def _rank(rank: int, world: int, model: str, out: str) -> None:
+    """One rank of a data-parallel run in a spawned process; records its own and the summed gradients."""
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
+    seen: dict[str, list[torch.Tensor]] = {}
+    reduce = distributed.all_reduce_grads
+
+    def spy(params):
+        if not seen:  # the first step
+            seen["own"] = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+            reduce(params)
+            seen["summed"] = [p.grad.clone() for p in params]
+        else:
+            reduce(params)
+
+    distributed.all_reduce_grads = spy  # train.py calls it through the module
+    b = _backend(model)
+    stats = b.train(_pairs(), CFG, checkpoint_dir=Path(out) / f"checkpoints-{rank}")
+    torch.save({"lora": _lora(b), "history": [asdict(h) for h in stats.history], **seen}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_take_the_single_process_steps(tiny_llama, single, tmp_path):
+    torch.multiprocessing.spawn(_rank, args=(2, str(tiny_llama), str(tmp_path)), nprocs=2)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    history, lora = single
+    from scoreflow.backend import StepInfo
+
+    for r in (r0, r1):
+        _same_steps([StepInfo(**h) for h in r["history"]], history)
+        _same_lora(r["lora"], lora)
+    for n in lora:
+        assert torch.equal(r0["lora"][n], r1["lora"][n])  # the ranks never drift apart
+    # The reduction is what makes this work: each rank's own gradient is only its share of the batch's.
+    for own0, own1, summed0, summed1 in zip(r0["own"], r1["own"], r0["summed"], r1["summed"]):
+        assert torch.equal(summed0, summed1)
+        torch.testing.assert_close(own0 + own1, summed0, **TOL)
+    differ = [not torch.allclose(own, summed, rtol=1e-3, atol=1e-6)
+              for r in (r0, r1) for own, summed in zip(r["own"], r["summed"])]
+    assert all(differ)
+    # only rank 0 writes checkpoints
+    assert [p.name for p in (tmp_path / "checkpoints-0").glob("step-*")] == ["step-000002"]
+    assert not (tmp_path / "checkpoints-1").exists()
+
+
+def test_train_processes_runs_accelerate_launch(tiny_llama, single):
+    """TrainConfig.processes = 2 (config train.processes) on CPU: the backend launches two ranks with
+    accelerate, follows their steps and loads the adapter they wrote."""
+    b = _backend(str(tiny_llama))
+    steps = []
+    stats = b.train(_pairs(), replace(CFG, processes=2), on_step=steps.append)
+    history, lora = single
+    _same_steps(steps, history)
+    _same_steps(stats.history, history)
+    assert stats.steps == 3 and stats.tokens > 0
+    _same_lora(_lora(b), lora)
+
+
+def test_accelerate_launch_one_process_cli(tiny_llama, single, tmp_path):
+    b = _backend(str(tiny_llama))
+    b.save_adapter(tmp_path / "init")
+    with open(tmp_path / "pairs.jsonl", "w") as f:
+        for p in _pairs():
+            f.write(json.dumps(asdict(p)) + "\n")
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    assert accelerate, "accelerate's console script is not installed next to this Python"
+    cmd = [accelerate, "launch", "--num_processes", "1", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "scoreflow.backends.cuda.ddp_train",
+           "--pairs", str(tmp_path / "pairs.jsonl"), "--model", str(tiny_llama), "--out", str(tmp_path / "adapter"),
+           "--init-adapter", str(tmp_path / "init"),
+           "--set", "lora.rank=4", "--set", "lora.alpha=8", "--set", "lora.dropout=0",
+           "--set", "train.beta=0.5", "--set", "train.learning_rate=5e-3", "--set", "train.batch_size=3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    assert sum(line.startswith(STEP) for line in lines) == 3 and lines[-1].startswith(DONE)
+    fresh = load(str(tiny_llama), device="cpu", lora=LORA, seed=1)
+    fresh.load_adapter(tmp_path / "adapter")
+    _same_lora(_lora(fresh), single[1])
+
+
+def test_run_dir_gives_the_loops_pairs_seed_and_adapter(tmp_path):
+    """--run-dir RUN --iteration N trains on what the loop trained iteration N on: the latest attempt
+    of each paired workflow under the generator prompt, the loop's seed, from iteration N-1's adapter."""
+    from scoreflow import config as C
+    from scoreflow.backends.cuda import ddp_train
+    from scoreflow.prompts import generator_messages
+    from scoreflow.session import make_task, select
+
+    cfg = C.build({"run": {"task": "arith", "problems": 3, "seed": 5}, "generator": {"model": "some/model"},
+                   "lora": {"rank": 4}})
+    run = tmp_path / "run"
+    (run / "adapters" / "iter-1").mkdir(parents=True)
+    (run / "config.toml").write_text(C.to_toml(cfg))
+    workflows = [{"iteration": it, "problem": p, "slot": s, "attempt": a, "valid": a == 1, "tokens": 1,
+                  "text": f"it{it} p{p} s{s} a{a}"}
+                 for it in (1, 2) for p in range(3) for s in range(2) for a in range(2)]
+    pairs = [{"iteration": 1, "problem": 0, "chosen": 0, "rejected": 1, "score_chosen": 1.0, "score_rejected": 0.0},
+             {"iteration": 2, "problem": 1, "chosen": 0, "rejected": 1, "score_chosen": 1.0, "score_rejected": 0.5},
+             {"iteration": 2, "problem": 2, "chosen": 1, "rejected": 0, "score_chosen": 0.5, "score_rejected": 0.0}]
+    for name, records in (("workflows", workflows), ("pairs", pairs)):
+        (run / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    args = ddp_train.parser().parse_args(["--run-dir", str(run), "--iteration", "2", "--out", str(tmp_path / "a"),
+                                          "--set", "train.beta=0.3"])
+    job, got = ddp_train.job_from_args(args)
+    task = make_task(cfg)
+    problems = select(task.problems("validate"), 3, 5)
+    assert got == [TrainPair(generator_messages(task, problems[1]), "it2 p1 s0 a1", "it2 p1 s1 a1", 1.0, 0.5),
+                   TrainPair(generator_messages(task, problems[2]), "it2 p2 s1 a1", "it2 p2 s0 a1", 0.5, 0.0)]
+    assert job.init_adapter == str(run / "adapters" / "iter-1")
+    assert (job.model, job.train["seed"], job.train["beta"], job.lora["rank"]) == ("some/model", 7, 0.3, 4)

@@ -140,15 +140,17 @@ def packed_logprobs(model, rows: Sequence[Row], n_out: int, pad_id: int, device:
             targets += c
             owner += [o] * n
             at += n
-    causal = torch.ones(width, width, dtype=torch.bool).tril()
-    same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
-    allowed = causal & same & (seg[:, None, :] >= 0)
-    allowed |= torch.eye(width, dtype=torch.bool)  # pad queries see themselves: no all-masked (NaN) rows
+    seg = seg.to(device)
     if packable(model):
-        mask = _mask_for(model, allowed[:, None].to(device))
+        # Built on the device: a width x width mask per row is tens of MB, slow to make on a host CPU.
+        causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
+        same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+        allowed = causal & same & (seg[:, None, :] >= 0)
+        allowed |= torch.eye(width, dtype=torch.bool, device=device)  # pad queries see themselves: no NaN rows
+        mask = _mask_for(model, allowed[:, None])
     else:  # one completion per row: a plain padding mask does
         assert all(len(r.completions) == 1 for r in rows)
-        mask = (seg >= 0).long().to(device)
+        mask = (seg >= 0).long()
     hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask).last_hidden_state
     sel = hidden[torch.tensor(hid_rows, device=device), torch.tensor(hid_cols, device=device)]
     lp = _token_logprobs(head, softcap, sel, torch.tensor(targets, device=device))

@@ -6,9 +6,12 @@ workflows of 300-600 tokens with scores; training pairs are drawn with replaceme
 model, same pairs, batch size and number of optimiser steps, each in its own subprocess (clean peak
 memory). trl runs plain DPO with its defaults (reference log-probs recomputed every step); ours
 runs Score-DPO through `Backend.train` (reference once per unique sequence, shared prompt once).
+With --backend mlx the MLX backend's `train` runs the same pairs and configuration in a third
+subprocess; its pairs/s and peak memory are reported as ratios against our PyTorch backend.
 
     python benchmarks/dpo_step.py            # full: SmolLM2-135M, 1k-token prompts (~10 min on 2 CPU cores)
     python benchmarks/dpo_step.py --quick    # tiny sizes, for CI
+    python benchmarks/dpo_step.py --backend mlx --only ours,mlx   # MLX vs the PyTorch backend (no trl)
 
 Prints one JSON object.
 """
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,7 +105,8 @@ def worker_ours(spec: dict) -> dict:
     assert stats.steps == spec["steps"], stats.steps
     peak = torch.cuda.max_memory_allocated() / 2**20 if b.torch_device.type == "cuda" else peak_rss_mb()
     return {"seconds": seconds, "steps": stats.steps, "peak_mb": peak, "loaded_mb": loaded,
-            "first_loss": stats.history[0].loss, "last_loss": stats.history[-1].loss, "threads": torch.get_num_threads()}
+            "first_loss": stats.history[0].loss, "last_loss": stats.history[-1].loss, "threads": torch.get_num_threads(),
+            "median_step_s": statistics.median(h.seconds for h in stats.history)}
 
 
 def worker_trl(spec: dict) -> dict:
@@ -145,6 +150,37 @@ def worker_trl(spec: dict) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def worker_mlx(spec: dict) -> dict:
+    # The MLX backend first: on Linux it preloads OpenBLAS, which must precede any `import mlx.core`.
+    from scoreflow.backends.mlx import load
+
+    import mlx.core as mx
+
+    from scoreflow.backend import TrainConfig, TrainPair
+    from scoreflow.backends.mlx.blas import preload
+
+    m = load(spec["mlx_model"], device=spec["mlx_device"], lora=_lora(), seed=0, dtype=spec["mlx_dtype"])
+    pairs = [TrainPair(**p) for p in spec["pairs"]]
+    cfg = TrainConfig(loss="score-dpo", beta=0.1, learning_rate=1e-4, batch_size=spec["batch_size"],
+                      gradient_checkpointing=spec["gradient_checkpointing"], max_length=spec["max_length"],
+                      checkpoint_every=0)
+    loaded = rss_mb()
+    mx.reset_peak_memory()
+    t0 = time.perf_counter()
+    stats = m.train(pairs, cfg)
+    seconds = time.perf_counter() - t0
+    assert stats.steps == spec["steps"], stats.steps
+    return {"seconds": seconds, "steps": stats.steps, "peak_mb": mx.get_peak_memory() / 2**20,
+            "peak_rss_mb": peak_rss_mb(), "loaded_mb": loaded, "first_loss": stats.history[0].loss,
+            "last_loss": stats.history[-1].loss, "median_step_s": statistics.median(h.seconds for h in stats.history),
+            "mlx_device": m.device, "mlx_dtype": str(m.dtype).removeprefix("mlx.core."),
+            "quantized": m.quantized, "openblas": preload(),
+            "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS") if preload() else None}
+
+
+WORKERS = {"ours": worker_ours, "trl": worker_trl, "mlx": worker_mlx}
+
+
 def run_worker(kind: str, spec_path: str, timeout: float) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--spec", spec_path],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -170,15 +206,28 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=None)
     ap.add_argument("--gradient-checkpointing", choices=["on", "off"], default="off",
                     help="for both sides (trl's own default is on)")
-    ap.add_argument("--only", choices=["ours", "trl"], default=None)
+    ap.add_argument("--backend", choices=["cuda", "mlx"], default="cuda",
+                    help="mlx: also train with the MLX backend (ratios against the PyTorch backend)")
+    ap.add_argument("--mlx-model", default=None,
+                    help="the MLX side's model (default: the same HF folder as the PyTorch sides; `smollm2` loads "
+                         "the embedded 4-bit GGUF, which stays quantized on Metal with --mlx-dtype auto)")
+    ap.add_argument("--mlx-device", choices=["auto", "cpu", "gpu"], default="auto")
+    ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="same",
+                    help="same: the PyTorch sides' dtype; auto: the MLX backend's choice (bfloat16 on Metal, a "
+                         "quantized base kept quantized)")
+    ap.add_argument("--only", default=None, metavar="SIDES",
+                    help="comma-separated sides to run, from ours, trl, mlx (default: ours,trl, plus mlx with --backend mlx)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--worker", choices=["ours", "trl"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         spec = json.loads(Path(a.spec).read_text())
-        emit((worker_ours if a.worker == "ours" else worker_trl)(spec))
+        emit(WORKERS[a.worker](spec))
         return
+    sides = a.only.split(",") if a.only else ["ours", "trl"] + (["mlx"] if a.backend == "mlx" else [])
+    if not sides or any(k not in WORKERS for k in sides):
+        ap.error(f"--only: comma-separated sides from {', '.join(WORKERS)}")
 
     import torch
 
@@ -194,7 +243,9 @@ def main() -> None:
     n_pairs = steps * a.batch_size
     data = make_data(model, problems, a.completions, prompt_tokens, lo, hi, n_pairs, a.seed)
     spec = {"model": model, "device": device, "dtype": dtype, "pairs": data["pairs"], "batch_size": a.batch_size, "steps": steps,
-            "gradient_checkpointing": a.gradient_checkpointing == "on", "max_length": 2048}
+            "gradient_checkpointing": a.gradient_checkpointing == "on", "max_length": 2048,
+            "mlx_model": a.mlx_model or model, "mlx_device": a.mlx_device,
+            "mlx_dtype": dtype if a.mlx_dtype == "same" else a.mlx_dtype}
     result = {
         "benchmark": "dpo_step", "date": today(), "device": device_info(device), "torch": torch.__version__,
         "quick": a.quick, "model": a.model or Path(model).name, "dtype": dtype,
@@ -207,7 +258,6 @@ def main() -> None:
         spec_path = os.path.join(tmp, "spec.json")
         Path(spec_path).write_text(json.dumps(spec))
         timeout = 600 if a.quick else 7200
-        sides = [a.only] if a.only else ["ours", "trl"]
         runs, errors = {}, {}
         for k in sides:  # one side failing still reports the other
             try:
@@ -219,7 +269,16 @@ def main() -> None:
     for k, r in runs.items():
         result[k] = {"pairs_per_s": n_pairs / r["seconds"], "seconds": r["seconds"], "peak_mb": r["peak_mb"],
                      "loaded_mb": r["loaded_mb"], "first_loss": r["first_loss"], "last_loss": r["last_loss"],
-                     "threads": r["threads"]}
+                     **{f: r[f] for f in ("median_step_s", "threads", "peak_rss_mb", "mlx_device", "mlx_dtype",
+                                          "quantized", "openblas", "openblas_threads") if f in r}}
+    if "mlx" in runs and "ours" in runs:
+        mine = result["mlx"]
+        # Like with like: on CPU both peaks are the process's peak RSS; on Metal MLX's allocator peak
+        # (its buffers live in unified memory, outside what RSS shows).
+        basis = "peak_rss_mb" if runs["mlx"]["mlx_device"] == "cpu" else "peak_mb"
+        mine["ratio_vs_torch"] = mine["pairs_per_s"] / result["ours"]["pairs_per_s"]
+        mine["peak_mb_ratio_vs_torch"] = mine[basis] / result["ours"]["peak_mb"]
+        mine["peak_basis"] = "process peak RSS" if basis == "peak_rss_mb" else "MLX allocator peak"
     if "ours" in runs and "trl" in runs:
         result["ratio"] = result["ours"]["pairs_per_s"] / result["trl"]["pairs_per_s"]
         result["peak_mb_ratio"] = result["ours"]["peak_mb"] / result["trl"]["peak_mb"]

@@ -5,11 +5,11 @@ problem's prompt, so identical prompts share one prefill), `distinct` has a diff
 every row. The baseline generates one prompt at a time with transformers' `generate` (batch 1).
 Sampling is ScoreFlow's (temperature 0.2, top-p 0.95, stop at </graph>); workflows/s counts finished
 or cut completions, tokens/s the generated tokens. With --backend mlx the MLX backend's numbers are
-added as ratios against the PyTorch backend's batched generation.
+added as ratios against the PyTorch backend's batched generation (the MLX side runs in a subprocess).
 
     python benchmarks/generation.py            # full (a few minutes on 2 CPU cores)
     python benchmarks/generation.py --quick    # tiny sizes, for CI
-    python benchmarks/generation.py --backend mlx   # on Apple silicon: add MLX
+    python benchmarks/generation.py --backend mlx   # add the MLX backend (Metal on Apple silicon, else CPU)
 
 Prints one JSON object.
 """
@@ -17,13 +17,14 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_info, emit, model_folder, today  # noqa: E402
+from common import device_info, emit, last_json, model_folder, today  # noqa: E402
 
 SYSTEM = ("You design workflows that solve math word problems. A workflow is the Python source of "
           "`async def run_workflow(self)` inside <graph></graph>. It calls operators with await: "
@@ -73,11 +74,23 @@ def main() -> None:
                     help="auto: float32 on CPU, bfloat16 on CUDA")
     ap.add_argument("--backend", choices=["cuda", "mlx"], default="cuda",
                     help="mlx: also measure the MLX backend (ratios against the PyTorch backend)")
+    ap.add_argument("--mlx-model", default=None, help="the MLX side's model (default: the same as --model)")
+    ap.add_argument("--mlx-device", choices=["auto", "cpu", "gpu"], default="auto")
+    ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="same",
+                    help="same: the PyTorch side's dtype; auto: the MLX backend's choice (bfloat16 on Metal, the "
+                         "embedded 4-bit GGUF kept quantized)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--problems", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--worker", choices=["mlx"], help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.worker:
+        import json
+
+        emit(worker_mlx(json.loads(Path(a.spec).read_text())))
+        return
 
     import torch
 
@@ -114,25 +127,58 @@ def main() -> None:
     result["targets"] = {"samples ratio>=4": result["samples"]["ratio"] >= 4.0,
                          "distinct ratio>=4": result["distinct"]["ratio"] >= 4.0}
     if a.backend == "mlx":
-        result["mlx"] = measure_mlx(a, params, samples, distinct, result)
+        result["mlx"] = measure_mlx(a, model, result["dtype"], params, samples, distinct, result)
     emit(result)
 
 
-def measure_mlx(a, params, samples, distinct, result) -> dict:
+def measure_mlx(a, model: str, dtype: str, params, samples, distinct, result) -> dict:
+    """The MLX backend on the same prompts, in a subprocess: on Linux it preloads OpenBLAS, which
+    must come before `import mlx.core` and does not mix with PyTorch's float64 kernels."""
     import importlib.util
+    import json
+    import os
+    import subprocess
+    import tempfile
+    from dataclasses import asdict
 
-    if importlib.util.find_spec("scoreflow.backends.mlx") is None or importlib.util.find_spec("mlx") is None:
-        return {"status": "pending: scoreflow.backends.mlx or mlx is not installed"}
-    from scoreflow.backend import LoraConfig
-    from scoreflow.backends.mlx import load as load_mlx
+    if importlib.util.find_spec("mlx_lm") is None or importlib.util.find_spec("mlx") is None:
+        return {"status": "pending: mlx / mlx-lm are not installed (pip install 'scoreflow-cli[mlx]')"}
+    spec = {"model": a.mlx_model or model, "device": a.mlx_device, "dtype": dtype if a.mlx_dtype == "same" else a.mlx_dtype,
+            "batch_size": a.batch_size, "seed": a.seed, "params": asdict(params), "samples": samples, "distinct": distinct}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "spec.json")
+        with open(path, "w") as f:
+            json.dump(spec, f)
+        proc = subprocess.run([sys.executable, __file__, "--worker", "mlx", "--spec", path], capture_output=True,
+                              text=True, timeout=600 if a.quick else 3600, env={**os.environ, "TQDM_DISABLE": "1"})
+    if proc.returncode != 0:
+        return {"error": f"MLX worker failed ({proc.returncode}):\n{proc.stderr[-1500:]}"}
+    out = last_json(proc.stdout)
+    for name in ("samples", "distinct"):
+        out[name]["ratio_vs_torch_batched"] = out[name]["workflows_per_s"] / result[name]["batched"]["workflows_per_s"]
+        out[name]["token_ratio_vs_torch_batched"] = out[name]["tokens_per_s"] / result[name]["batched"]["tokens_per_s"]
+    return out
 
-    m = load_mlx(a.model, lora=LoraConfig(), seed=a.seed)
-    m.generate(samples[:1], type(params)(max_new_tokens=2, stop=()))
-    out = {"device": getattr(m, "device", "?")}
-    for name, ps in (("samples", samples), ("distinct", distinct)):
-        outs, secs = timed(lambda: m.generate(ps, params))
-        r = rates(outs, secs)
-        out[name] = {**r, "ratio_vs_torch_batched": r["workflows_per_s"] / result[name]["batched"]["workflows_per_s"]}
+
+def worker_mlx(spec: dict) -> dict:
+    from scoreflow.backends.mlx import load as load_mlx  # first: the OpenBLAS preload precedes mlx.core
+
+    import mlx.core as mx
+
+    from scoreflow.backend import LoraConfig, SamplingParams
+    from scoreflow.backends.mlx.blas import preload
+
+    params = SamplingParams(**{**spec["params"], "stop": tuple(spec["params"]["stop"])})
+    m = load_mlx(spec["model"], device=spec["device"], lora=LoraConfig(), seed=spec["seed"], dtype=spec["dtype"])
+    m.generation_batch_size = spec["batch_size"]
+    m.generate(spec["samples"][:1], SamplingParams(max_new_tokens=2, stop=()))  # warm-up, as on the PyTorch side
+    mx.reset_peak_memory()
+    out = {"device": m.device, "dtype": str(m.dtype).removeprefix("mlx.core."), "quantized": m.quantized,
+           "openblas": preload(), "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS") if preload() else None}
+    for name in ("samples", "distinct"):
+        outs, secs = timed(lambda: m.generate(spec[name], params))
+        out[name] = rates(outs, secs)
+    out["peak_mb"] = mx.get_peak_memory() / 2**20
     return out
 
 

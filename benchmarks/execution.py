@@ -7,8 +7,15 @@ both limited to --concurrency), run one at a time (sequential baseline), and the
 concurrency-limited ideal, concurrency / (calls * latency) evaluations/s, which ignores every cost
 but the server's latency. Also the sandbox overhead: spawn-to-verdict time of a trivial program.
 
+With --backend mlx, also the local executor (scoreflow.executor.LocalExecutor: executor calls
+gathered into batched `generate` calls on a backend model in the process, adapter off) on the MLX
+backend vs the PyTorch backend: the same arith workflows (the task's template and its ensemble
+example, whose call counts do not depend on the replies) on the same problems through the real
+Runner (sandbox, operators, answer extraction, scoring), each backend in its own subprocess.
+
     python benchmarks/execution.py            # full (about a minute)
     python benchmarks/execution.py --quick    # seconds, for CI
+    python benchmarks/execution.py --backend mlx   # + local executor, MLX vs PyTorch (a few minutes)
 
 Prints one JSON object.
 """
@@ -18,15 +25,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_info, emit, today  # noqa: E402
+from common import device_info, emit, last_json, peak_rss_mb, today  # noqa: E402
 
 WORKFLOW = '''async def run_workflow(self):
     answer = self.problem
@@ -109,6 +119,104 @@ async def sandbox_overhead(runs: int) -> dict:
             "runs": runs, "statuses": sorted(statuses)}
 
 
+def local_workflows() -> list[str]:
+    """arith's template (one Custom call) and its ensemble example (three Custom calls and a
+    ScEnsemble call): call counts that do not depend on what the model answers, so both backends do
+    the same work. (The Programmer example retries on failing code, which would not.)"""
+    from scoreflow.tasks.arith import EXAMPLES
+    from scoreflow.tasks.families import MATH_TEMPLATE
+
+    return [MATH_TEMPLATE, EXAMPLES[1][1]]
+
+
+def worker_local(kind: str, spec: dict) -> dict:
+    """One backend's local executor: every (workflow, problem) evaluation at once through the Runner."""
+    if kind == "mlx":
+        from scoreflow.backends.mlx import load  # first: the OpenBLAS preload precedes mlx.core
+    else:
+        from scoreflow.backends.cuda import load
+    from scoreflow.backend import LoraConfig, SamplingParams
+    from scoreflow.executor import LocalExecutor
+    from scoreflow.runner import Runner
+    from scoreflow.sandbox import Sandbox
+    from scoreflow.tasks.arith import ArithTask
+
+    b = load(spec["model"], device=spec["device"], lora=LoraConfig(), seed=0, dtype=spec["dtype"])
+    task = ArithTask()
+    problems = task.problems("validate")[:spec["problems"]]
+    jobs = [(w, p) for w in local_workflows() for p in problems]
+    b.generate([[{"role": "user", "content": "Hello"}]], SamplingParams(max_new_tokens=2, stop=()), adapter=False)
+    if kind == "mlx":
+        import mlx.core as mx
+
+        mx.reset_peak_memory()
+
+    async def go() -> tuple[float, list, LocalExecutor]:
+        executor = LocalExecutor(b, max_tokens=spec["max_tokens"], batch_size=spec["batch_size"], seed=0)
+        runner = Runner(task, executor, Sandbox(concurrency=spec["concurrency"]), max_tokens=spec["max_tokens"])
+        t0 = time.perf_counter()
+        outs = await asyncio.gather(*(runner.run(w, p) for w, p in jobs))
+        seconds = time.perf_counter() - t0
+        await executor.close()
+        return seconds, outs, executor
+
+    seconds, outs, ex = asyncio.run(go())
+    out = {"evaluations": len(outs), "seconds": seconds, "evals_per_s": len(outs) / seconds,
+           "executor_calls": ex.usage.calls, "batches": ex._batches, "calls_per_batch": ex.usage.calls / max(1, ex._batches),
+           "completion_tokens": ex.usage.completion_tokens, "completion_tokens_per_s": ex.usage.completion_tokens / seconds,
+           "prompt_tokens": ex.usage.prompt_tokens, "statuses": sorted({o.status for o in outs}),
+           "mean_score": sum(o.score for o in outs) / len(outs), "peak_rss_mb": peak_rss_mb(), "device": str(b.device),
+           "dtype": str(b.dtype).removeprefix("torch.").removeprefix("mlx.core.")}
+    if kind == "mlx":
+        from scoreflow.backends.mlx.blas import preload
+
+        out.update(peak_mb=mx.get_peak_memory() / 2**20, openblas=preload(),
+                   openblas_threads=os.environ.get("OPENBLAS_NUM_THREADS") if preload() else None)
+    else:
+        import torch
+
+        out["threads"] = torch.get_num_threads()
+    return out
+
+
+def measure_local(a) -> dict:
+    """The local executor on the PyTorch backend, then on the MLX backend, one subprocess each."""
+    import importlib.util
+
+    quick = a.quick
+    spec = {"model": a.local_model, "device": a.device, "dtype": a.dtype,
+            "problems": a.local_problems or (1 if quick else 4), "max_tokens": a.local_max_tokens or (8 if quick else 48),
+            "batch_size": a.local_batch_size, "concurrency": a.local_batch_size}
+    result: dict = {"sizes": {"model": a.local_model, "problems": spec["problems"], "workflows": len(local_workflows()),
+                              "max_tokens": spec["max_tokens"], "batch_size": spec["batch_size"],
+                              "sandbox_concurrency": spec["concurrency"], "temperature": 0.0}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, kind in (("torch", "cuda"), ("mlx", "mlx")):
+            side_spec = spec
+            if kind == "mlx":  # `same`: the dtype the PyTorch side ended up with (auto resolved there)
+                same = result["torch"].get("dtype", a.dtype) if a.dtype == "auto" else a.dtype
+                side_spec = {**spec, "device": a.mlx_device, "dtype": same if a.mlx_dtype == "same" else a.mlx_dtype}
+            if kind == "mlx" and (importlib.util.find_spec("mlx_lm") is None or importlib.util.find_spec("mlx") is None):
+                result[name] = {"status": "pending: mlx / mlx-lm are not installed (pip install 'scoreflow-cli[mlx]')"}
+                continue
+            path = os.path.join(tmp, f"{name}.json")
+            Path(path).write_text(json.dumps(side_spec))
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--spec", path], capture_output=True,
+                                      text=True, timeout=600 if quick else 3600, env={**os.environ, "TQDM_DISABLE": "1"})
+            except subprocess.TimeoutExpired as e:
+                result[name] = {"error": f"timed out after {e.timeout} s"}
+                continue
+            if proc.returncode != 0:
+                result[name] = {"error": f"{name} worker failed ({proc.returncode}):\n{proc.stderr[-1500:]}"}
+                continue
+            result[name] = last_json(proc.stdout)
+    if "evals_per_s" in result["torch"] and "evals_per_s" in result.get("mlx", {}):
+        result["ratio_vs_torch"] = result["mlx"]["evals_per_s"] / result["torch"]["evals_per_s"]
+        result["token_ratio_vs_torch"] = result["mlx"]["completion_tokens_per_s"] / result["torch"]["completion_tokens_per_s"]
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
@@ -118,7 +226,26 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=3, help="executor calls per workflow, made one after another")
     ap.add_argument("--latency", type=float, default=None, help="seconds the server waits per call")
     ap.add_argument("--overhead-runs", type=int, default=None)
+    ap.add_argument("--backend", choices=["openai", "mlx"], default="openai",
+                    help="mlx: also the local executor on the MLX backend vs the PyTorch backend")
+    ap.add_argument("--local-model", default="smollm2", help="local executor: the model both backends load")
+    ap.add_argument("--local-problems", type=int, default=None, help="local executor: arith problems (x 2 workflows)")
+    ap.add_argument("--local-max-tokens", type=int, default=None, help="local executor: tokens per executor call")
+    ap.add_argument("--local-batch-size", type=int, default=8,
+                    help="local executor: calls per batched generation, and sandbox concurrency")
+    ap.add_argument("--device", default="auto", help="local executor: the PyTorch backend's device")
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="local executor: the PyTorch backend's dtype (auto: float32 on CPU)")
+    ap.add_argument("--mlx-device", choices=["auto", "cpu", "gpu"], default="auto")
+    ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="same",
+                    help="same: --dtype; auto: the MLX backend's choice (bfloat16 on Metal, the embedded 4-bit GGUF "
+                         "kept quantized)")
+    ap.add_argument("--worker", choices=["cuda", "mlx"], help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.worker:
+        emit(worker_local(a.worker, json.loads(Path(a.spec).read_text())))
+        return
     n = a.evaluations or (8 if a.quick else 64)
     n_seq = a.sequential_evaluations or (2 if a.quick else 8)
     conc = a.concurrency or (4 if a.quick else 16)
@@ -145,6 +272,8 @@ def main() -> None:
         "statuses": statuses, "sandbox_overhead": overhead,
         "targets": {"fraction_of_ideal>=0.8": achieved / ideal >= 0.8, "sandbox_overhead<=50ms": overhead["median_ms"] <= 50},
     }
+    if a.backend == "mlx":
+        result["local"] = measure_local(a)
     emit(result)
 
 

@@ -63,3 +63,59 @@ def test_execution_quick():
     assert out["sizes"]["server_calls"] == (out["sizes"]["evaluations"] + out["sizes"]["sequential_evaluations"]) \
         * out["sizes"]["calls_per_workflow"]
     assert 0 < out["sandbox_overhead"]["median_ms"]
+
+
+# The MLX paths: each benchmark runs its MLX side in a subprocess of its own (the OpenBLAS preload
+# must precede `import mlx.core` and does not mix with PyTorch's float64 kernels), so nothing here
+# imports mlx; the marker puts them in the separate `pytest -m mlx` process all the same.
+MLX = importlib.util.find_spec("mlx_lm") is not None and importlib.util.find_spec("mlx") is not None
+needs_mlx = pytest.mark.skipif(not MLX, reason="mlx-lm is not installed")
+
+
+@pytest.mark.mlx
+@needs_mlx
+def test_dpo_step_mlx_quick(tiny_llama):
+    pytest.importorskip("torch")
+    out = _run("dpo_step.py", "--model", str(tiny_llama), "--device", "cpu", "--backend", "mlx", "--only", "ours,mlx")
+    assert "trl" not in out and "error" not in out["ours"] and "error" not in out["mlx"], out
+    mlx = out["mlx"]
+    for key in ("pairs_per_s", "seconds", "peak_mb", "peak_rss_mb", "loaded_mb", "first_loss", "last_loss",
+                "median_step_s", "mlx_device", "mlx_dtype", "ratio_vs_torch", "peak_mb_ratio_vs_torch", "peak_basis"):
+        assert key in mlx, key
+    assert mlx["pairs_per_s"] > 0 and mlx["peak_mb"] > 0 and mlx["peak_rss_mb"] > 0
+    assert mlx["ratio_vs_torch"] > 0 and mlx["peak_mb_ratio_vs_torch"] > 0
+    assert mlx["mlx_dtype"] == out["dtype"] == "float32"
+    # Same pairs, same initial LoRA (B = 0): both backends start from the log(2) Score-DPO loss.
+    assert abs(mlx["first_loss"] - out["ours"]["first_loss"]) < 1e-4
+
+
+@pytest.mark.mlx
+@needs_mlx
+def test_generation_mlx_quick(tiny_llama):
+    pytest.importorskip("torch")
+    out = _run("generation.py", "--model", str(tiny_llama), "--device", "cpu", "--backend", "mlx")
+    mlx = out["mlx"]
+    assert "error" not in mlx and "status" not in mlx, mlx
+    assert mlx["dtype"] == "float32"
+    for case in ("samples", "distinct"):
+        assert mlx[case]["workflows_per_s"] > 0 and mlx[case]["tokens"] > 0
+        assert mlx[case]["ratio_vs_torch_batched"] > 0 and mlx[case]["token_ratio_vs_torch_batched"] > 0
+    assert mlx["peak_mb"] > 0
+
+
+@pytest.mark.mlx
+@needs_mlx
+def test_execution_local_mlx_quick(tiny_llama):
+    pytest.importorskip("torch")
+    pytest.importorskip("openai")
+    out = _run("execution.py", "--backend", "mlx", "--local-model", str(tiny_llama))
+    local = out["local"]
+    for side in ("torch", "mlx"):
+        assert "error" not in local[side], local[side]
+        assert local[side]["evals_per_s"] > 0 and local[side]["completion_tokens"] > 0
+        assert local[side]["evaluations"] == local["sizes"]["problems"] * local["sizes"]["workflows"]
+        assert local[side]["statuses"] == ["ok"]
+        assert local[side]["dtype"] == "float32"
+    # The workflows' call counts do not depend on the replies: both backends answer the same calls.
+    assert local["mlx"]["executor_calls"] == local["torch"]["executor_calls"] > 0
+    assert local["ratio_vs_torch"] > 0 and local["token_ratio_vs_torch"] > 0

@@ -12,15 +12,14 @@ Pure numpy + safetensors: no torch, no mlx.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from .errors import UserError
+from .rundir import atomic_dir
 
 PEFT_WEIGHTS, MLX_WEIGHTS, CONFIG = "adapter_model.safetensors", "adapters.safetensors", "adapter_config.json"
 FORMATS = ("peft", "mlx")
@@ -47,15 +46,10 @@ def _read_config(folder: Path) -> dict:
 
 def _write(out: Path, weights_name: str, tensors: dict[str, np.ndarray], config: dict) -> Path:
     out = Path(out)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / weights_name),
-              metadata={"format": "pt" if weights_name == PEFT_WEIGHTS else "mlx"})
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+    with atomic_dir(out) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / weights_name),
+                  metadata={"format": "pt" if weights_name == PEFT_WEIGHTS else "mlx"})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2))
     return out
 
 

@@ -17,11 +17,31 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 RECORDS = ("workflows", "evaluations", "pairs", "train", "metrics", "test_workflows", "test_evaluations")
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A folder written whole or not at all: fill the temporary sibling this yields; on success it
+    replaces `path` (a crash leaves the old folder, or none, and a hidden temporary)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from scoreflow.rundir import RunDir, read_jsonl
 
 
@@ -28,3 +30,21 @@ def test_status_and_latest_adapter(tmp_path):
     run.set_status("stopped", "spend cap reached")
     assert run.status()["status"] == "stopped"
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
+    from scoreflow.rundir import atomic_dir
+
+    target = tmp_path / "adapters" / "iter-1"
+    with atomic_dir(target) as d:
+        (d / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as d:
+            (d / "a.txt").write_text("half")
+            raise RuntimeError("crash while writing")
+    assert (target / "a.txt").read_text() == "one"  # the old folder is untouched
+    with atomic_dir(target) as d:
+        (d / "b.txt").write_text("two")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # replaced whole, not merged
+    assert [p.name for p in target.parent.iterdir()] == ["iter-1"]  # no temporary left behind

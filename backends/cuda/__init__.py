@@ -8,7 +8,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json  # noqa: E402
-import shutil  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, Sequence  # noqa: E402
@@ -21,6 +20,7 @@ from scoreflow.backend import (  # noqa: E402
 from scoreflow.chat import ChatFormat  # noqa: E402
 from scoreflow.errors import UserError  # noqa: E402
 from scoreflow.models import resolve_model  # noqa: E402
+from scoreflow.rundir import atomic_dir  # noqa: E402
 
 from . import distributed as _distributed  # noqa: E402
 from . import generate as _generate  # noqa: E402
@@ -99,17 +99,12 @@ class TorchBackend:
     # -- adapters -----------------------------------------------------------------------------
     def save_adapter(self, path: Path) -> None:
         """PEFT format (adapter_model.safetensors + adapter_config.json), written atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(str(tmp))
-        cfg_path = tmp / ADAPTER_CONFIG
-        cfg = json.loads(cfg_path.read_text())
-        cfg["base_model_name_or_path"] = self.source.path if self.source.kind != "gguf" else self.base_path
-        cfg_path.write_text(json.dumps(cfg, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with atomic_dir(Path(path)) as tmp:
+            self.model.save_pretrained(str(tmp))
+            cfg_path = tmp / ADAPTER_CONFIG
+            cfg = json.loads(cfg_path.read_text())
+            cfg["base_model_name_or_path"] = self.source.path if self.source.kind != "gguf" else self.base_path
+            cfg_path.write_text(json.dumps(cfg, indent=2))
 
     def load_adapter(self, path: Path | None) -> None:
         from peft import set_peft_model_state_dict

@@ -13,7 +13,6 @@ gradients summed (see distributed.py): every rank takes the step one process wou
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
 from scoreflow.chat import ChatFormat, Encoded
+from scoreflow.rundir import atomic_dir
 
 from . import distributed
 from .loss import preference_loss
@@ -207,19 +207,16 @@ def lora_state(model) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(root: Path, step: int, model, opt, history: list[StepInfo]) -> None:
     final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
-    save_file({n: t.contiguous().cpu() for n, t in lora_state(model).items()}, str(tmp / "adapter.safetensors"))
     opt_tensors = {}
     state = opt.state_dict()["state"]
     for i, n in enumerate(names):
         for k, v in state.get(i, {}).items():
             opt_tensors[f"{n}::{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).contiguous().cpu()
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": [vars(h) for h in history]}))
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:
+        save_file({n: t.contiguous().cpu() for n, t in lora_state(model).items()}, str(tmp / "adapter.safetensors"))
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "history": [vars(h) for h in history]}))
     for old in root.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

@@ -9,8 +9,6 @@ from .blas import preload as _preload_blas
 _preload_blas()  # before the first `import mlx.core`: OpenBLAS instead of the reference BLAS on Linux
 
 import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, Sequence  # noqa: E402
@@ -22,6 +20,7 @@ from scoreflow.backend import (  # noqa: E402
 )
 from scoreflow.chat import ChatFormat  # noqa: E402
 from scoreflow.models import resolve_model  # noqa: E402
+from scoreflow.rundir import atomic_dir  # noqa: E402
 
 from . import generate as _generate  # noqa: E402
 from . import train as _train  # noqa: E402
@@ -105,17 +104,11 @@ class MLXBackend:
     def save_adapter(self, path: Path) -> None:
         """mlx-lm format (adapters.safetensors + adapter_config.json), written atomically; loads with
         `mlx_lm.load(model, adapter_path=path)` and `mlx_lm fuse` where the base is an mlx-lm folder."""
-        path = Path(path)
-        tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        with self._lock:
-            mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), lora_state(self.model), metadata={"format": "mlx"})
-        cfg = dict(self.adapter_config, model=self.base_path)
-        (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        with atomic_dir(Path(path)) as tmp:
+            with self._lock:
+                mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), lora_state(self.model), metadata={"format": "mlx"})
+            cfg = dict(self.adapter_config, model=self.base_path)
+            (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2))
 
     def load_adapter(self, path: Path | None) -> None:
         from scoreflow.errors import UserError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
 from scoreflow.chat import ChatFormat, Encoded
+from scoreflow.rundir import atomic_dir
 
 from .loss import LOSSES, preference_loss
 from .model import adapter_disabled, lora_state
@@ -109,13 +109,10 @@ def make_batches(enc: Encoded, index: list[tuple[int, int]], batch_size: int, ep
 def _save_checkpoint(root: Path, step: int, model: nn.Module, opt: optim.Optimizer,
                      history: list[StepInfo]) -> None:
     final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    mx.save_safetensors(str(tmp / "adapter.safetensors"), lora_state(model))
-    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(opt.state)))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "history": [vars(h) for h in history]}))
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:
+        mx.save_safetensors(str(tmp / "adapter.safetensors"), lora_state(model))
+        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(opt.state)))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "history": [vars(h) for h in history]}))
     for old in root.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

@@ -9,7 +9,7 @@ runs Score-DPO through `Backend.train` (reference once per unique sequence, shar
 With --backend mlx the MLX backend's `train` runs the same pairs and configuration in a third
 subprocess; its pairs/s and peak memory are reported as ratios against our PyTorch backend.
 
-    python benchmarks/dpo_step.py            # full: SmolLM2-135M, 1k-token prompts (~10 min on 2 CPU cores)
+    python benchmarks/dpo_step.py            # full: SmolLM2-135M, 1k-token prompts, 15 pairs (~20 min on 2 CPU cores)
     python benchmarks/dpo_step.py --quick    # tiny sizes, for CI
     python benchmarks/dpo_step.py --backend mlx --only ours,mlx   # MLX vs the PyTorch backend (no trl)
 
@@ -31,6 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, emit, last_json, model_folder, peak_rss_mb, rss_mb, today  # noqa: E402
+
+PAIRS_PER_WORKFLOW = 2000 / (264 * 8)
 
 WORDS = ("the problem asks for the total number of items each friend buys then shares ensemble answer "
          "review step solve code operator call return value list sum check result custom programmer").split()
@@ -236,8 +238,10 @@ def main() -> None:
     device = str(pick_device(a.device))
     dtype = a.dtype if a.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
     model = model_folder(a.model, a.tokenizer, dtype)
-    steps = a.steps or (2 if a.quick else 6)
     problems = a.problems or (1 if a.quick else 2)
+    # ScoreFlow draws N = 2000 pairs over 264 GSM8K problems x k = 8 workflows: 0.95 pairs per
+    # workflow, so each workflow appears in ~1.9 pairs. By default the steps keep that proportion.
+    steps = a.steps or (2 if a.quick else max(1, round(PAIRS_PER_WORKFLOW * problems * a.completions / a.batch_size)))
     prompt_tokens = a.prompt_tokens or (64 if a.quick else 1000)
     lo, hi = (16, 32) if a.quick else (300, 600)
     n_pairs = steps * a.batch_size

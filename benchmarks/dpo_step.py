@@ -278,7 +278,7 @@ def main() -> None:
     if "mlx" in runs and "ours" in runs:
         mine = result["mlx"]
         # Like with like: on CPU both peaks are the process's peak RSS; on Metal MLX's allocator peak
-        # (its buffers live in unified memory, outside what RSS shows).
+        # (GPU buffers in unified memory, which RSS does not reliably count).
         basis = "peak_rss_mb" if runs["mlx"]["mlx_device"] == "cpu" else "peak_mb"
         mine["ratio_vs_torch"] = mine["pairs_per_s"] / result["ours"]["pairs_per_s"]
         mine["peak_mb_ratio_vs_torch"] = mine[basis] / result["ours"]["peak_mb"]

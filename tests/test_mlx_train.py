@@ -1,0 +1,165 @@
+"""The MLX backend's shared-prompt log-probs and training (each distinct prompt run once) against
+the plain computation (every sequence in full), on the tiny random Llama."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+if importlib.util.find_spec("mlx_lm") is None:  # not importorskip: mlx.core must come after OpenBLAS
+    pytest.skip("mlx-lm is not installed", allow_module_level=True)
+
+import scoreflow.backends.mlx  # noqa: E402,F401  (preloads OpenBLAS before mlx.core)
+
+import mlx.core as mx  # noqa: E402
+import mlx.nn as nn  # noqa: E402
+from mlx.utils import tree_flatten, tree_map  # noqa: E402
+
+from scoreflow.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.backends import mlx as B  # noqa: E402
+from scoreflow.backends.mlx import train as T  # noqa: E402
+from scoreflow.chat import Encoded  # noqa: E402
+
+pytestmark = pytest.mark.mlx
+LORA = LoraConfig(rank=4, alpha=8.0, dropout=0.0)
+PROMPTS = [
+    [{"role": "user", "content": "Write a workflow for: Ava has 3 apples and gets 4 more. How many now?"}],
+    [{"role": "system", "content": "You design workflows."}, {"role": "user", "content": "Solve 12 * 7 with code."}],
+    [{"role": "user", "content": "Hi"}],
+]
+TEXTS = [
+    "<graph>async def run_workflow(self):\n    return await self.custom(input=self.problem)</graph>",
+    "I think the answer is 7.",
+    "<graph>async def run_workflow(self):\n    s = await self.programmer(problem=self.problem)\n    return s</graph>",
+    "No.",
+    "",  # the end-of-turn tokens only
+]
+
+
+def pairs() -> list[TrainPair]:
+    spec = [(0, 0, 1, 0.9, 0.1), (1, 2, 3, 0.6, 0.2), (0, 2, 3, 1.0, 0.0), (1, 0, 1, 0.75, 0.25),
+            (2, 1, 4, 0.5, 0.0), (0, 3, 0, 0.625, 0.125), (2, 0, 2, 1.0, 0.5)]
+    return [TrainPair(PROMPTS[p], TEXTS[w], TEXTS[l], sw, sl) for p, w, l, sw, sl in spec]
+
+
+@pytest.fixture(scope="module")
+def mb(tiny_llama):
+    return B.load(str(tiny_llama), device="cpu", lora=LORA, seed=0)
+
+
+@pytest.fixture
+def lora_on(mb):
+    """A non-zero LoRA update (a fresh one's B is zero and hides the prompt's gradient path)."""
+    mx.random.seed(3)
+    mb.model.update(tree_map(lambda p: 0.05 * mx.random.normal(p.shape), mb.model.trainable_parameters()))
+    yield mb
+    mb.load_adapter(None)
+
+
+def encoded(mb, max_length: int = 10**9) -> Encoded:
+    enc = Encoded(mb.fmt, max_length)
+    for p in PROMPTS:
+        for t in TEXTS:
+            enc.add(p, t)
+    enc.add(PROMPTS[0], "x")  # a one-token completion before the end of turn
+    return enc
+
+
+def test_model_is_shareable_and_prompts_run_once(mb, monkeypatch):
+    assert T.shareable(mb.model)
+    enc = encoded(mb)
+    calls = []
+    run = T.run_prompt
+    monkeypatch.setattr(T, "run_prompt", lambda model, prompt: calls.append(len(prompt)) or run(model, prompt))
+    T.scored(mb.model, enc, range(len(enc.seqs)), mb.pad_id)
+    assert len(calls) == len(PROMPTS)
+    calls.clear()
+    T.sequence_logprobs(mb.model, enc.seqs, enc.prompt_lens, mb.pad_id)
+    assert len(calls) == len(PROMPTS)
+
+
+@pytest.mark.parametrize("chunk_tokens,passes", [(T.COMPLETION_TOKENS, 3), (40, 9), (1, 16)])
+def test_shared_logprobs_equal_plain(lora_on, monkeypatch, chunk_tokens, passes):
+    """Scored and differentiable paths: each prompt's completions in one pass, in a few, one by one."""
+    mb = lora_on
+    monkeypatch.setattr(T, "COMPLETION_TOKENS", chunk_tokens)
+    enc = encoded(mb)
+    assert sum(len(T.completion_chunks(g.completions)) for g in
+               T.group_by_prompt(enc.seqs, enc.prompt_lens, range(len(enc.seqs)))) == passes
+    plain = np.array(T.plain_sequence_logprobs(mb.model, enc.seqs, enc.prompt_lens, mb.pad_id))
+    shared = np.array(T.shared_sequence_logprobs(mb.model, enc.seqs, enc.prompt_lens, mb.pad_id))
+    np.testing.assert_allclose(shared, plain, rtol=1e-5)
+    which = [5, 0, 3, 11, 15, 3]
+    got = T.scored(mb.model, enc, which, mb.pad_id, shared=True)
+    want = T.scored(mb.model, enc, which, mb.pad_id, shared=False)
+    assert sorted(got) == sorted(set(which))
+    assert [got[i] for i in sorted(got)] == pytest.approx([want[i] for i in sorted(got)], rel=1e-5)
+    assert [want[i] for i in sorted(want)] == pytest.approx(plain[sorted(want)].tolist(), rel=1e-5)
+
+
+def test_completion_chunks_bound_padding():
+    comps = [[1] * n for n in (5, 1, 9, 3, 3, 7)]
+    chunks = T.completion_chunks(comps, 10)
+    assert sorted(k for c in chunks for k in c) == list(range(6))
+    assert all(len(c) == 1 or len(c) * max(len(comps[k]) for k in c) <= 10 for c in chunks)
+    assert T.completion_chunks(comps, 1) == [[1], [3], [4], [0], [5], [2]]
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_shared_gradients_equal_plain(lora_on, checkpointing):
+    """Gradients reach the prompt's keys and values: the same LoRA gradients as the plain path,
+    with and without recomputed (checkpointed) layers."""
+    mb = lora_on
+    enc = encoded(mb)
+    w = mx.array(np.linspace(-1.0, 1.0, len(enc.seqs)), dtype=mx.float32)  # every sequence its own weight
+
+    def grads(fn):
+        vg = nn.value_and_grad(mb.model, lambda: (fn(mb.model, enc.seqs, enc.prompt_lens, mb.pad_id) * w).sum())
+        mb.model.train()
+        try:
+            with T.checkpointed_layers(mb.model, checkpointing):
+                v, g = vg()
+        finally:
+            mb.model.eval()
+        return v.item(), {k: np.array(a) for k, a in tree_flatten(g)}
+
+    v_plain, g_plain = grads(T.plain_sequence_logprobs)
+    v_shared, g_shared = grads(T.shared_sequence_logprobs)
+    assert v_shared == pytest.approx(v_plain, rel=1e-5)
+    assert g_plain.keys() == g_shared.keys() and len(g_plain) == 8
+    for k in g_plain:
+        assert np.abs(g_plain[k]).max() > 0
+        np.testing.assert_allclose(g_shared[k], g_plain[k], rtol=1e-4, atol=1e-5 * np.abs(g_plain[k]).max())
+
+
+def _train(mb, shared: bool, **kw):
+    mb.load_adapter(None)
+    mx.random.seed(3)  # B != 0 from the first step on: both paths start from the same non-zero adapter
+    mb.model.update(tree_map(lambda p: 0.05 * mx.random.normal(p.shape), mb.model.trainable_parameters()))
+    cfg = TrainConfig(**{**dict(loss="score-dpo", beta=0.1, learning_rate=1e-3, checkpoint_every=0), **kw})
+    st = T.train(mb.model, mb.fmt, mb.pad_id, pairs(), cfg, shared=shared)
+    weights = {k: np.array(v) for k, v in tree_flatten(mb.model.trainable_parameters())}
+    mb.load_adapter(None)
+    return st, weights
+
+
+@pytest.mark.parametrize("kw", [dict(batch_size=1), dict(batch_size=3), dict(batch_size=3, max_grad_norm=0.0),
+                                dict(batch_size=3, gradient_checkpointing=True), dict(batch_size=2, loss="sft"),
+                                dict(batch_size=7, loss="dpo", max_length=60)],
+                         ids=["b1", "b3", "b3-noclip", "b3-ckpt", "b2-sft", "b7-dpo-cut"])
+def test_training_equals_plain(mb, kw):
+    plain, w_plain = _train(mb, False, **kw)
+    shared, w_shared = _train(mb, True, **kw)
+    assert shared.steps == plain.steps > 0 and shared.tokens == plain.tokens
+    for f in ("loss", "grad_norm"):
+        got, want = [getattr(h, f) for h in shared.history], [getattr(h, f) for h in plain.history]
+        assert got == pytest.approx(want, rel=1e-5), f
+    # Rewards are beta * (policy - reference), differences of summed log-probs of about -300 whose
+    # fp32 rounding (~3e-5) differs between the two paths: compare them in absolute terms.
+    for f in ("margin", "chosen_reward", "rejected_reward"):
+        got, want = [getattr(h, f) for h in shared.history], [getattr(h, f) for h in plain.history]
+        assert got == pytest.approx(want, abs=1e-5), f
+    for k in w_plain:
+        np.testing.assert_allclose(w_shared[k], w_plain[k], rtol=1e-5, atol=1e-7)

@@ -1,6 +1,6 @@
 """Workflow evaluations per second through the sandbox and the async OpenAI executor.
 
-A local OpenAI-compatible server (stdlib http.server on 127.0.0.1, in this process) answers every
+A local OpenAI-compatible server (stdlib http.server on 127.0.0.1, in its own process) answers every
 chat completion after a fixed --latency. Each evaluation runs a workflow in the sandbox that makes
 --calls sequential executor calls. Compared: evaluations run concurrently (sandbox and executor
 both limited to --concurrency), run one at a time (sequential baseline), and the
@@ -68,16 +68,49 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def do_GET(self) -> None:  # noqa: N802
+        """GET /calls: how many completions were answered (then reset to 0 with ?reset=1)."""
+        with self.lock:
+            data = str(type(self).calls).encode()
+            if "reset=1" in self.path:
+                type(self).calls = 0
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def log_message(self, *args) -> None:
         pass
 
 
-def start_server(latency: float) -> tuple[ThreadingHTTPServer, type]:
+def serve(latency: float) -> None:
+    """The server process: prints its port, then answers until killed."""
     handler = type("LatencyHandler", (_Handler,), {"latency": latency, "calls": 0})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, handler
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+
+
+class Server:
+    """The fake API in its own process, as a real one would be: in this process its threads would
+    compete for the GIL with the event loop being measured."""
+
+    def __init__(self, latency: float):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(latency)], stdout=subprocess.PIPE,
+                                     text=True)
+        self.base = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
+        self.url = self.base + "/v1"
+
+    def calls(self, reset: bool = False) -> int:
+        import urllib.request
+
+        with urllib.request.urlopen(self.base + "/calls" + ("?reset=1" if reset else "")) as r:
+            return int(r.read())
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 async def evaluate(n: int, concurrency: int, calls: int, base_url: str, sequential: bool) -> tuple[float, list]:
@@ -242,7 +275,11 @@ def main() -> None:
                          "kept quantized)")
     ap.add_argument("--worker", choices=["cuda", "mlx"], help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
+    ap.add_argument("--serve", type=float, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.serve is not None:
+        serve(a.serve)
+        return
     if a.worker:
         emit(worker_local(a.worker, json.loads(Path(a.spec).read_text())))
         return
@@ -250,23 +287,24 @@ def main() -> None:
     n_seq = a.sequential_evaluations or (2 if a.quick else 8)
     conc = a.concurrency or (4 if a.quick else 16)
     latency = a.latency if a.latency is not None else (0.05 if a.quick else 0.5)
-    server, handler = start_server(latency)
-    base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server = Server(latency)
+    base_url = server.url
     try:
         overhead = asyncio.run(sandbox_overhead(a.overhead_runs or (5 if a.quick else 30)))
         asyncio.run(evaluate(1, 1, 1, base_url, True))  # warm-up: imports, first connection
-        handler.calls = 0
+        server.calls(reset=True)
         conc_s, conc_res = asyncio.run(evaluate(n, conc, a.calls, base_url, False))
         seq_s, seq_res = asyncio.run(evaluate(n_seq, conc, a.calls, base_url, True))
+        server_calls = server.calls()
     finally:
-        server.shutdown()
+        server.close()
     ideal = conc / (a.calls * latency) if latency > 0 else float("inf")
     achieved = n / conc_s
     statuses = sorted({r.status for r in conc_res + seq_res})
     result = {
         "benchmark": "execution", "date": today(), "device": device_info("cpu"), "quick": a.quick,
         "sizes": {"evaluations": n, "sequential_evaluations": n_seq, "concurrency": conc, "calls_per_workflow": a.calls,
-                  "latency_s": latency, "server_calls": handler.calls},
+                  "latency_s": latency, "server_calls": server_calls},
         "concurrent_evals_per_s": achieved, "sequential_evals_per_s": n_seq / seq_s, "ideal_evals_per_s": ideal,
         "fraction_of_ideal": achieved / ideal, "speedup_vs_sequential": achieved / (n_seq / seq_s),
         "statuses": statuses, "sandbox_overhead": overhead,

@@ -243,6 +243,7 @@ def scored(model: nn.Module, enc: Encoded, which: Sequence[int], pad_id: int,
             out[i] = float(v)
     return out
 
+
 def _unwrap_prompts(args: tuple, kwargs: dict) -> tuple[list, dict, Callable[[list, dict], tuple[list, dict]]]:
     """A layer's arguments with each shared-prompt cache replaced by its (keys, values), and the
     inverse. A checkpointed layer must take the prompt's arrays as inputs: arrays it merely

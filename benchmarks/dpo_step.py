@@ -87,17 +87,24 @@ def _lora():
     return LoraConfig(rank=8, alpha=16.0, dropout=0.01, targets=("q_proj", "v_proj"))
 
 
+def _train_config(spec: dict):
+    """The one training configuration both of our backends run (trl gets the same values)."""
+    from scoreflow.backend import TrainConfig
+
+    return TrainConfig(loss="score-dpo", beta=0.1, learning_rate=1e-4, batch_size=spec["batch_size"],
+                       gradient_checkpointing=spec["gradient_checkpointing"], max_length=spec["max_length"],
+                       checkpoint_every=0)
+
+
 def worker_ours(spec: dict) -> dict:
     import torch
 
-    from scoreflow.backend import TrainConfig, TrainPair
+    from scoreflow.backend import TrainPair
     from scoreflow.backends.cuda import load
 
     b = load(spec["model"], device=spec["device"], lora=_lora(), seed=0, dtype=spec["dtype"])
     pairs = [TrainPair(**p) for p in spec["pairs"]]
-    cfg = TrainConfig(loss="score-dpo", beta=0.1, learning_rate=1e-4, batch_size=spec["batch_size"],
-                      gradient_checkpointing=spec["gradient_checkpointing"], max_length=spec["max_length"],
-                      checkpoint_every=0)
+    cfg = _train_config(spec)
     loaded = rss_mb()
     if b.torch_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -158,14 +165,12 @@ def worker_mlx(spec: dict) -> dict:
 
     import mlx.core as mx
 
-    from scoreflow.backend import TrainConfig, TrainPair
+    from scoreflow.backend import TrainPair
     from scoreflow.backends.mlx.blas import preload
 
     m = load(spec["mlx_model"], device=spec["mlx_device"], lora=_lora(), seed=0, dtype=spec["mlx_dtype"])
     pairs = [TrainPair(**p) for p in spec["pairs"]]
-    cfg = TrainConfig(loss="score-dpo", beta=0.1, learning_rate=1e-4, batch_size=spec["batch_size"],
-                      gradient_checkpointing=spec["gradient_checkpointing"], max_length=spec["max_length"],
-                      checkpoint_every=0)
+    cfg = _train_config(spec)
     loaded = rss_mb()
     mx.reset_peak_memory()
     t0 = time.perf_counter()

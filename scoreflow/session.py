@@ -46,9 +46,13 @@ def make_sandbox(cfg: Config) -> Sandbox:
                           max_output_chars=s.max_output_chars), concurrency=s.concurrency)
 
 
+def lora_config(cfg: Config) -> LoraConfig:
+    lo = cfg.lora
+    return LoraConfig(rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout, targets=tuple(lo.targets))
+
+
 def make_backend(cfg: Config) -> Backend:
-    g, lo = cfg.generator, cfg.lora
-    lora = LoraConfig(rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout, targets=tuple(lo.targets))
+    g, lora = cfg.generator, lora_config(cfg)
     if cfg.train.processes > 1 and resolve_backend_name(g.backend) != "cuda":
         raise UserError("train.processes > 1 (data-parallel training) needs the PyTorch backend: --backend cuda")
     return load_backend(g.backend, g.model, device=g.device, lora=lora, seed=cfg.run.seed, dtype=g.dtype)

@@ -211,6 +211,7 @@ def job_from_args(args: argparse.Namespace) -> tuple[Job, list[TrainPair]]:
     """The job and its pairs; with --run-dir every rank rebuilds the pairs from the run's records."""
     from scoreflow import config as C
     from scoreflow.loop import recorded_pairs, train_config
+    from scoreflow.session import lora_config
 
     if args.out is None:
         raise UserError("--out is required")
@@ -236,8 +237,7 @@ def job_from_args(args: argparse.Namespace) -> tuple[Job, list[TrainPair]]:
             init = previous
     else:
         pairs = read_pairs(args.pairs)
-    lo = cfg.lora
-    lora = LoraConfig(lo.rank, lo.alpha, lo.dropout, tuple(lo.targets))
+    lora = lora_config(cfg)
     job = Job(model=cfg.generator.model, pairs=str(args.pairs or ""), out=str(args.out),
               train=asdict(train_config(cfg, it)), lora=asdict(lora),
               dtype=cfg.generator.dtype, device="cpu" if cfg.generator.device.startswith("cpu") else "auto",

@@ -62,6 +62,14 @@ class GeneratorConfig:
     max_new_tokens: int = opt(1000, "token limit per workflow", min=1)
     max_attempts: int = opt(3, "generation rounds for a slot whose workflow is invalid", min=1)
     batch_size: int = opt(8, "workflows generated per batch", min=1)
+    engine: str = opt("auto", "generation engine: backend (the model being trained), vllm (a vLLM server serving "
+                      "the current adapter per request; PyTorch backend), auto (vllm when the PyTorch backend "
+                      "runs on CUDA and vLLM is installed, else backend)", choices=("auto", "backend", "vllm"))
+    vllm_python: str = opt("", "vllm engine: the Python that has vLLM installed ('' = this one)")
+    vllm_url: str = opt("", "vllm engine: a vLLM server already running (started with --enable-lora and "
+                        "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, on this filesystem); '' = start one")
+    vllm_args: str = opt("", "vllm engine: extra arguments for the server we start, e.g. "
+                         "'--gpu-memory-utilization 0.5' (default 0.4 on CUDA, leaving room for training)")
 
 
 @dataclass
@@ -140,6 +148,7 @@ RESUMABLE = {
     ("run", "iterations"), ("run", "test_problems"), ("run", "preset"), ("generator", "device"),
     ("executor", "max_cost_usd"), ("executor", "max_total_tokens"), ("executor", "concurrency"),
     ("executor", "timeout_s"), ("executor", "max_retries"), ("sandbox", "concurrency"), ("train", "processes"),
+    ("generator", "engine"), ("generator", "vllm_python"), ("generator", "vllm_url"), ("generator", "vllm_args"),
 }
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {

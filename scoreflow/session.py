@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +33,9 @@ class Session:
     reporter: Reporter
 
     def close(self) -> None:
+        close = getattr(self.backend, "close", None)  # the vLLM engine stops its server
+        if close is not None:
+            close()
         self.run.close()
 
 
@@ -58,6 +63,34 @@ def make_backend(cfg: Config) -> Backend:
     return load_backend(g.backend, g.model, device=g.device, lora=lora, seed=cfg.run.seed, dtype=g.dtype)
 
 
+def with_engine(cfg: Config, backend: Backend, workdir: Path, reporter: Reporter) -> Backend:
+    """The backend, or the backend with its generation on a vLLM server (generator.engine)."""
+    g = cfg.generator
+    engine = g.engine
+    if engine == "auto":
+        on_cuda = backend.name == "cuda" and str(backend.device).startswith("cuda")
+        if not on_cuda:
+            return backend
+        from .backends.cuda.vllm_server import vllm_installed
+
+        wanted = bool(g.vllm_url or g.vllm_python) or vllm_installed(sys.executable)
+        engine = "vllm" if wanted else "backend"
+    if engine == "backend":
+        return backend
+    if backend.name != "cuda":
+        raise UserError("generator.engine = vllm needs the PyTorch backend (--backend cuda)")
+    from .backends.cuda import vllm_server
+
+    where = g.vllm_url or f"a vLLM server (log: {workdir / 'vllm.log'})"
+    reporter.log(f"generation on {where}")
+    started = time.monotonic()
+    gen = vllm_server.start(backend, python=g.vllm_python, url=g.vllm_url, extra_args=g.vllm_args,
+                            workdir=workdir, seed=cfg.run.seed)
+    if not g.vllm_url:
+        reporter.log(f"vLLM server ready in {time.monotonic() - started:.0f} s")
+    return gen
+
+
 def make_executor(cfg: Config, backend: Backend | None, run: RunDir | None = None) -> Executor:
     """The executor LLM (by default the generator's base model in this process, adapter off), with
     spend caps, the reply cache and, on resume, what the run spent before."""
@@ -70,12 +103,13 @@ def build_session(cfg: Config, run_dir: Path, reporter: Reporter | None = None, 
                   task: Task | None = None) -> Session:
     task = task or make_task(cfg)
     run = RunDir(run_dir)
-    backend = make_backend(cfg)
+    reporter = reporter or Reporter()
+    backend = with_engine(cfg, make_backend(cfg), run.path, reporter)
     executor = make_executor(cfg, backend, run)
     sandbox = make_sandbox(cfg)
     runner = Runner(task, executor, sandbox, max_tokens=cfg.executor.max_tokens,
                     extract=cfg.executor.extract_answer)
-    return Session(cfg, task, backend, executor, sandbox, runner, run, reporter or Reporter())
+    return Session(cfg, task, backend, executor, sandbox, runner, run, reporter)
 
 
 def select(problems: list[Problem], n: int, seed: int) -> list[Problem]:

@@ -1,0 +1,78 @@
+"""The vLLM engine's command line and its failures, without vLLM: a server that cannot start, a
+Python without vLLM, an unreachable server, the wrong backend. (tests/test_vllm.py runs the real one.)"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from scoreflow.backend import SamplingParams
+from scoreflow.config import build
+from scoreflow.errors import UserError
+from scoreflow.progress import Reporter
+
+vllm_server = pytest.importorskip("scoreflow.backends.cuda.vllm_server")
+
+
+def test_server_command_defaults_and_overrides():
+    cmd = vllm_server.server_command("py", "/m", 8000, lora_rank=4, dtype="bfloat16", cuda=True, seed=3)
+    assert cmd[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
+    flags = {a: cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a.startswith("--")}
+    assert flags["--max-lora-rank"] == "8"  # vLLM's smallest allowed rank >= 4
+    assert flags["--gpu-memory-utilization"] == "0.4" and flags["--host"] == "127.0.0.1"
+    assert "--enable-lora" in cmd and "--enforce-eager" not in cmd
+    mine = vllm_server.server_command("py", "/m", 8000, lora_rank=16, dtype="float32", cuda=True, seed=0,
+                                      extra="--gpu-memory-utilization 0.7 --max-model-len=4096")
+    assert mine.count("--gpu-memory-utilization") == 1 and mine[-3:] == ["--gpu-memory-utilization", "0.7",
+                                                                           "--max-model-len=4096"]
+    assert not any(a == "--max-model-len" for a in mine)
+    cpu = vllm_server.server_command("py", "/m", 8000, lora_rank=8, dtype="float32", cuda=False, seed=0)
+    assert "--enforce-eager" in cpu and "--gpu-memory-utilization" not in cpu
+    with pytest.raises(UserError, match="ranks up to 512"):
+        vllm_server.server_command("py", "/m", 8000, lora_rank=1024, dtype="float32", cuda=False, seed=0)
+
+
+def test_a_server_that_dies_while_starting_reports_its_log(tmp_path):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'ValueError: no CUDA devices and no CPU build' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    started = time.monotonic()
+    with pytest.raises(UserError, match=r"exited with status 3(.|\n)*no CUDA devices"):
+        vllm_server.VllmServer([str(fake)], 9, tmp_path / "vllm.log")
+    assert time.monotonic() - started < 10
+
+
+def test_a_server_that_never_answers_times_out_and_is_stopped(tmp_path):
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    with pytest.raises(UserError, match="did not answer within 2 s"):
+        vllm_server.VllmServer(sleeper, vllm_server._free_port(), tmp_path / "vllm.log",
+                                        start_timeout_s=2)
+    log = (tmp_path / "vllm.log").read_text()
+    assert log.startswith("$ ")  # the command, for the user to rerun by hand
+
+
+def test_unreachable_server_is_a_clear_error():
+    client = vllm_server.VllmClient(f"http://127.0.0.1:{vllm_server._free_port()}/v1", timeout_s=5)
+    with pytest.raises(UserError, match="cannot be reached"):
+        client.complete("base", [1, 2, 3], SamplingParams(max_new_tokens=4), None)
+    client.close()
+
+
+def test_missing_vllm_and_wrong_backend(tmp_path):
+    backend = SimpleNamespace(base_path="/m", name="cuda")
+    with pytest.raises(UserError, match="vLLM is not installed for /nonexistent/python"):
+        vllm_server.start(backend, python="/nonexistent/python", workdir=tmp_path)
+    from scoreflow.session import with_engine
+
+    cfg = build({"generator": {"engine": "vllm"}})
+    mlx = SimpleNamespace(name="mlx", device="cpu")
+    with pytest.raises(UserError, match="needs the PyTorch backend"):
+        with_engine(cfg, mlx, tmp_path, Reporter())
+    auto = build({})
+    cpu = SimpleNamespace(name="cuda", device="cpu")
+    assert with_engine(auto, cpu, tmp_path, Reporter()) is cpu  # auto: vLLM only on a GPU
+    assert not Path(tmp_path / "vllm.log").exists()

@@ -10,6 +10,11 @@ added as ratios against the PyTorch backend's batched generation (the MLX side r
     python benchmarks/generation.py            # full (a few minutes on 2 CPU cores)
     python benchmarks/generation.py --quick    # tiny sizes, for CI
     python benchmarks/generation.py --backend mlx   # add the MLX backend (Metal on Apple silicon, else CPU)
+    python benchmarks/generation.py --engine vllm --vllm-python .venv-vllm/bin/python   # add the vLLM engine
+
+With --engine vllm the generator's vLLM engine (a vLLM server serving the LoRA adapter per request,
+`generator.engine = "vllm"`) generates the same prompts with the same adapter; its numbers are ratios
+against the PyTorch backend's batched generation. Its server start is timed apart.
 
 Prints one JSON object.
 """
@@ -79,6 +84,10 @@ def main() -> None:
     ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="same",
                     help="same: the PyTorch side's dtype; auto: the MLX backend's choice (bfloat16 on Metal, the "
                          "embedded 4-bit GGUF kept quantized)")
+    ap.add_argument("--engine", choices=["backend", "vllm"], default="backend",
+                    help="vllm: also measure generation on a vLLM server (ratios against the PyTorch backend)")
+    ap.add_argument("--vllm-python", default="", help="the Python that has vLLM ('' = this one)")
+    ap.add_argument("--vllm-args", default="", help="extra vLLM server arguments")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--problems", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=None)
@@ -128,7 +137,47 @@ def main() -> None:
                          "distinct ratio>=4": result["distinct"]["ratio"] >= 4.0}
     if a.backend == "mlx":
         result["mlx"] = measure_mlx(a, model, result["dtype"], params, samples, distinct, result)
+    if a.engine == "vllm":
+        result["vllm"] = measure_vllm(a, b, params, samples, distinct, result)
     emit(result)
+
+
+def measure_vllm(a, b, params, samples, distinct, result) -> dict:
+    """The same prompts on a vLLM server started by the engine, with a saved (non-zero) adapter
+    served per request, so that the LoRA path is what gets timed."""
+    import tempfile
+
+    import torch
+
+    from scoreflow.backends.cuda import vllm_server
+    from scoreflow.backend import SamplingParams
+    from scoreflow.errors import UserError
+
+    g = torch.Generator().manual_seed(a.seed)
+    for n, p in b.model.named_parameters():
+        if "lora_B" in n:
+            p.data.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p) * 1e-3)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            started = time.perf_counter()
+            engine = vllm_server.start(b, python=a.vllm_python, extra_args=a.vllm_args, workdir=Path(tmp), seed=a.seed)
+        except UserError as e:
+            return {"error": str(e)[-2000:]}
+        out: dict = {"startup_s": time.perf_counter() - started, "args": a.vllm_args}
+        try:
+            engine.save_adapter(Path(tmp) / "adapter")
+            engine.generate(samples[:1], SamplingParams(max_new_tokens=2, stop=()))  # warm-up, adapter registered
+            for name, ps in (("samples", samples), ("distinct", distinct)):
+                outs, secs = timed(lambda: engine.generate(ps, params))
+                out[name] = rates(outs, secs)
+                out[name]["ratio_vs_torch_batched"] = out[name]["workflows_per_s"] / result[name]["batched"]["workflows_per_s"]
+                out[name]["token_ratio_vs_torch_batched"] = out[name]["tokens_per_s"] / result[name]["batched"]["tokens_per_s"]
+                out[name]["ratio_vs_naive"] = out[name]["workflows_per_s"] / result[name]["naive"]["workflows_per_s"]
+        except UserError as e:
+            out["error"] = str(e)[-2000:]
+        finally:
+            engine.close()
+    return out
 
 
 def measure_mlx(a, model: str, dtype: str, params, samples, distinct, result) -> dict:

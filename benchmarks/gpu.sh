@@ -3,6 +3,8 @@
 #
 #   bash benchmarks/gpu.sh small     # PyTorch-backend unit tests on the GPU, SmolLM2-135M-shaped runs, execution
 #   bash benchmarks/gpu.sh 8b        # Llama-3.1-8B-shaped DPO and generation (about 40 GB of GPU memory)
+#   bash benchmarks/gpu.sh vllm      # the vLLM generation engine against the PyTorch path, both shapes
+#                                    # (needs vLLM: VLLM_PYTHON names its Python when it is another venv)
 #
 # Without the embedded model installed, set TOKENIZER to an HF tokenizer folder (SmolLM2's): the
 # models are then the real architectures with random weights (`--model random:NAME`), which is what
@@ -40,5 +42,12 @@ case "${1:-small}" in
     bench 420 dpo_step.py --model random:llama-3.1-8b "${tok[@]}" --problems 8 --batch-size 8 --steps 8 \
       --gradient-checkpointing on
     bench 300 generation.py --model random:llama-3.1-8b "${tok[@]}" --batch-size 8 --max-new-tokens 128
+    ;;
+  vllm)
+    vpy=(--vllm-python "${VLLM_PYTHON:-$(command -v python3)}")
+    bench 600 generation.py --model random:smollm2-135m "${tok[@]}" --batch-size 8 --max-new-tokens 256 \
+      --engine vllm "${vpy[@]}"
+    bench 900 generation.py --model random:llama-3.1-8b "${tok[@]}" --batch-size 8 --max-new-tokens 128 \
+      --engine vllm "${vpy[@]}"
     ;;
 esac

@@ -61,7 +61,8 @@ class GeneratorConfig:
     top_p: float = opt(0.95, "nucleus sampling p", min=0)
     max_new_tokens: int = opt(1000, "token limit per workflow", min=1)
     max_attempts: int = opt(3, "generation rounds for a slot whose workflow is invalid", min=1)
-    batch_size: int = opt(8, "workflows generated per batch", min=1)
+    batch_size: int = opt(8, "workflows generated per batch (the vllm engine sends a batch's rows at once: "
+                          "raise it, e.g. to 256, on a GPU)", min=1)
     engine: str = opt("auto", "generation engine: backend (the model being trained), vllm (a vLLM server serving "
                       "the current adapter per request; PyTorch backend), auto (vllm when the PyTorch backend "
                       "runs on CUDA and vLLM is installed, else backend)", choices=("auto", "backend", "vllm"))

@@ -76,3 +76,18 @@ def test_missing_vllm_and_wrong_backend(tmp_path):
     cpu = SimpleNamespace(name="cuda", device="cpu")
     assert with_engine(auto, cpu, tmp_path, Reporter()) is cpu  # auto: vLLM only on a GPU
     assert not Path(tmp_path / "vllm.log").exists()
+
+
+def test_context_length_follows_the_model(tmp_path):
+    (tmp_path / "config.json").write_text('{"max_position_embeddings": 4096}')
+    cmd = vllm_server.server_command("py", str(tmp_path), 8000, lora_rank=8, dtype="float32", cuda=False, seed=0)
+    assert cmd[cmd.index("--max-model-len") + 1] == "4096"
+    hub = vllm_server.server_command("py", "org/model", 8000, lora_rank=8, dtype="float32", cuda=False, seed=0)
+    assert hub[hub.index("--max-model-len") + 1] == "8192"
+
+
+def test_the_cause_leads_the_log_tail(tmp_path):
+    log = tmp_path / "vllm.log"
+    log.write_text("start\nValueError: max_model_len too large\n" + "".join(f"  frame {i}\n" for i in range(40)))
+    tail = vllm_server._tail(log)
+    assert tail.splitlines()[0] == "ValueError: max_model_len too large" and "frame 39" in tail

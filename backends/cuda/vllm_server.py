@@ -55,10 +55,18 @@ def server_command(python: str, model: str, port: int, *, lora_rank: int, dtype:
     if cuda and "--gpu-memory-utilization" not in given:
         cmd += ["--gpu-memory-utilization", "0.4"]
     if "--max-model-len" not in given:
-        cmd += ["--max-model-len", "8192"]
+        cmd += ["--max-model-len", str(min(8192, _context_length(model)))]
     if not cuda and "--enforce-eager" not in given:
         cmd += ["--enforce-eager"]
     return cmd + args
+
+
+def _context_length(model: str) -> int:
+    try:
+        cfg = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError):
+        return 8192  # a hub id: vLLM reads its config itself
+    return int(cfg.get("max_position_embeddings") or 8192)
 
 
 def _free_port() -> int:
@@ -68,11 +76,15 @@ def _free_port() -> int:
 
 
 def _tail(path: Path, lines: int = 15) -> str:
+    """The end of a log, led by its last line that names an error (vLLM's cause often sits above
+    a long traceback)."""
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    return "\n".join(text[-lines:])
+    errors = [t for t in text if "Error:" in t or "Error " in t]
+    lead = [errors[-1][:2000]] if errors and errors[-1] not in text[-lines:] else []
+    return "\n".join(lead + text[-lines:])
 
 
 class VllmServer:
@@ -202,9 +214,14 @@ class VllmGeneration:
 
     # -- generation -------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Messages], params: SamplingParams, *, adapter: bool = True) -> list[Completion]:
-        model = self._current_model() if adapter else BASE_NAME
-        ids = [self.backend.fmt.prompt_ids(m) for m in prompts]
-        return self.client.complete_all(model, ids, params)
+        try:
+            model = self._current_model() if adapter else BASE_NAME
+            ids = [self.backend.fmt.prompt_ids(m) for m in prompts]
+            return self.client.complete_all(model, ids, params)
+        except UserError as e:
+            if self.server is None:
+                raise
+            raise UserError(f"{e}\nthe end of {self.server.log}:\n{_tail(self.server.log)}") from None
 
     def _current_model(self) -> str:
         if self._dirty:  # trained but not saved: save a copy the server can read

@@ -81,3 +81,27 @@ def test_backend_generate_adapter_off_and_on(backend):
         assert [c.text for c in on] != [c.text for c in off]
     finally:
         backend.load_adapter(None)
+
+
+@pytest.mark.parametrize("temperature", [0.2, 1.0, 5.0])
+def test_nucleus_from_the_top_k_equals_the_full_sort(temperature):
+    """The top-k shortcut keeps exactly the tokens, with exactly the probabilities, that sorting the
+    whole vocabulary keeps; a flat row (nucleus wider than k) sends the batch to the full sort."""
+    g = torch.Generator().manual_seed(0)
+    probs = (torch.randn(8, 49152, generator=g) * 4 / temperature).softmax(-1)
+
+    def dense(p, i):
+        return torch.zeros_like(probs).scatter_(-1, i, p)
+
+    for top_p in (0.5, 0.9, 0.95):
+        fast, fast_idx = G.nucleus(probs, top_p)
+        full, full_idx = probs.sort(-1, descending=True)  # the definition, spelled out
+        full = full.masked_fill(full.cumsum(-1) - full > top_p, 0.0)
+        assert torch.equal(dense(fast, fast_idx), dense(full, full_idx))
+        assert ((full > 0).sum(-1) >= 1).all() and (full.sum(-1) >= top_p - 1e-6).all()
+        assert (fast.shape[-1] == 64) == bool((probs.topk(64, -1).values.sum(-1) > top_p).all())
+    flat = torch.cat([probs[:2], torch.full((1, 49152), 1 / 49152)])
+    kept, _ = G.nucleus(flat, 0.9)
+    assert kept.shape[-1] == 49152 and abs(int((kept[2] > 0).sum()) - 0.9 * 49152) <= 2
+    if temperature == 0.2:
+        assert G.nucleus(probs, 0.95)[0].shape[-1] == 64  # peaked rows do take the shortcut

@@ -73,12 +73,25 @@ def _sample(logits: torch.Tensor, params: SamplingParams, gen: torch.Generator |
     if params.temperature <= 0:
         return logits.argmax(-1)
     probs = (logits.float() / params.temperature).softmax(-1)
-    if params.top_p < 1.0:
-        sorted_p, idx = probs.sort(-1, descending=True)
-        drop = sorted_p.cumsum(-1) - sorted_p > params.top_p  # keep the smallest set reaching top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, idx, sorted_p)
-    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    if params.top_p >= 1.0:
+        return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+    kept, idx = nucleus(probs, params.top_p)
+    return idx.gather(-1, torch.multinomial(kept, 1, generator=gen)).squeeze(-1)
+
+
+def nucleus(probs: torch.Tensor, top_p: float, k: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-p nucleus of each row: the smallest set of most likely tokens whose mass reaches
+    `top_p`, as (probabilities with the rest zeroed, token ids), most likely first.
+
+    Sorting the 49k-token vocabulary cost ~27 ms per batch-8 step on 2 CPU cores; the `k` most
+    likely tokens cost ~1 ms. When they hold more than `top_p` of every row's mass, the nucleus lies
+    inside them (any token further down has more than `top_p` before it), so the result is exact;
+    otherwise the whole vocabulary is sorted."""
+    top, idx = probs.topk(min(k, probs.shape[-1]), -1)
+    if not bool((top.sum(-1) > top_p).all()):
+        top, idx = probs.sort(-1, descending=True)
+    drop = top.cumsum(-1) - top > top_p  # a token goes when the tokens before it already reach top_p
+    return top.masked_fill(drop, 0.0), idx
 
 
 def _forward_kwargs(model) -> tuple[str, bool]:

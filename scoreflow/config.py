@@ -64,8 +64,8 @@ class GeneratorConfig:
     batch_size: int = opt(8, "workflows generated per batch (the vllm engine sends a batch's rows at once: "
                           "raise it, e.g. to 256, on a GPU)", min=1)
     engine: str = opt("auto", "generation engine: backend (the model being trained), vllm (a vLLM server serving "
-                      "the current adapter per request; PyTorch backend), auto (vllm when the PyTorch backend "
-                      "runs on CUDA and vLLM is installed, else backend)", choices=("auto", "backend", "vllm"))
+                      "the current adapter per request; PyTorch backend), auto (vllm when vllm_url or vllm_python "
+                      "is set, or on CUDA with vLLM installed; else backend)", choices=("auto", "backend", "vllm"))
     vllm_python: str = opt("", "vllm engine: the Python that has vLLM installed ('' = this one)")
     vllm_url: str = opt("", "vllm engine: a vLLM server already running (started with --enable-lora and "
                         "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, on this filesystem); '' = start one")

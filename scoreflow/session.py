@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 import random
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,14 +67,14 @@ def with_engine(cfg: Config, backend: Backend, workdir: Path, reporter: Reporter
     """The backend, or the backend with its generation on a vLLM server (generator.engine)."""
     g = cfg.generator
     engine = g.engine
-    if engine == "auto":
+    if engine == "auto":  # vLLM when asked for by its settings, or on a GPU where it is installed
         on_cuda = backend.name == "cuda" and str(backend.device).startswith("cuda")
-        if not on_cuda:
+        if g.vllm_url or g.vllm_python:
+            engine = "vllm"
+        elif on_cuda and importlib.util.find_spec("vllm") is not None:
+            engine = "vllm"
+        else:
             return backend
-        from .backends.cuda.vllm_server import vllm_installed
-
-        wanted = bool(g.vllm_url or g.vllm_python) or vllm_installed(sys.executable)
-        engine = "vllm" if wanted else "backend"
     if engine == "backend":
         return backend
     if backend.name != "cuda":

@@ -74,8 +74,11 @@ def test_missing_vllm_and_wrong_backend(tmp_path):
         with_engine(cfg, mlx, tmp_path, Reporter())
     auto = build({})
     cpu = SimpleNamespace(name="cuda", device="cpu")
-    assert with_engine(auto, cpu, tmp_path, Reporter()) is cpu  # auto: vLLM only on a GPU
+    assert with_engine(auto, cpu, tmp_path, Reporter()) is cpu  # auto: vLLM on a GPU, or when asked for
     assert not Path(tmp_path / "vllm.log").exists()
+    asked = build({"generator": {"vllm_python": "/nonexistent/python"}})
+    with pytest.raises(UserError, match="vLLM is not installed for /nonexistent/python"):
+        with_engine(asked, SimpleNamespace(name="cuda", device="cpu", base_path="/m"), tmp_path, Reporter())
 
 
 def test_context_length_follows_the_model(tmp_path):

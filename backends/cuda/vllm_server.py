@@ -277,7 +277,7 @@ def vllm_installed(python: str) -> bool:
         import importlib.util
 
         return importlib.util.find_spec("vllm") is not None
-    return Path(python).is_file()
+    return Path(python).is_file()  # another venv's Python: its server's log tells if vLLM is missing
 
 
 def start(backend, *, python: str = "", url: str = "", extra_args: str = "", workdir: Path,

@@ -125,6 +125,43 @@ def test_generation_stops_at_stop_string_and_is_reproducible(mb):
     assert [c.text for c in a] != [c.text for c in other]
 
 
+@pytest.mark.parametrize("temperature", [0.2, 1.0, 5.0])
+def test_nucleus_from_the_top_k_equals_the_full_sort(temperature):
+    """The MLX nucleus keeps exactly the tokens, with the probabilities, of the definition (sort the
+    vocabulary, keep a token while the tokens before it hold at most top_p), computed in NumPy; a
+    flat row sends the batch to the full sort. The PyTorch backend has the same test."""
+    from scoreflow.backends.mlx.generate import nucleus
+
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((8, 49152)) * 4 / temperature).astype(np.float32)
+    for top_p in (0.5, 0.9, 0.95):
+        kept, ids = nucleus(mx.array(logits), top_p)
+        ours = np.zeros_like(logits)
+        np.put_along_axis(ours, np.array(ids), np.exp(np.array(kept)), axis=-1)
+        x = mx.array(logits)
+        p = np.exp(np.array(x - mx.logsumexp(x, axis=-1, keepdims=True)))  # MLX's own float32 softmax
+        order = np.argsort(-p, axis=-1, kind="stable")
+        sp = np.take_along_axis(p, order, -1)
+        sp[np.cumsum(sp, -1) - sp > top_p] = 0
+        ref = np.zeros_like(p)
+        np.put_along_axis(ref, order, sp, axis=-1)
+        differ = (ours > 0) != (ref > 0)
+        if kept.shape[-1] == 64:  # the shortcut: exactly the definition's tokens
+            assert not differ.any()
+        else:  # the full sort: float32 running sums over thousands of tokens may move the edge a little
+            assert differ.sum(-1).max() <= 20
+        both = (ours > 0) & (ref > 0)
+        np.testing.assert_allclose(ours[both], ref[both], rtol=1e-6)
+        wide = bool((np.sort(p, -1)[:, -64:].sum(-1) > top_p).all())
+        assert (kept.shape[-1] == 64) == wide
+    flat = mx.concatenate([mx.array(logits[:2]), mx.zeros((1, 49152))])
+    kept, _ = nucleus(flat, 0.9)
+    # (a float32 running sum of 49k equal terms drifts by a few hundredths of a percent)
+    assert kept.shape[-1] == 49152 and abs(int((mx.exp(kept[2]) > 0).sum().item()) - 0.9 * 49152) <= 50
+    if temperature == 0.2:
+        assert nucleus(mx.array(logits), 0.95)[0].shape[-1] == 64  # peaked rows take the shortcut
+
+
 def test_batched_generation_matches_one_by_one(mb):
     """Left padding in the batched cache changes nothing: greedy rows equal their solo runs."""
     prompts = [PROMPTS[0], PROMPTS[1], [{"role": "user", "content": "Hi"}]]

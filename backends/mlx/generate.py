@@ -13,11 +13,42 @@ from scoreflow.chat import ChatFormat, cut_at_stop
 
 
 def _sampler(params: SamplingParams):
-    from mlx_lm.sample_utils import make_sampler
-
-    if params.temperature <= 0:
+    """Next token per row from log-probabilities: greedy at temperature 0, else temperature and
+    nucleus (top-p) sampling, with the PyTorch backend's definition of the nucleus."""
+    temp, top_p = params.temperature, params.top_p
+    if temp <= 0:
         return lambda logprobs: mx.argmax(logprobs, axis=-1)
-    return make_sampler(temp=params.temperature, top_p=params.top_p if params.top_p < 1 else 0.0)
+    if top_p >= 1:
+        return lambda logprobs: mx.random.categorical(logprobs / temp, axis=-1)
+
+    def sample(logprobs: mx.array) -> mx.array:
+        kept, ids = nucleus(logprobs / temp, top_p)
+        pick = mx.random.categorical(kept, axis=-1)
+        return mx.take_along_axis(ids, pick[:, None], axis=-1)[:, 0]
+
+    return sample
+
+
+def nucleus(logits: mx.array, top_p: float, k: int = 64) -> tuple[mx.array, mx.array]:
+    """The top-p nucleus of each row, as (log-probabilities with the rest at -inf, token ids), most
+    likely first: the smallest set of most likely tokens whose mass reaches `top_p`.
+
+    The k most likely tokens are found with a partition instead of sorting the vocabulary. When
+    they hold more than `top_p` of every row's mass the nucleus lies inside them (any token further
+    down has more than `top_p` before it); otherwise the whole vocabulary is sorted."""
+    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    k = min(k, logp.shape[-1])
+    ids = mx.argpartition(-logp, kth=k - 1, axis=-1)[:, :k]
+    top = mx.take_along_axis(logp, ids, axis=-1)
+    if not mx.all(mx.exp(top).sum(axis=-1) > top_p).item():
+        ids = mx.argsort(-logp, axis=-1)
+        top = mx.take_along_axis(logp, ids, axis=-1)
+    else:
+        order = mx.argsort(-top, axis=-1)
+        ids, top = mx.take_along_axis(ids, order, axis=-1), mx.take_along_axis(top, order, axis=-1)
+    p = mx.exp(top)
+    drop = mx.cumsum(p, axis=-1) - p > top_p  # a token goes when the tokens before it already reach top_p
+    return mx.where(drop, -mx.inf, top), ids
 
 
 def _caches(model: nn.Module, left_padding: list[int]) -> list:

@@ -51,7 +51,8 @@ def server_command(python: str, model: str, port: int, *, lora_rank: int, dtype:
            "--dtype", dtype, "--seed", str(seed)]
     given = {a.split("=")[0] for a in args if a.startswith("--")}
     # Our defaults, each unless the user's arguments set it: room on the GPU for training beside
-    # the server, a context that fits that room, and no compilation on CPU (minutes to start).
+    # the server, a context that fits that room, and on CPU eager mode (no torch.compile step at
+    # start; the tests and benchmarks here ran that way).
     if cuda and "--gpu-memory-utilization" not in given:
         cmd += ["--gpu-memory-utilization", "0.4"]
     if "--max-model-len" not in given:

@@ -94,3 +94,17 @@ def test_the_cause_leads_the_log_tail(tmp_path):
     log.write_text("start\nValueError: max_model_len too large\n" + "".join(f"  frame {i}\n" for i in range(40)))
     tail = vllm_server._tail(log)
     assert tail.splitlines()[0] == "ValueError: max_model_len too large" and "frame 39" in tail
+
+
+def test_a_failure_while_generating_shows_our_servers_log(tmp_path):
+    """An engine that dies mid-run answers 500 or not at all; the error then carries the log's cause."""
+    log = tmp_path / "vllm.log"
+    log.write_text("RuntimeError: Unsupported CPU attention configuration: head_dim=16\n  traceback\n")
+    client = vllm_server.VllmClient(f"http://127.0.0.1:{vllm_server._free_port()}", timeout_s=5)
+    backend = SimpleNamespace(name="cuda", device="cpu", model_name="m",
+                              fmt=SimpleNamespace(prompt_ids=lambda m: [1, 2, 3]))
+    gen = vllm_server.VllmGeneration(backend, client, tmp_path / "adapters",
+                                     server=SimpleNamespace(log=log, stop=lambda: None))
+    with pytest.raises(UserError, match=r"cannot be reached(.|\n)*head_dim=16"):
+        gen.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4), adapter=False)
+    gen.close()

@@ -69,15 +69,11 @@ def with_engine(cfg: Config, backend: Backend, workdir: Path, reporter: Reporter
     engine = g.engine
     if engine == "auto":  # vLLM when asked for by its settings, or on a GPU where it is installed
         on_cuda = backend.name == "cuda" and str(backend.device).startswith("cuda")
-        if g.vllm_url or g.vllm_python:
-            engine = "vllm"
-        elif on_cuda and importlib.util.find_spec("vllm") is not None:
-            engine = "vllm"
-        else:
-            return backend
+        asked = g.vllm_url or g.vllm_python or (on_cuda and importlib.util.find_spec("vllm") is not None)
+        engine = "vllm" if asked else "backend"
     if engine == "backend":
         return backend
-    if backend.name != "cuda":
+    if backend.name != "cuda":  # before importing the PyTorch backend, which an MLX install may lack
         raise UserError("generator.engine = vllm needs the PyTorch backend (--backend cuda)")
     from .backends.cuda import vllm_server
 

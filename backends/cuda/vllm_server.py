@@ -91,8 +91,7 @@ def _tail(path: Path, lines: int = 15) -> str:
 class VllmServer:
     """A vLLM server process we own: started, waited for, stopped with its process group."""
 
-    def __init__(self, cmd: list[str], port: int, log: Path, *, start_timeout_s: float = 900.0,
-                 on_wait: Callable[[float], None] | None = None):
+    def __init__(self, cmd: list[str], port: int, log: Path, *, start_timeout_s: float = 900.0):
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -119,13 +118,10 @@ class VllmServer:
                         return
             except (urllib.error.URLError, OSError):
                 pass
-            waited = time.monotonic() - start
-            if waited > start_timeout_s:
+            if time.monotonic() - start > start_timeout_s:
                 self.stop()
                 raise UserError(f"the vLLM server did not answer within {start_timeout_s:.0f} s; "
                                 f"the end of {log}:\n{_tail(log)}")
-            if on_wait:
-                on_wait(waited)
             time.sleep(1.0)
 
     def stop(self) -> None:
@@ -207,7 +203,6 @@ class VllmGeneration:
         self.server = server
         self.workdir = Path(workdir)
         self.name, self.device, self.model_name = backend.name, backend.device, backend.model_name
-        self.engine = "vllm"
         self._adapter: Path | None = None  # the saved adapter equal to the backend's current one
         self._dirty = False  # trained since it was saved
         self._served: dict[str, str] = {}  # adapter key -> name registered on the server
@@ -282,8 +277,7 @@ def vllm_installed(python: str) -> bool:
 
 
 def start(backend, *, python: str = "", url: str = "", extra_args: str = "", workdir: Path,
-          seed: int = 0, start_timeout_s: float = 900.0,
-          on_wait: Callable[[float], None] | None = None) -> VllmGeneration:
+          seed: int = 0, start_timeout_s: float = 900.0) -> VllmGeneration:
     """Wrap `backend` (the PyTorch backend) with generation on vLLM: a server at `url`, or one
     started here from `python` ('' = this interpreter)."""
     if not hasattr(backend, "base_path"):
@@ -300,5 +294,5 @@ def start(backend, *, python: str = "", url: str = "", extra_args: str = "", wor
     port = _free_port()
     cmd = server_command(python, backend.base_path, port, lora_rank=backend.lora.rank, dtype=dtype, cuda=cuda,
                          seed=seed, extra=extra_args)
-    server = VllmServer(cmd, port, workdir / "vllm.log", start_timeout_s=start_timeout_s, on_wait=on_wait)
+    server = VllmServer(cmd, port, workdir / "vllm.log", start_timeout_s=start_timeout_s)
     return VllmGeneration(backend, VllmClient(server.url), workdir / "vllm-adapters", server)

@@ -72,6 +72,43 @@ TABLE = [
     (r"\text{(B)}", "B", True),
     ("(C)", "B", False),
     (r"\text{even}", r"\text{odd}", False),
+    # mixed numbers are sums (test 84: 11 \frac{2}{3}; test 96: 1\frac{1}{10})
+    (r"\frac{35}{3}", r"11 \frac{2}{3}", True),
+    (r"11\frac{2}{3}", r"\frac{35}{3}", True),
+    (r"\frac{22}{3}", r"11 \frac{2}{3}", False),
+    (r"\frac{11}{10}", r"1\frac{1}{10}", True),
+    ("1.1", r"1\frac{1}{10}", True),
+    (r"\frac{1}{10}", r"1\frac{1}{10}", False),
+    (r"-1\dfrac{1}{2}", "-1.5", True),
+    (r"2\frac{\sqrt{3}}{2}", r"\sqrt{3}", True),  # not a mixed number: a product
+    # exact rationals compare exactly, decimals within a relative 1e-6 (test 373)
+    ("1", r"\frac{4036082}{4036081}", False),
+    (r"\frac{4036081}{4036082}", r"\frac{4036082}{4036081}", False),
+    (r"\frac{4036083}{4036081}", r"\frac{4036082}{4036081}", False),
+    (r"\frac{4036082}{4036080}", r"\frac{4036082}{4036081}", False),
+    (r"\frac{4036082}{4036082}", r"\frac{4036082}{4036081}", False),
+    (r"\frac{8072164}{8072162}", r"\frac{4036082}{4036081}", True),
+    (r"1+\frac{1}{2009^2}", r"\frac{4036082}{4036081}", True),
+    (r"\frac{2009^2}{2009^2+1}", r"\frac{4036082}{4036081}", False),
+    ("1.0000002478", r"\frac{4036082}{4036081}", True),
+    (r"\frac{355}{113}", r"\pi", False),
+    # digit-group separators inside numbers, wherever they stand (test 470: \frac{12}{5,\!525})
+    (r"\frac{12}{5525}", r"\frac{12}{5,\!525}", True),
+    (r"\frac{12}{5,525}", r"\frac{12}{5525}", True),
+    (r"\frac{12}{5{,}525}", r"\frac{12}{5525}", True),
+    (r"\frac{12}{5\,525}", r"\frac{12}{5525}", True),
+    (r"\frac{12}{5526}", r"\frac{12}{5,\!525}", False),
+    (r"12,\!000,\!085", "12000085", True),
+    ("5\u2009525", "5525", True),
+    (r"(1,\!000, 2)", "(1000, 2)", True),
+    ("27,93", "27, 93", True),  # test 347: a list, no separator
+    # base subscripts with and without braces (validate 61, tests 165 and 195)
+    ("1112112_{3}", "1112112_3", True),
+    ("1112112_3", "1112112_{3}", True),
+    ("-221_{3}", "-221_3", True),
+    ("0.0011_2", "0.0011_{2}", True),
+    ("123_{10}", "123_10", True),
+    ("1112112_{4}", "1112112_3", False),
 ]
 
 
@@ -147,3 +184,25 @@ def test_wrong_math_answers_score_zero(data_dir):
         checked += 1
     assert checked >= 40
     assert task.score(problems[0], "I do not know.") == 0.0
+
+
+def test_issue_classes_on_real_gold_answers(data_dir):
+    """The four classes that were scored wrongly, on the gold answers where they occur."""
+    task = load("math", data_dir)
+    by_id = {p.id: p for p in task.problems("validate") + task.problems("test")}
+    cases = {
+        "math-test-84": ([r"\frac{35}{3}", r"11\frac{2}{3}"], [r"\frac{22}{3}", "11"]),
+        "math-test-96": ([r"\frac{11}{10}", "1.1"], [r"\frac{1}{10}"]),
+        "math-test-373": ([r"\frac{4036082}{4036081}"], ["1", r"\frac{4036081}{4036082}", r"\frac{4036083}{4036081}",
+                                                         r"\frac{4036082}{4036080}"]),
+        "math-test-470": ([r"\frac{12}{5525}", r"\frac{12}{5,525}"], [r"\frac{12}{5524}"]),
+        "math-validate-61": (["1112112_{3}", "1112112_3"], ["1112112_{4}"]),
+        "math-test-165": (["-221_{3}", "-221_3"], ["221_3"]),
+        "math-test-195": (["0.0011_2", "0.0011_{2}"], ["0.0011_{3}"]),
+    }
+    for pid, (right, wrong) in cases.items():
+        p = by_id[pid]
+        for answer in right:
+            assert task.score(p, "So $\\boxed{" + answer + "}$.") == 1.0, (pid, answer)
+        for answer in wrong:
+            assert task.score(p, "So $\\boxed{" + answer + "}$.") == 0.0, (pid, answer)

@@ -107,6 +107,24 @@ def _fix_shorthand(s: str) -> str:
     return s
 
 
+# Digit-group separators that cannot be anything else: `5,\!460`, `14{,}916`, thin spaces. Only
+# before exactly three digits, so `3{,}5` (a decimal comma) and lists are left alone.
+_GROUP_SEP = re.compile(r"(?<=\d)(?:,\s*\\!|\{,\}|\\,|\\!|\\thinspace\s*|[\u2009\u202f])(?=\d{3}(?!\d))")
+# A plain-comma grouped number filling a brace group (`\frac{12}{5,525}`): no list lives there.
+_BRACED_GROUPED = re.compile(r"(?<!\\)\{(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?)\}")
+# A mixed number, `11 \frac{2}{3}` or `-1\frac{1}{10}`: a whole number directly before a proper
+# fraction of digits, standing alone (not after a digit, letter, `.`, `^`, `_` or closing bracket,
+# nor followed by a variable, a command or a bracket, where it is a product).
+_MIXED = re.compile(r"(?<![\w.}^)\]\\])(\d+)\s*\\frac\{(\d+)\}\{(\d+)\}(?![\w.\\({\[^])")
+
+
+def _mixed_to_fraction(m: re.Match) -> str:
+    whole, num, den = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if not 0 < num < den:  # `2\frac{4}{3}` is no mixed number: leave it (a product)
+        return m.group(0)
+    return "\\frac{%d}{%d}" % (whole * den + num, den)
+
+
 def normalize(answer: str) -> str:
     """A canonical string for a MATH answer: formatting, units, degrees, percent, `x=` dropped."""
     s = str(answer or "").strip()
@@ -114,6 +132,7 @@ def normalize(answer: str) -> str:
     s = re.sub(r"^\$+|\$+$", "", s).strip()
     s = re.sub(r"^\\\(|\\\)$|^\\\[|\\\]$", "", s).strip()
     s = _unwrap(s, re.compile(r"\\boxed\s*(?=\{)"))
+    s = _GROUP_SEP.sub("", s)
     s = re.sub(r"\\[!,;:]", "", s)
     s = re.sub(r"\\qquad|\\quad|~|\\displaystyle", " ", s)
     s = re.sub(r"(?<!\\)\\ ", " ", s)
@@ -132,8 +151,12 @@ def normalize(answer: str) -> str:
         s = s.split("=", 1)[1].strip()
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
         s = s.replace(",", "")
+    s = _BRACED_GROUPED.sub(lambda m: "{" + m.group(1).replace(",", "") + "}", s)
     s = _fix_shorthand(s)
+    s = _MIXED.sub(_mixed_to_fraction, s)
     s = s.replace(" ", "")
+    # subscripts (bases): `_{3}` -> `_3`; all the digits of `_10` are its subscript, as in `_{10}`
+    s = re.sub(r"_\{([A-Za-z]|\d+)\}(?!\d)", r"_\1", s)
     s = re.sub(r"(?<![\d}])\.(\d)", r"0.\1", s)
     s = re.sub(r"^(-?\d+)\.0+$", r"\1", s)
     s = re.sub(r"^(-?\d+\.\d*?[1-9])0+$", r"\1", s)
@@ -186,6 +209,11 @@ def _matrix(s: str) -> list[str] | None:
 
 
 # ---- numbers and sympy -------------------------------------------------------------------------
+
+
+def _is_decimal(s: str) -> bool:
+    """Whether a number `_frac_value` reads is written as a decimal (an approximation, maybe)."""
+    return "." in s or "e" in s.lower()
 
 
 def _frac_value(s: str) -> Fraction | None:
@@ -418,6 +446,8 @@ def _equal_norm(a: str, b: str, symbolic: bool, depth: int) -> bool:
         return True
     fa, fb = _frac_value(a), _frac_value(b)
     if fa is not None and fb is not None:
+        if not _is_decimal(a) and not _is_decimal(b):  # integers and fractions: exact
+            return fa == fb
         return abs(fa - fb) <= Fraction(1, 10 ** 6) * max(1, abs(fb))
     if not symbolic or "=" in a or "=" in b:
         return False

@@ -32,12 +32,32 @@ def main() -> None:
 
     def equal(a, b):
         ea, eb = parse(a), parse(b)
+        if ea == eb:
+            return True
         if not ea.free_symbols and not eb.free_symbols:
-            va, vb = complex(sympy.N(ea, 30)), complex(sympy.N(eb, 30))
-            return abs(va - vb) <= 1e-6 * max(1.0, abs(vb))
+            if ea.has(sympy.Float) or eb.has(sympy.Float):  # a decimal: equal up to a relative 1e-6
+                va, vb = complex(sympy.N(ea, 30)), complex(sympy.N(eb, 30))
+                return abs(va - vb) <= 1e-6 * max(1.0, abs(vb))
+            return exact_equal(ea, eb)
         if ea.free_symbols != eb.free_symbols:
             return False
         return sympy.simplify(ea - eb) == 0
+
+    def exact_equal(ea, eb):
+        """Closed forms without decimals: equal only when their difference is zero, so that
+        \\frac{4036082}{4036081} is not 1 and 355/113 is not pi."""
+        if not (ea.is_finite and eb.is_finite):
+            return False  # the same infinity was caught by ea == eb
+        diff = ea - eb
+        if diff.is_Rational:
+            return diff == 0
+        scale = max(1.0, abs(complex(sympy.N(eb, 50))))
+        d = abs(complex(sympy.N(diff, 50)))
+        if d <= 1e-30 * scale:
+            return True
+        if d > 1e-9 * scale:
+            return False
+        return sympy.simplify(diff) == 0  # a near miss: let simplification decide
 
     sys.stdout.write('{"ready": true}\n')
     sys.stdout.flush()

@@ -12,7 +12,9 @@ import pytest
 
 from scoreflow.sandbox import Sandbox
 from scoreflow.tasks import load
-from scoreflow.tasks.code_eval import LIMITS, CodeSpec, run_hidden_tests, sanitize
+from scoreflow.tasks.code_eval import (LIMITS, PRELOADED, CodeSpec, run_hidden_tests, run_public_tests, sanitize,
+                                       with_preload)
+from scoreflow.tasks.code_tasks import HumanEvalTask, MBPPTask
 
 CONCURRENCY = 4
 # MBPP references that cannot pass, each for a known reason:
@@ -146,3 +148,63 @@ def test_broken_candidates_score_zero():
         assert task.score(toy, output) == 0.0, output
     spec = CodeSpec("add", "def check(candidate):\n    assert candidate(1, 2) == 3\n")
     assert asyncio.run(run_hidden_tests(spec, "```python\ndef add(a, b):\n    return a + b\n```")) == 1.0
+
+
+# ---- what the reference harness pre-loads ------------------------------------------------------
+
+def test_preloaded_names_match_the_reference_harness():
+    # ScoreFlow's benchmark/humaneval.py and benchmark/mbpp.py: the `global_dict` of check_solution
+    assert set(PRELOADED) == {"math", "re", "hashlib", "List", "Dict", "Tuple", "Optional", "Any"}
+    ns: dict = {}
+    exec(with_preload(""), ns)
+    assert set(PRELOADED) <= set(ns)
+
+
+def test_math_without_import_passes_by_default_and_fails_with_the_option_off(data_dir):
+    """MBPP/742 (area of a tetrahedron) with the reference's `import math` left out: the reference
+    harness pre-loads math, so this passes by default, and fails with preload_imports off."""
+    on, off = MBPPTask(data_dir), MBPPTask(data_dir, preload_imports=False)
+    assert on.preload_imports and not off.preload_imports
+    problem = next(p for p in on.problems("validate") + on.problems("test") if p.id == "mbpp-742")
+    assert problem.extra["code"].startswith("import math\n")
+    unimported = "```python\ndef area_tetrahedron(side):\n    return math.sqrt(3) * (side * side)\n```"
+    imported = "import math\n\n" + unimported.strip("`").removeprefix("python\n")
+    assert on.score(problem, unimported) == 1.0
+    assert off.score(problem, unimported) == 0.0
+    assert on.score(problem, imported) == 1.0 and off.score(problem, imported) == 1.0
+    assert asyncio.run(on.ascore(problem, unimported)) == 1.0
+    assert asyncio.run(off.ascore(problem, unimported)) == 0.0
+
+
+def test_preload_covers_re_hashlib_and_typing_names():
+    on, off = HumanEvalTask(), HumanEvalTask(preload_imports=False)
+    toy = on.toy
+    uses = {
+        "re": "def add(a, b):\n    return int(re.sub('x', '', str(a))) + b\n",
+        "hashlib": "def add(a, b):\n    assert hashlib.md5(b'').hexdigest()\n    return a + b\n",
+        "typing": "def add(a: Any, b: Optional[int]) -> Dict[str, List[Tuple[int]]]:\n    return a + b\n",
+    }
+    for name, code in uses.items():
+        assert on.score(toy, code) == 1.0, name
+        assert off.score(toy, code) == 0.0, name
+    # the candidate's own definitions win over the pre-loaded names, as in the reference
+    own = "def add(a, b):\n    return math(a, b)\n\ndef math(a, b):\n    return a + b\n"
+    assert on.score(toy, own) == 1.0
+    # `from __future__` imports still come first
+    future = "from __future__ import annotations\n\ndef add(a: List[int], b) -> int:\n    return a + b\n"
+    assert on.score(toy, future) == 1.0
+    assert off.score(toy, future) == 1.0  # annotations are not evaluated
+
+
+def test_public_tests_follow_the_preload_option():
+    code = "def area(r):\n    return math.pi * r * r\n"
+    tests = ["assert math.isclose(candidate(1), 3.141592653589793)"]  # MBPP's public tests call math unimported
+
+    async def run(preload: bool) -> list[str]:
+        return await run_public_tests(Sandbox(LIMITS, 1), code, "area", tests, preload=preload)
+
+    assert asyncio.run(run(True)) == []
+    failures = asyncio.run(run(False))
+    assert len(failures) == 1 and "NameError" in failures[0] and "math" in failures[0]
+    fixed = "import math\n\n" + code
+    assert asyncio.run(run_public_tests(Sandbox(LIMITS, 1), fixed, "area", tests, preload=False)) == []

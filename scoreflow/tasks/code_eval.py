@@ -17,6 +17,12 @@ from ..sandbox import Limits, Sandbox
 STDLIB: list[str] = sorted(sys.stdlib_module_names)
 FENCED = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)
 CODE_START = re.compile(r"^(?:def |async def |class |import |from |@)", re.M)
+# What the reference harness (ScoreFlow's benchmark/humaneval.py and benchmark/mbpp.py, whose
+# `check_solution` execs the candidate and then the tests in one prepared namespace) makes available
+# without an import: a candidate that uses `math.sqrt` or `List[int]` unimported passes there.
+PRELOADED = ("math", "re", "hashlib", "List", "Dict", "Tuple", "Optional", "Any")
+PRELOAD_SOURCE = "import math\nimport re\nimport hashlib\nfrom typing import Any, Dict, List, Optional, Tuple\n"
+PRELOAD_IMPORTS = True  # the default of the code tasks' `preload_imports` option
 TEST_TIMEOUT_S = 30.0  # MBPP/123's reference takes ~7 s of CPU; a contended machine doubles that
 LIMITS = Limits(timeout_s=TEST_TIMEOUT_S, memory_mb=1024, cpu_s=30)
 
@@ -64,6 +70,21 @@ def _is_import(node: ast.stmt) -> bool:
     if isinstance(node, ast.Try):  # try: import x / except ImportError: ...
         return all(isinstance(n, (ast.Import, ast.ImportFrom, ast.Pass)) for n in node.body)
     return False
+
+
+def _is_future(node: ast.stmt) -> bool:
+    return isinstance(node, ast.ImportFrom) and node.module == "__future__"
+
+
+def with_preload(code: str) -> str:
+    """`code` after PRELOAD_SOURCE, its `from __future__` imports (which must come first) before it."""
+    tree = _parse(code)
+    if tree is None or not any(_is_future(n) for n in tree.body):
+        return PRELOAD_SOURCE + code
+    future = [n for n in tree.body if _is_future(n)]
+    rest = [n for n in tree.body if not _is_future(n)]
+    return ("\n".join(ast.unparse(n) for n in future) + "\n" + PRELOAD_SOURCE
+            + ast.unparse(ast.Module(body=rest, type_ignores=[])))
 
 
 def _used(node: ast.AST) -> set[str]:
@@ -127,8 +148,10 @@ def sanitize(text: str, entry_point: str, prompt: str = "", also: tuple[str, ...
     helpers = [n for n in base_nodes if not _is_import(n) and not (_defined(n) & own) and _defined(n)]
     imports = [n for n in base_nodes if _is_import(n)]
     nodes = imports + helpers + list(chosen.body)
+    kept = _needed(nodes, [entry_point, *also])
+    kept = [n for n in kept if _is_future(n)] + [n for n in kept if not _is_future(n)]  # they must come first
     try:
-        return ast.unparse(ast.Module(body=_needed(nodes, [entry_point, *also]), type_ignores=[]))
+        return ast.unparse(ast.Module(body=kept, type_ignores=[]))
     except (ValueError, RecursionError):
         return None
 
@@ -143,6 +166,7 @@ class CodeSpec:
     test: str  # hidden test code: `def check(candidate)` (HumanEval), `def check()` (MBPP) or asserts
     prompt: str = ""
     test_imports: tuple[str, ...] = ()
+    preload: bool = PRELOAD_IMPORTS  # the candidate and its tests get PRELOADED without importing it
 
 
 def solution_tests(spec: CodeSpec, code: str) -> str:
@@ -155,7 +179,7 @@ def solution_tests(spec: CodeSpec, code: str) -> str:
     cand = _parse(code)
     parts = list(spec.test_imports)
     if cand is not None:
-        parts += [ast.unparse(n) for n in cand.body if _is_import(n)]
+        parts += [ast.unparse(n) for n in cand.body if _is_import(n) and not _is_future(n)]
     base = _parse(spec.prompt) if spec.prompt else None
     if base is not None:
         nodes = [n for n in base.body if _is_import(n) or (_defined(n) and spec.entry_point not in _defined(n))]
@@ -175,6 +199,8 @@ def prepare(spec: CodeSpec, output: str) -> tuple[str, str] | None:
     code = sanitize(output, spec.entry_point, spec.prompt, also)
     if code is None:
         return None
+    if spec.preload:  # before the candidate, so that its own definitions win, as in the reference
+        code = with_preload(code)
     return code, solution_tests(spec, code)
 
 
@@ -226,23 +252,28 @@ def _left_side(assertion: str) -> str | None:
     return None
 
 
-def public_test_program(code: str, entry_point: str, tests: list[str]) -> str:
+def public_test_program(code: str, entry_point: str, tests: list[str], preload: bool = PRELOAD_IMPORTS) -> str:
+    """The public tests run as one program. The tests run in a namespace of their own, a copy of
+    the candidate's with `math` added (MBPP's public tests call math.isclose without importing
+    it), so that the candidate sees PRELOADED exactly when `preload` is on, as in scoring."""
     cases = [(t.strip(), _left_side(t)) for t in tests]
     return "\n".join([
-        code, "",
+        with_preload(code) if preload else code, "",
         "import json as _json",
-        "import math",  # MBPP's public tests call math.isclose without importing math
+        "import math as _math",
         f"candidate = {entry_point}",
         f"_cases = {cases!r}",
         "_failures = []",
+        "_tg = dict(globals())",
+        "_tg.setdefault('math', _math)",
         "for _src, _left in _cases:",
         "    try:",
-        "        exec(_src, globals())",
+        "        exec(_src, _tg)",
         "    except AssertionError:",
         "        _got = ''",
         "        if _left is not None:",
         "            try:",
-        "                _got = repr(eval(_left, globals()))[:300]",
+        "                _got = repr(eval(_left, _tg))[:300]",
         "            except Exception as _e:",
         "                _got = type(_e).__name__ + ': ' + str(_e)[:200]",
         "        _failures.append(_src + (' -> got ' + _got if _got else ' -> assertion failed'))",
@@ -253,10 +284,11 @@ def public_test_program(code: str, entry_point: str, tests: list[str]) -> str:
 
 
 async def run_public_tests(sandbox: Sandbox, code: str, entry_point: str, tests: list[str],
-                           timeout_s: float = 10.0) -> list[str]:
+                           timeout_s: float = 10.0, preload: bool = PRELOAD_IMPORTS) -> list[str]:
     """The failures of `code` on the public tests (an empty list when all pass). Without tests,
-    only checks that the code runs and defines the entry point."""
-    run = await sandbox.run_program(public_test_program(code, entry_point, tests), timeout_s=timeout_s,
+    only checks that the code runs and defines the entry point. `preload`: the task's
+    `preload_imports` option, so that the Test operator judges imports as the scorer does."""
+    run = await sandbox.run_program(public_test_program(code, entry_point, tests, preload), timeout_s=timeout_s,
                                     allow_imports=STDLIB)
     if run.status != "ok":
         return [f"the program failed: {(run.error or run.status)[-500:]}"]

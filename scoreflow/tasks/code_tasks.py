@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..sandbox import Sandbox
 from .base import SPLITS, Problem, Task, read_jsonl, require, split_file
-from .code_eval import CodeSpec, clean_public_tests, run_hidden_tests, run_hidden_tests_sync
+from .code_eval import PRELOAD_IMPORTS, CodeSpec, clean_public_tests, run_hidden_tests, run_hidden_tests_sync
 from .families import CODE_OPERATORS, CODE_TEMPLATE
 
 HUMANEVAL_EXAMPLES = (
@@ -67,15 +67,21 @@ def _tests(value: object) -> list[str]:
 
 
 class CodeTask(Task):
-    """Shared by HumanEval and MBPP: hidden-test scoring and public-test lookup."""
+    """Shared by HumanEval and MBPP: hidden-test scoring and public-test lookup.
 
-    def __init__(self, path: str | Path | None, **kw):
+    `preload_imports` (on by default, the reference protocol): `math`, `re`, `hashlib` and the
+    typing names `List`, `Dict`, `Tuple`, `Optional` and `Any` are available to a candidate and
+    its tests without an import, as in the reference harness. Off: a candidate imports what it uses.
+    """
+
+    def __init__(self, path: str | Path | None, preload_imports: bool = PRELOAD_IMPORTS, **kw):
         super().__init__(**kw)
         self.path = path
+        self.preload_imports = bool(preload_imports)
 
     def spec(self, problem: Problem) -> CodeSpec:
         return CodeSpec(str(problem.extra["entry_point"]), str(problem.answer), str(problem.extra.get("prompt", "")),
-                        tuple(problem.extra.get("test_imports", ())))
+                        tuple(problem.extra.get("test_imports", ())), self.preload_imports)
 
     def score(self, problem: Problem, output: str) -> float:
         return run_hidden_tests_sync(self.spec(problem), output)
@@ -96,9 +102,10 @@ class CodeTask(Task):
 
 
 class HumanEvalTask(CodeTask):
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, preload_imports: bool = PRELOAD_IMPORTS):
         super().__init__(
             path,
+            preload_imports,
             name="humaneval",
             family="code",
             description="Python functions from a signature and docstring; scored by hidden unit tests",
@@ -127,10 +134,11 @@ class HumanEvalTask(CodeTask):
 
 
 class MBPPTask(CodeTask):
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, preload_imports: bool = PRELOAD_IMPORTS):
         toy_prompt = "Write a function to return the sum of two numbers.\n\ndef add(a, b):"
         super().__init__(
             path,
+            preload_imports,
             name="mbpp",
             family="code",
             description="short Python programming problems with a function signature; scored by hidden unit tests",

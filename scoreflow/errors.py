@@ -7,3 +7,14 @@ class UserError(Exception):
 
 class StopRun(Exception):
     """A clean stop that is not a failure, such as reaching a spend cap."""
+
+
+class RunFailed(Exception):
+    """A run failed on something other than bad input; its traceback is saved, the CLI prints one line
+    and exits with code 1. The cause is the original exception."""
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """`text` with its whitespace runs (newlines included) folded to single spaces, cut to `limit`."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."

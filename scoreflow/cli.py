@@ -1,4 +1,6 @@
-"""The `scoreflow` command line. Bad input ends with one line on stderr and exit code 2."""
+"""The `scoreflow` command line. Bad input ends with one line on stderr and exit code 2, before any
+model loads (preflight.py); a failure during a run ends with one line and exit code 1, its traceback
+saved to a log file that the line names (--debug prints it too)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ import json
 import os
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import StopRun, UserError
+from .errors import RunFailed, StopRun, UserError, one_line
 
 # (flag, section, key, type, help): flags that override the config file.
 FLAGS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
@@ -54,7 +57,13 @@ def _quiet() -> None:
         pass
 
 
+def _debug_arg(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    # SUPPRESS on subcommands, so that `scoreflow --debug optimize` is not reset by the subparser.
+    p.add_argument("--debug", action="store_true", default=default, help="print the full traceback of a failure")
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
+    _debug_arg(p)
     p.add_argument("--config", metavar="FILE.toml", help="configuration file (see `scoreflow config`)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config key")
     for flag, section, key, kind, help in FLAGS:
@@ -69,6 +78,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="scoreflow", allow_abbrev=False, description="Optimise LLM agent workflows by training "
                                  "the model that writes them (ScoreFlow, Score-DPO), on PyTorch or MLX.")
+    _debug_arg(ap, False)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("optimize", help="run the generate-execute-train loop")
     _config_args(p)
@@ -79,7 +89,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="solve rate on the test split with the latest (or a given) adapter")
     _config_args(p)
     _run_args(p)
-    p.add_argument("--iteration", type=int, help="adapter of this iteration (0 = the base model; default latest)")
+    p.add_argument("--iteration", type=int,
+                   help="adapter of this iteration (default latest); 0 = the base model, also in a new --run-dir")
     p = sub.add_parser("run-workflow", help="run one workflow file on one problem and print a JSON verdict")
     _config_args(p)
     p.add_argument("--workflow", type=Path, required=True, help="file holding `async def run_workflow(self)`")
@@ -130,7 +141,10 @@ def _prepare_run_dir(args: argparse.Namespace, command: str):
 
     run_dir: Path | None = args.run_dir
     snapshot = run_dir / "config.toml" if run_dir else None
-    resume = getattr(args, "resume", False) or (command == "evaluate" and snapshot is not None and snapshot.is_file())
+    has_run = snapshot is not None and snapshot.is_file()
+    if command == "evaluate":
+        _check_evaluate(args, run_dir, has_run)
+    resume = getattr(args, "resume", False) or (command == "evaluate" and has_run)
     if resume:
         if snapshot is None or not snapshot.is_file():
             raise UserError(f"nothing to resume: {run_dir or '--run-dir'} holds no config.toml")
@@ -146,23 +160,51 @@ def _prepare_run_dir(args: argparse.Namespace, command: str):
     cfg = build_config(args)
     if run_dir is None:
         run_dir = Path("runs") / f"{cfg.run.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not getattr(args, "force", False):
-            raise UserError(f"run directory {run_dir} is not empty: use --resume to continue it or --force to replace it")
-        import shutil
-
-        shutil.rmtree(run_dir)
+    if run_dir.is_file():
+        raise UserError(f"run directory {run_dir} is a file")
+    if run_dir.exists() and any(run_dir.iterdir()) and not getattr(args, "force", False):
+        raise UserError(f"run directory {run_dir} is not empty: use --resume to continue it or --force to replace it")
     return cfg, run_dir
+
+
+def _adapter_iterations(run_dir: Path | None) -> list[int]:
+    found = (run_dir / "adapters").glob("iter-*") if run_dir else ()
+    return sorted(int(p.name[5:]) for p in found if p.name[5:].isdigit() and p.is_dir())
+
+
+def _check_evaluate(args: argparse.Namespace, run_dir: Path | None, has_run: bool) -> None:
+    """Evaluate reads a run; the base model only when asked for (--iteration 0)."""
+    it = args.iteration
+    if it is not None and it < 0:
+        raise UserError(f"--iteration {it}: give 0 (the base model) or an iteration of the run")
+    if not has_run and it != 0:
+        where = (f"{run_dir} holds no run (no config.toml)" if run_dir
+                 else "evaluate needs the --run-dir of an optimize run")
+        raise UserError(f"{where}; to evaluate the base model on purpose, use --iteration 0 with a new --run-dir")
+    if it and it not in _adapter_iterations(run_dir):
+        have = ", ".join(map(str, _adapter_iterations(run_dir))) or "none"
+        raise UserError(f"{run_dir} has no adapter for iteration {it} (it has: {have})")
+
+
+def _splits(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.command == "evaluate":
+        return ("test",)
+    return ("validate", "test") if getattr(args, "evaluate", False) else ("validate",)
 
 
 def _start(cfg, run_dir: Path, args: argparse.Namespace):
     """Check everything that can be checked cheaply before loading a model, then build the session."""
-    from . import config as C
-    from .rundir import atomic_write
-    from .session import build_session, make_task
+    import shutil
 
-    task = make_task(cfg)
-    task.problems("validate")  # bad data fails here, before a run directory or a model exists
+    from . import config as C
+    from .preflight import preflight
+    from .rundir import atomic_write
+    from .session import build_session
+
+    task = preflight(cfg, _splits(args))  # before a run directory or a model exists
+    replace = getattr(args, "force", False) and not getattr(args, "resume", False)
+    if replace and run_dir.exists() and any(run_dir.iterdir()):
+        shutil.rmtree(run_dir)
     reporter = _reporter(args)
     fresh = not (run_dir / "config.toml").is_file()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +214,6 @@ def _start(cfg, run_dir: Path, args: argparse.Namespace):
         session = build_session(cfg, run_dir, reporter, task=task)
     except BaseException:
         if fresh:  # nothing ran yet: leave no half-made run directory behind
-            import shutil
-
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     return session
@@ -186,6 +226,31 @@ def _info(s, run_dir: Path):
     executor = s.executor.model or c.executor.model
     return RunInfo(task=c.run.task, backend=s.backend.name, device=s.backend.device, generator=s.backend.model_name,
                    executor=executor, run_dir=str(run_dir), iterations=c.run.iterations, usage=s.executor.usage)
+
+
+def save_traceback(e: BaseException, path: Path | None = None) -> str:
+    """Append `e`'s traceback to `path` (else a new temporary file); the path written, or why not."""
+    import tempfile
+
+    text = f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} scoreflow {' '.join(sys.argv[1:])}\n" + "".join(
+        traceback.format_exception(type(e), e, e.__traceback__))
+    try:
+        if path is None:
+            fd, name = tempfile.mkstemp(prefix="scoreflow-error-", suffix=".log")
+            os.close(fd)
+            path = Path(name)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+        return str(path)
+    except OSError as err:  # a full disk: the line still says what failed
+        return f"<not saved: {err.strerror or err}>"
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # recording a failure must not hide it
+        pass
 
 
 def _run(s, run_dir: Path, work: Callable[[], Any]) -> int:
@@ -208,9 +273,14 @@ def _run(s, run_dir: Path, work: Callable[[], Any]) -> int:
         except UserError:
             status("failed", "bad input")
             raise
+        except Exception as e:
+            reason = one_line(f"{type(e).__name__}: {e}", 300)
+            log = save_traceback(e, run_dir / "error.log")
+            _quietly(status, "failed", reason)
+            s.reporter.finish("failed", f"{reason} (traceback: {log})")
+            raise RunFailed(f"run failed: {reason}; full traceback in {log}") from e
         except BaseException as e:
-            status("failed", f"{type(e).__name__}: {e}"[:500])
-            s.reporter.finish("failed", f"{type(e).__name__}: {e}")
+            _quietly(status, "failed", one_line(f"{type(e).__name__}: {e}", 300))
             raise
         finally:
             s.close()
@@ -237,30 +307,30 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .loop import evaluate
 
-    cfg, run_dir = _prepare_run_dir(args, "evaluate")
-    s = _start(cfg, run_dir, args)
+    cfg, run_dir = _prepare_run_dir(args, "evaluate")  # checks the run and its adapter
     iteration = args.iteration
     if iteration is None:
-        latest = s.run.latest_adapter()
-        iteration = latest[0] if latest else 0
-    if iteration:
-        path = s.run.adapter_dir(iteration)
-        if not path.is_dir():
-            s.close()
-            raise UserError(f"{run_dir} has no adapter for iteration {iteration}")
-        s.backend.load_adapter(path)
-    return _run(s, run_dir, lambda: evaluate(s, iteration))
+        iteration = max(_adapter_iterations(run_dir), default=0)
+    s = _start(cfg, run_dir, args)
+
+    def work() -> None:
+        if iteration:
+            s.backend.load_adapter(s.run.adapter_dir(iteration))
+        evaluate(s, iteration)
+
+    return _run(s, run_dir, work)
 
 
 def cmd_run_workflow(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .session import make_backend, make_executor, make_sandbox, make_task
+    from .preflight import preflight
+    from .session import make_backend, make_executor, make_sandbox
     from .runner import Runner
     from .sandbox import InfraError
 
     cfg = build_config(args)
-    task = make_task(cfg)
+    task = preflight(cfg, (args.split,), model=cfg.executor.kind == "local")
     problems = task.problems(args.split)
     if not 0 <= args.index < len(problems):
         raise UserError(f"--index {args.index} is out of range: the {args.split} split has {len(problems)} problems")
@@ -342,11 +412,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UserError as e:
-        print(f"scoreflow: error: {e}", file=sys.stderr)
+        print(f"scoreflow: error: {one_line(str(e), 1000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("scoreflow: interrupted", file=sys.stderr)
         return 130
+    except RunFailed as e:  # the run directory's log holds the traceback
+        return _failed(args, str(e), e.__cause__ or e)
+    except Exception as e:
+        reason = one_line(f"{type(e).__name__}: {e}", 300)
+        return _failed(args, f"{reason}; full traceback in {save_traceback(e)}", e)
+
+
+def _failed(args: argparse.Namespace, line: str, e: BaseException) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+    print(f"scoreflow: error: {line}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

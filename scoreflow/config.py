@@ -33,6 +33,8 @@ class RunConfig:
     iterations: int = opt(3, "optimisation iterations (generate, execute, pairs, train)", min=1)
     problems: int = opt(0, "problems of the optimisation split used per iteration (0 = all)", min=0)
     test_problems: int = opt(0, "problems of the test split used by `evaluate` (0 = all)", min=0)
+    compare: bool = opt(False, "evaluate the base generator before training and the trained one after it on "
+                        "test_problems held-out problems, and report the difference with its 95% CI")
     seed: int = opt(0, "seed for problem selection, sampling, pair sampling and LoRA init")
     preset: str = opt("auto", "sizes: demo (laptop CPU), paper (the paper's), auto (demo for the embedded model)",
                       choices=("auto", "demo", "paper"))
@@ -60,6 +62,8 @@ class GeneratorConfig:
     temperature: float = opt(0.2, "sampling temperature", min=0)
     top_p: float = opt(0.95, "nucleus sampling p", min=0)
     max_new_tokens: int = opt(1000, "token limit per workflow", min=1)
+    hide_numbers: bool = opt(False, "show the generator each problem with its numbers as \"some\" (the executor still sees "
+                             "them), so that workflows are written for the problem's kind and cannot copy its numbers")
     max_attempts: int = opt(3, "generation rounds for a slot whose workflow is invalid", min=1)
     batch_size: int = opt(8, "workflows generated per batch (the vllm engine sends a batch's rows at once: "
                           "raise it, e.g. to 256, on a GPU)", min=1)
@@ -111,6 +115,9 @@ class TrainSection:
     pairs: int = opt(2000, "N: pairs sampled per iteration, with replacement", min=1)
     invalid_as_zero: bool = opt(False, "workflows still invalid after max_attempts enter pairs with score 0, "
                                 "so training also teaches the format (on in the demo preset for weak models)")
+    valid_floor: float = opt(0.0, "with invalid_as_zero: a valid workflow's training score is valid_floor + "
+                             "(1 - valid_floor) x its task score, so valid but wrong ranks above invalid (0)",
+                             min=0)
     sampling_alpha: float = opt(3.0, "pairs drawn with probability proportional to (s_w - s_l)^alpha (0 = uniform)", min=0)
     learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights", min=0)
     epochs: int = opt(1, "passes over the sampled pairs", min=1)
@@ -156,10 +163,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {},
     # Two iterations of this fit in about 15 minutes on 2 CPU cores with SmolLM2-135M.
     "demo": {
-        "run": {"iterations": 2, "problems": 4, "test_problems": 20},
-        "generator": {"workflows_per_problem": 4, "max_new_tokens": 256, "max_attempts": 2},
+        "run": {"iterations": 2, "problems": 4, "test_problems": 20, "compare": True},
+        "generator": {"workflows_per_problem": 4, "max_new_tokens": 192, "max_attempts": 1, "hide_numbers": True},
         "executor": {"runs": 1, "max_tokens": 160},
-        "train": {"pairs": 12, "max_length": 1024, "invalid_as_zero": True},
+        "train": {"pairs": 12, "max_length": 1024, "invalid_as_zero": True, "valid_floor": 0.2},
     },
 }
 

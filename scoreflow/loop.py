@@ -20,6 +20,7 @@ from .pairs import Candidate, sample_pairs
 from .prompts import generator_messages
 from .rundir import read_jsonl
 from .session import Session, make_task, select
+from .stats import bootstrap
 from .tasks.base import Problem, Task
 from .workflow import extract
 
@@ -47,23 +48,32 @@ class Generated:
 
 
 def optimize(s: Session) -> None:
-    asyncio.run(_optimize(s))
+    asyncio.run(_closing(s, _optimize(s)))
+
+
+async def _closing(s: Session, work):
+    try:
+        return await work
+    finally:
+        await s.executor.close()
 
 
 async def _optimize(s: Session) -> None:
     cfg = s.cfg
     problems = select(s.task.problems("validate"), cfg.run.problems, cfg.run.seed)
     done = {m["iteration"] for m in s.run["metrics"].all() if m.get("kind") == "iteration"}
+    if cfg.run.compare and not done:  # the base generator on the held-out problems, before any training
+        await test_solve(s, 0)
     latest = s.run.latest_adapter()
     if latest is not None:
         s.backend.load_adapter(latest[1])
         s.reporter.log(f"resumed with the adapter of iteration {latest[0]}")
-    try:
-        for it in range(1, cfg.run.iterations + 1):
-            if it not in done:
-                await _iteration(s, it, problems)
-    finally:
-        await s.executor.close()
+    for it in range(1, cfg.run.iterations + 1):
+        if it not in done:
+            await _iteration(s, it, problems)
+    if cfg.run.compare:
+        await test_solve(s, cfg.run.iterations)
+        compare(s, 0, cfg.run.iterations)
 
 
 async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
@@ -75,6 +85,8 @@ async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
     scores = await execute(s, it, problems, workflows)
     candidates = dict(scores)
     if cfg.train.invalid_as_zero:  # a workflow that never became valid solves nothing
+        floor = cfg.train.valid_floor  # and, above the floor, a valid one at least runs
+        candidates = {key: floor + (1 - floor) * sc for key, sc in scores.items()}
         candidates.update({key: 0.0 for key in gen.last if key not in workflows})
     pairs = make_pairs(s, it, candidates)
     stats = await asyncio.to_thread(train, s, it, problems, gen.last, pairs)
@@ -123,14 +135,14 @@ async def generate(s: Session, it: int, problems: list[Problem], *, records: str
             params = SamplingParams(g.temperature, g.top_p, g.max_new_tokens, ("</graph>",),
                                     seed=s.cfg.run.seed * 1_000_003 + it * 10_007 + attempt * 101 + c)
             outs = await asyncio.to_thread(
-                s.backend.generate, [generator_messages(s.task, problems[p]) for p, _ in chunk], params)
+                s.backend.generate, [generator_messages(s.task, problems[p], g.hide_numbers) for p, _ in chunk], params)
             texts += [(key, o.text, o.tokens) for key, o in zip(chunk, outs)]
             s.reporter.advance(len(chunk))
         s.reporter.stage(it, "validate", len(texts))
 
         async def check(key: Key, text: str, ntok: int) -> None:
             source = extract(text)
-            c = await s.runner.validate(source)
+            c = await s.runner.validate(source, problems[key[0]])
             rec = {"iteration": it, "problem": key[0], "problem_id": problems[key[0]].id, "slot": key[1],
                    "attempt": attempt, "valid": c.ok, "reason": c.reason, "tokens": ntok,
                    "text": text, "source": source}
@@ -214,7 +226,7 @@ def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dic
     resumed = max((int(p.name.split("-")[1]) for p in ck.glob("step-*")), default=0) if ck.is_dir() else 0
     if len(history) != resumed:
         s.run["train"].rewrite(r for r in s.run["train"].all() if r["iteration"] != it or r["step"] <= resumed)
-    batch = train_pairs(s.task, problems, workflows, pairs)
+    batch = train_pairs(s.task, problems, workflows, pairs, s.cfg.generator.hide_numbers)
     steps = -(-len(batch) // t.batch_size) * t.epochs
     s.reporter.stage(it, "train", steps, done=resumed)
 
@@ -232,9 +244,9 @@ def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dic
 
 
 def train_pairs(task: Task, problems: list[Problem], workflows: dict[Key, dict[str, Any]],
-                pairs: list[dict[str, Any]]) -> list[TrainPair]:
+                pairs: list[dict[str, Any]], hide_numbers: bool = False) -> list[TrainPair]:
     """Sampled pair records (problem, slots, scores) as training pairs: the generator prompt, both texts."""
-    return [TrainPair(generator_messages(task, problems[p["problem"]]), workflows[(p["problem"], p["chosen"])]["text"],
+    return [TrainPair(generator_messages(task, problems[p["problem"]], hide_numbers), workflows[(p["problem"], p["chosen"])]["text"],
                       workflows[(p["problem"], p["rejected"])]["text"], p["score_chosen"], p["score_rejected"])
             for p in pairs]
 
@@ -256,7 +268,7 @@ def recorded_pairs(cfg: Config, run_dir: Path, it: int) -> list[TrainPair]:
         if r["iteration"] == it:
             gen.note(r)
     pairs = [p for p in read_jsonl(run_dir / "pairs.jsonl") if p["iteration"] == it]
-    return train_pairs(task, problems, gen.last, pairs)
+    return train_pairs(task, problems, gen.last, pairs, cfg.generator.hide_numbers)
 
 
 def _train_stats(history: list[dict[str, Any]]) -> dict[str, Any]:
@@ -270,25 +282,41 @@ def _train_stats(history: list[dict[str, Any]]) -> dict[str, Any]:
 # ---- evaluation on the test split --------------------------------------------------------------
 
 def evaluate(s: Session, iteration: int) -> dict[str, Any]:
-    return asyncio.run(_evaluate(s, iteration))
+    return asyncio.run(_closing(s, test_solve(s, iteration)))
 
 
-async def _evaluate(s: Session, iteration: int) -> dict[str, Any]:
-    """One workflow per test problem from the generator (adapter of `iteration`; 0 = base model),
-    run r times; the solve rate is the mean score, a problem without a valid workflow scoring 0."""
+async def test_solve(s: Session, iteration: int) -> dict[str, Any]:
+    """One workflow per test problem from the generator (adapter of `iteration`, as loaded; 0 = the
+    base model), run r times; the solve rate is the mean score, a problem without a valid workflow
+    scoring 0. A finished evaluation of this iteration is read back, not redone."""
     cfg = s.cfg
+    old = [m for m in s.run["metrics"].all() if m.get("kind") == "evaluate" and m["iteration"] == iteration]
+    if old:
+        return old[-1]
     problems = select(s.task.problems("test"), cfg.run.test_problems, cfg.run.seed)
     t0 = time.time()
-    try:
-        gen = await generate(s, iteration, problems, records="test_workflows", k=1)
-        scores = await execute(s, iteration, problems, gen.valid, records="test_evaluations")
-    finally:
-        await s.executor.close()
+    gen = await generate(s, iteration, problems, records="test_workflows", k=1)
+    scores = await execute(s, iteration, problems, gen.valid, records="test_evaluations")
     per_problem = [scores.get((p, 0), 0.0) for p in range(len(problems))]
     metrics = {"kind": "evaluate", "iteration": iteration, "split": "test", "problems": len(problems),
                "valid_rate": len(gen.valid) / max(1, len(problems)),
-               "solve_rate": mean(per_problem) if per_problem else 0.0,
+               "solve_rate": mean(per_problem) if per_problem else 0.0, "scores": per_problem,
                "generator_tokens": gen.tokens, "seconds": round(time.time() - t0, 2)}
     s.run["metrics"].append(metrics)
     s.reporter.iteration_end(metrics)
     return metrics
+
+
+def compare(s: Session, base: int, trained: int) -> dict[str, Any]:
+    """The trained generator against the base one on the same held-out problems: the difference
+    of solve rates with a paired bootstrap 95% CI over problems."""
+    ev = {m["iteration"]: m for m in s.run["metrics"].all() if m.get("kind") == "evaluate"}
+    a, b = ev[trained]["scores"], ev[base]["scores"]
+    diff = bootstrap([a], [b])
+    rec = {"kind": "compare", "base": base, "trained": trained, "problems": len(a),
+           "base_solve_rate": ev[base]["solve_rate"], "trained_solve_rate": ev[trained]["solve_rate"],
+           "difference": diff.as_dict()}
+    s.run["metrics"].append(rec)
+    s.reporter.log(f"held-out test, {len(a)} problems: base generator {rec['base_solve_rate']:.3f}, "
+                   f"after {trained} iteration(s) {rec['trained_solve_rate']:.3f}; difference {diff}")
+    return rec

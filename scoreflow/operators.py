@@ -294,9 +294,14 @@ def documentation(task: Task) -> str:
     return "\n".join(OPERATORS[name].documentation() for name in task.operators)
 
 
+BARE_NUMBER = re.compile(r"[-+]?\$?\d[\d,]*(?:\.\d+)?")
+
+
 async def extract_answer(ctx: Context, output: str) -> str:
     """The paper's answer-extraction step: one executor call after a maths or QA workflow."""
     if not ctx.task.extract or not output.strip():
         return output
+    if ctx.task.family == "math" and BARE_NUMBER.fullmatch(output.strip()):
+        return output  # already the answer: a small executor asked again can only change it
     reply = await ctx.llm(f"Problem: {ctx.problem.question}\n\nSolution: {output}\n\n{ctx.task.extract}")
     return reply.strip() or output

@@ -4,6 +4,8 @@ in training, as the prompt of every pair, so the model is trained on exactly wha
 
 from __future__ import annotations
 
+import re
+
 from .backend import Messages
 from .operators import documentation
 from .tasks.base import Problem, Task
@@ -22,20 +24,30 @@ This is the template workflow. Write a better one: combine the operators differe
 Reply with the workflow between <graph> and </graph> and nothing else. No imports, no other functions."""
 
 
-def _user(problem: str) -> str:
-    return f"Problem: {problem.strip()}\nWrite the workflow."
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def hide_numbers(text: str) -> str:
+    """The problem as the generator sees it with `generator.hide_numbers`: each number becomes "some", so
+    the workflow is written for the problem's kind and cannot carry its numbers (the executor still
+    reads the real problem through `self.problem`)."""
+    return NUMBER.sub("some", text)
+
+
+def _user(problem: str, hide: bool = False) -> str:
+    return f"Problem: {(hide_numbers(problem) if hide else problem).strip()}\nWrite the workflow."
 
 
 def _answer(source: str) -> str:
     return f"<graph>\n{source.strip()}\n</graph>"
 
 
-def generator_messages(task: Task, problem: Problem) -> Messages:
+def generator_messages(task: Task, problem: Problem, hide: bool = False) -> Messages:
     attrs = " `self.entry_point` is the name of the function to write." if task.family == "code" else ""
     messages: Messages = [{"role": "system", "content": SYSTEM.format(
         description=task.description, attrs=attrs, operators=documentation(task), template=task.template.strip())}]
     for question, source in task.examples:
-        messages.append({"role": "user", "content": _user(question)})
+        messages.append({"role": "user", "content": _user(question, hide)})
         messages.append({"role": "assistant", "content": _answer(source)})
-    messages.append({"role": "user", "content": _user(problem.question)})
+    messages.append({"role": "user", "content": _user(problem.question, hide)})
     return messages

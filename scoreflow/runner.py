@@ -38,9 +38,11 @@ class Runner:
         self.extract = extract and task.extract is not None
         self.operators = for_task(task)
 
-    def check(self, source: str | None) -> wf.Check:
+    def check(self, source: str | None, problem: Problem | None = None) -> wf.Check:
+        """The static policy and the task family's rule against problem-specific workflows."""
         return wf.check(source, self.task.operators, self.task.template, self.task.similarity_threshold,
-                        attributes=wf.ATTRIBUTES_OF_SELF)
+                        attributes=wf.ATTRIBUTES_OF_SELF, family=self.task.family,
+                        problem=problem.question if problem is not None else None)
 
     async def run(self, source: str, problem: Problem, *, rep: int = 0, score: bool = True,
                   max_tokens: int | None = None) -> Outcome:
@@ -69,9 +71,10 @@ class Runner:
         out.seconds = time.monotonic() - t0
         return out
 
-    async def validate(self, source: str | None, *, max_tokens: int = 48) -> wf.Check:
-        """The static policy, then a run on the task's toy problem that must return a non-empty result."""
-        c = self.check(source)
+    async def validate(self, source: str | None, problem: Problem | None = None, *, max_tokens: int = 48) -> wf.Check:
+        """The static policy and rules (against `problem`, the one it was written for), then a run on
+        the task's toy problem that must return a non-empty result."""
+        c = self.check(source, problem)
         if not c.ok:
             return c
         assert source is not None

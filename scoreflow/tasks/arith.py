@@ -14,6 +14,8 @@ SIZES = {"validate": 60, "test": 200}
 SEEDS = {"validate": 1001, "test": 2002}
 
 
+# Few-shot workflows: each a general method (no number of its problem), each returning what an
+# operator produced; four structures for the generator to choose among and vary.
 EXAMPLES = (
     ("Mia has 12 pencils and buys 3 packs of 4 pencils. How many pencils does she have?",
      '''async def run_workflow(self):
@@ -29,6 +31,15 @@ EXAMPLES = (
         solutions.append(solution)
     best = await self.sc_ensemble(solutions=solutions, problem=self.problem)
     return best'''),
+    ("Leo has 30 stamps and gives 8 to his sister. How many stamps does Leo have left?",
+     '''async def run_workflow(self):
+    result = await self.programmer(problem=self.problem, analysis="Subtract what is given away from what there was.")
+    return result'''),
+    ("21 cookies are shared equally among 3 children. How many cookies does each child get?",
+     '''async def run_workflow(self):
+    draft = await self.custom(input=self.problem, instruction="Divide the total by the number of children. Answer with the number only.")
+    checked = await self.review(problem=self.problem, solution=draft)
+    return checked'''),
 )
 
 

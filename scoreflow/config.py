@@ -49,6 +49,8 @@ class TaskSection:
                       choices=("number", "exact", "f1", "boxed", "python-tests"))
     family: str = opt("qa", "task jsonl: operator family math, qa or code", choices=("math", "qa", "code"))
     description: str = opt("", "task jsonl: one line describing the problems to the generator")
+    preload_imports: bool = opt(True, "code tasks: math, re, hashlib and List/Dict/Tuple/Optional/Any available "
+                                "without an import, as in the reference harness")
 
 
 @dataclass

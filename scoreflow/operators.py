@@ -247,7 +247,8 @@ async def _test(ctx: Context, problem: str, solution: str, entry_point: str) -> 
     tests = [str(t) for t in ctx.problem.extra.get("public_tests") or []]
     code = sanitize(solution, entry_point, prompt) or code_from(solution)
     for _ in range(TEST_ROUNDS):
-        failures = await run_public_tests(ctx.sandbox, code, entry_point, tests)
+        failures = await run_public_tests(ctx.sandbox, code, entry_point, tests,
+                                          preload=getattr(ctx.task, "preload_imports", True))
         if not failures:
             return code
         report = "\n".join(f"- {f}" for f in failures[:8])

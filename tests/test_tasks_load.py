@@ -53,10 +53,13 @@ def test_task_definition_and_examples(name):
     assert all(op in OPERATORS for op in task.operators)
     assert workflow.static_check(task.template, task.operators).ok
     assert documentation(task).count("await self.") == len(task.operators)
-    assert len(task.examples) == 2
+    assert len(task.examples) >= 2
     for question, source in task.examples:
         assert question.strip()
-        assert workflow.check(source, task.operators, task.template, task.similarity_threshold).ok, source
+        # every few-shot example obeys its family's rule against problem-specific workflows
+        c = workflow.check(source, task.operators, task.template, task.similarity_threshold, family=task.family,
+                           problem=question)
+        assert c.ok, (c.reason, source)
         assert workflow.similarity(source, task.template) < 0.95
     if task.family == "code":
         assert task.toy.extra["entry_point"] and task.toy.extra["public_tests"]

@@ -14,7 +14,7 @@ TASKS = ("arith", "gsm8k", "math", "humaneval", "mbpp", "hotpotqa", "drop", "jso
 
 def load(name: str, path: str | Path | None = None, options: dict[str, Any] | None = None) -> Task:
     """`path`: a split file, a folder of split files or a folder of task folders (None: the
-    download cache). `options`: the `[task]` config section, used by `jsonl` only."""
+    download cache). `options`: the `[task]` config section (`jsonl`; `preload_imports` for the code tasks)."""
     if name == "arith":
         from .arith import ArithTask
 
@@ -30,11 +30,11 @@ def load(name: str, path: str | Path | None = None, options: dict[str, Any] | No
     if name == "humaneval":
         from .code_tasks import HumanEvalTask
 
-        return HumanEvalTask(path)
+        return HumanEvalTask(path, preload_imports=(options or {}).get("preload_imports", True))
     if name == "mbpp":
         from .code_tasks import MBPPTask
 
-        return MBPPTask(path)
+        return MBPPTask(path, preload_imports=(options or {}).get("preload_imports", True))
     if name == "hotpotqa":
         from .qa_tasks import HotpotQATask
 

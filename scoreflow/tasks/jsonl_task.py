@@ -40,6 +40,7 @@ class JsonlOptions:
     scorer: str = "exact"
     family: str = "qa"
     description: str = ""
+    preload_imports: bool = True
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> "JsonlOptions":
@@ -155,7 +156,8 @@ class JsonlTask(Task):
         return out
 
     def _spec(self, problem: Problem) -> CodeSpec:
-        return CodeSpec(str(problem.extra["entry_point"]), str(problem.answer), str(problem.extra.get("prompt", "")))
+        return CodeSpec(str(problem.extra["entry_point"]), str(problem.answer), str(problem.extra.get("prompt", "")),
+                        preload=self.opts.preload_imports)
 
     def score(self, problem: Problem, output: str) -> float:
         s = self.opts.scorer

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from .dashstate import DashState, fmt_count, fmt_duration, fmt_rate, summary
+from .dashstate import DashState, comparison_text, fmt_count, fmt_duration, fmt_rate, summary
 from .progress import Reporter, RunInfo
 
 
@@ -187,6 +187,8 @@ _ASCII = str.maketrans({"·": "|", "–": "-", "…": "...", "✔": "ok"})
 
 
 def iteration_line(m: dict[str, Any]) -> str:
+    if m.get("kind") == "compare":
+        return f"trained vs base generator · {comparison_text(m)}"
     if m.get("kind") == "evaluate":
         return (f"evaluation done · adapter of iteration {m['iteration']} · test solve rate {m['solve_rate']:.3f}"
                 f" · valid {m['valid_rate']:.0%} of {m['problems']} problems · {m['seconds'] / 60:.1f} min")

@@ -229,6 +229,13 @@ def fmt_rate(r: float | None) -> str:
     return f"{r:.2f}/s" if r < 10 else f"{fmt_count(r)}/s"
 
 
+def comparison_text(m: dict[str, Any]) -> str:
+    """The trained-vs-base record of `run.compare` in words."""
+    d = m["difference"]
+    return (f"held-out solve rate {m['base_solve_rate']:.3f} -> {m['trained_solve_rate']:.3f} on {m['problems']} "
+            f"problems: {d['value']:+.3f} (95% CI {d['low']:+.3f} to {d['high']:+.3f})")
+
+
 def summary(state: DashState, status: str, message: str = "") -> str:
     """The one line printed when the run ends."""
     its = state.iterations()
@@ -238,7 +245,10 @@ def summary(state: DashState, status: str, message: str = "") -> str:
     if best is not None:
         parts.append(f"best mean score {best:.3f}")
     tests = [m for m in state.finished if m.get("kind") == "evaluate"]
-    if tests:
+    compared = [m for m in state.finished if m.get("kind") == "compare"]
+    if compared:
+        parts.append("trained vs base: " + comparison_text(compared[-1]))
+    elif tests:
         parts.append(f"test solve rate {tests[-1]['solve_rate']:.3f}")
     parts.append(f"{u['calls']} executor calls, {fmt_count(u['tokens'])} tokens")
     if u["cost_usd"] is not None:

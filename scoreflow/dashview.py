@@ -14,7 +14,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .dashstate import EVAL_PIPELINE, PIPELINE, SCORE_BINS, DashState, Stage, fmt_count, fmt_duration, fmt_rate
+from .dashstate import (EVAL_PIPELINE, PIPELINE, SCORE_BINS, DashState, Stage, comparison_text, fmt_count, fmt_duration,
+                        fmt_rate)
 
 SPARKS = "▁▂▃▄▅▆▇█"
 TALL = 36
@@ -187,6 +188,8 @@ def iterations_table(finished: list[dict[str, Any]]) -> Table:
     for name in ("iter", "valid", "1st try", "score", "solve", "pairs", "loss", "margin", "min"):
         table.add_column(name, justify="right", no_wrap=True)
     for m in finished:
+        if m.get("kind") == "compare":
+            continue  # shown under the table as one line
         test = m.get("kind") == "evaluate"
         table.add_row(
             f"test@{m['iteration']}" if test else str(m["iteration"]), _fmt(m.get("valid_rate"), ".0%"),
@@ -223,7 +226,12 @@ def render(st: DashState, width: int, height: int) -> RenderableType:
         parts: list[RenderableType] = [*head, *gap, *stages, *gap, *middle, *gap, *ex, *train]
         used = len(head) + len(stages) + middle_h + len(ex) + len(train) + 3 * len(gap)
         rows = height - used - 2 - len(gap) - 3  # title, table head and rule, the line rich keeps free
+        compared = [m for m in st.finished if m.get("kind") == "compare"]
+        if compared:
+            rows -= 1
         if st.finished and rows > 0:
             parts += [*gap, _line(("Finished", "bold"), (f" ({len(st.finished)})", "dim")),
                       iterations_table(st.finished[-rows:])]
+        if compared:
+            parts.append(_line(("Trained vs base ", "bold green"), comparison_text(compared[-1])))
         return Group(*parts)

@@ -317,6 +317,5 @@ def compare(s: Session, base: int, trained: int) -> dict[str, Any]:
            "base_solve_rate": ev[base]["solve_rate"], "trained_solve_rate": ev[trained]["solve_rate"],
            "difference": diff.as_dict()}
     s.run["metrics"].append(rec)
-    s.reporter.log(f"held-out test, {len(a)} problems: base generator {rec['base_solve_rate']:.3f}, "
-                   f"after {trained} iteration(s) {rec['trained_solve_rate']:.3f}; difference {diff}")
+    s.reporter.iteration_end(rec)
     return rec

@@ -25,7 +25,8 @@ QUESTIONS = [
     ("Which animal says meow?", "cat"),
 ]
 SMALL = ["--problems", "2", "-k", "3", "--pairs", "4", "--set", "generator.max_new_tokens=160",
-         "--set", "executor.max_tokens=40", "--set", "generator.max_attempts=2", "--no-dashboard"]
+         "--set", "executor.max_tokens=40", "--set", "generator.max_attempts=2", "--set", "run.compare=false",
+         "--no-dashboard"]
 
 
 def env() -> dict[str, str]:
@@ -97,6 +98,41 @@ def test_optimize_two_iterations(tmp_path, qa_task):
         assert all(t["loss"] > 0 for t in train)
     config = (run / "config.toml").read_text()
     assert 'task = "jsonl"' in config and "api_key =" not in config
+
+
+def test_demo_preset_trains_and_compares_with_the_base_generator(tmp_path):
+    """The README's main command at smaller test sizes: the demo preset's settings (hidden numbers,
+    one attempt, valid-but-wrong above invalid) form pairs and take optimiser steps on arith, and the
+    run ends by printing the held-out comparison of the trained and the base generator."""
+    run = tmp_path / "run"
+    proc = optimize("--iterations", "1", "--test-problems", "6", "--run-dir", str(run), "--no-dashboard", cwd=tmp_path)
+    out, _ = proc.communicate(timeout=1500)
+    assert proc.returncode == 0, out[-3000:]
+    metrics = records(run, "metrics")
+    it = next(m for m in metrics if m["kind"] == "iteration")
+    assert it["pairs"] > 0 and it["steps"] > 0, it
+    steps = [r for r in records(run, "train") if r["iteration"] == 1]
+    assert len(steps) == it["steps"] and all(r["loss"] > 0 for r in steps)
+    evaluated = sorted(m["iteration"] for m in metrics if m["kind"] == "evaluate")
+    assert evaluated == [0, 1]
+    compared = next(m for m in metrics if m["kind"] == "compare")
+    assert compared["problems"] == 6
+    d = compared["difference"]
+    assert d["low"] <= d["value"] <= d["high"]
+    assert abs(d["value"] - (compared["trained_solve_rate"] - compared["base_solve_rate"])) < 1e-9
+    last = out.strip().splitlines()[-1]
+    assert "trained vs base" in last and "95% CI" in last, last
+    # no solved workflow, in training or on the test split, holds the gold answer in its source
+    from scoreflow.tasks.arith import ArithTask
+    from scoreflow.workflow import gold_in_source
+
+    test = ArithTask().problems("test")
+    sources = {(r["iteration"], r["problem"]): r for r in records(run, "test_workflows") if r["valid"]}
+    for e in records(run, "test_evaluations"):
+        if e["score"] > 0:
+            w = sources[(e["iteration"], e["problem"])]
+            problem = next(p for p in test if p.id == w["problem_id"])
+            assert not gold_in_source(w["source"], problem.answer), w["source"]
 
 
 def test_kill_during_evaluation_then_resume(tmp_path, qa_task):

@@ -419,6 +419,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RunFailed as e:  # the run directory's log holds the traceback
         return _failed(args, str(e), e.__cause__ or e)
+    except ModuleNotFoundError as e:  # an optional package: one line naming the extra that installs it
+        from .extras import from_error
+
+        print(f"scoreflow: error: {from_error(e) or one_line(str(e))}", file=sys.stderr)
+        return 2
     except Exception as e:
         reason = one_line(f"{type(e).__name__}: {e}", 300)
         return _failed(args, f"{reason}; full traceback in {save_traceback(e)}", e)

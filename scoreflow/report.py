@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 from .dashstate import fmt_count
 from .errors import UserError
+from .extras import require
 from .runload import RunData, is_run_dir, load_run
 
 
@@ -41,6 +42,7 @@ def cmd_report(argv: list[str]) -> int:
                    help="other runs to overlay in the same plots (e.g. a DPO run beside Score-DPO)")
     p.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report)")
     args = p.parse_args(argv)
+    require("matplotlib", "scoreflow report")
     runs = load_runs([args.run_dir, *args.compare])
     out = args.out or args.run_dir / "report"
     path = write_report(runs, out)

@@ -86,6 +86,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
     p.add_argument("--force", action="store_true", help="resume even if the configuration changed, or overwrite")
     p.add_argument("--evaluate", action="store_true", help="evaluate on the test split after the last iteration")
+    p.add_argument("--report-to", action="append", default=[], metavar="TRACKER",
+                   choices=("tensorboard", "wandb", "mlflow", "trackio"),
+                   help="also log to an experiment tracker: tensorboard, wandb, mlflow or trackio (repeatable)")
     p = sub.add_parser("evaluate", help="solve rate on the test split with the latest (or a given) adapter")
     _config_args(p)
     _run_args(p)
@@ -126,13 +129,17 @@ def build_config(args: argparse.Namespace, base: dict[str, dict[str, Any]] | Non
 
 
 def _reporter(args: argparse.Namespace):
+    from .trackers import with_trackers
+
     try:
         from .dashboard import make_reporter
+
+        base = make_reporter(plain=getattr(args, "no_dashboard", False))
     except ImportError:
         from .progress import Reporter
 
-        return Reporter()
-    return make_reporter(plain=getattr(args, "no_dashboard", False))
+        base = Reporter()
+    return with_trackers(base, getattr(args, "report_to", None))  # --report-to: trackers wrap the reporter
 
 
 def _prepare_run_dir(args: argparse.Namespace, command: str):

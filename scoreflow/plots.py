@@ -26,19 +26,45 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
-def _iteration_axis(ax) -> None:
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+def _iteration_axis(ax, xs: list[int] | None = None) -> None:
+    """Whole iterations only; a single iteration gets room around it instead of 0.945 … 1.055."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    if xs and max(xs) == min(xs):
+        ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
     ax.set_xlabel("iteration")
     ax.grid(alpha=0.3)
 
 
-def _legend(ax, runs: list[RunData]) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="best")
+def _xs(ax) -> list[int]:
+    return [int(round(x)) for line in ax.get_lines() for x in line.get_xdata()]
+
+
+def _legend(fig: Figure, axes: list, runs: list[RunData], styles: list[tuple[str, str]]) -> None:
+    """One run: a legend in each axes with what each line style means. Several runs: one legend
+    under the figure, a colour per run then the styles in grey, so no legend covers the data."""
+    from matplotlib.lines import Line2D
+
+    if len(runs) == 1:
+        for ax in axes:
+            if any(len(line.get_xdata()) for line in ax.get_lines()):
+                ax.legend(fontsize=8, loc="best")
+        return
+    cols = max(min(4, len(runs)), len(styles))
+    colours = [Line2D([], [], color=_color(i), linewidth=2.5, label=r.label) for i, r in enumerate(runs)]
+    kinds = [Line2D([], [], color="0.35", linestyle=fmt.lstrip("osD^"), marker=fmt[0], label=text)
+             for fmt, text in styles]
+    rows = [colours[k:k + cols] for k in range(0, len(colours), cols)] + ([kinds] if kinds else [])
+    rows = [row + [Line2D([], [], visible=False, label=" ")] * (cols - len(row)) for row in rows]
+    handles = [row[c] for c in range(cols) for row in rows]  # legends fill by column: one row per line kind
+    fig.legend(handles=handles, loc="outside lower center", ncols=cols, fontsize=8, frameon=False)
+
+
+def _label(run: RunData, runs: list[RunData], text: str) -> str:
+    return text if len(runs) == 1 else f"{run.label}: {text}"
 
 
 def score_figure(runs: list[RunData]) -> Figure:
-    fig = Figure(figsize=(10, 4), layout="constrained")
+    fig = Figure(figsize=(10, 4 + 0.25 * ((len(runs) + 6) // 4) * (len(runs) > 1)), layout="constrained")
     opt, test = fig.subplots(1, 2)
     any_test = False
     for i, run in enumerate(runs):
@@ -46,49 +72,96 @@ def score_figure(runs: list[RunData]) -> Figure:
         x = [m["iteration"] for m in its]
         scored = [m for m in its if m.get("valid")]  # without a valid workflow there is no mean score
         opt.plot([m["iteration"] for m in scored], [m["mean_score"] for m in scored], "o-", color=_color(i),
-                 gid=f"{run.label}:mean_score", label=f"{run.label}: mean score of valid workflows")
+                 gid=f"{run.label}:mean_score", label=_label(run, runs, "mean score of valid workflows"))
         opt.plot(x, [m["solve_rate"] for m in its], "s:", color=_color(i), alpha=0.8, gid=f"{run.label}:solve_rate",
-                 label=f"{run.label}: solve rate (invalid = 0)")
+                 label=_label(run, runs, "solve rate (invalid = 0)"))
         if run.tests:
             any_test = True
             test.plot([m["iteration"] for m in run.tests], [m["solve_rate"] for m in run.tests], "D-",
-                      color=_color(i), gid=f"{run.label}:test_solve_rate", label=run.label)
+                      color=_color(i), gid=f"{run.label}:test_solve_rate", label=_label(run, runs, "test solve rate"))
     opt.set_title("Optimisation split (the problems trained on)")
     opt.set_ylabel("score")
     opt.set_ylim(-0.03, 1.03)
-    _iteration_axis(opt)
-    _legend(opt, runs)
+    _iteration_axis(opt, _xs(opt))
     if any_test:
         test.set_title("Test split: solve rate (iteration 0 = base model)")
+        test.set_ylabel("solve rate")
         test.set_ylim(-0.03, 1.03)
-        _iteration_axis(test)
-        _legend(test, runs)
+        _iteration_axis(test, _xs(test))
     else:
         test.set_title("Test split")
         _empty(test, "not evaluated yet:\nscoreflow evaluate --run-dir RUN")
     if not any(run.iterations for run in runs):
         _empty(opt, "no finished iteration yet")
+    _legend(fig, [opt, test], runs, [("o-", "mean score of valid workflows"), ("s:", "solve rate (invalid = 0)")]
+            + ([("D-", "test solve rate")] if any_test else []))
     return fig
 
 
 def validity_figure(runs: list[RunData]) -> Figure:
-    fig = Figure(figsize=(7, 4), layout="constrained")
+    fig = Figure(figsize=(7, 4 + 0.25 * ((len(runs) + 5) // 4) * (len(runs) > 1)), layout="constrained")
     ax = fig.subplots()
     for i, run in enumerate(runs):
         its = run.iterations
         x = [m["iteration"] for m in its]
         ax.plot(x, [m["valid_rate"] for m in its], "o-", color=_color(i), gid=f"{run.label}:valid_rate",
-                label=f"{run.label}: valid after regeneration")
+                label=_label(run, runs, "valid after regeneration"))
         ax.plot(x, [m.get("first_attempt_valid_rate", 0.0) for m in its], "^--", color=_color(i), alpha=0.8,
-                gid=f"{run.label}:first_attempt_valid_rate", label=f"{run.label}: valid at the first attempt")
+                gid=f"{run.label}:first_attempt_valid_rate", label=_label(run, runs, "valid at the first attempt"))
     ax.set_title("Generated workflows that pass validation")
     ax.set_ylabel("share of workflow slots")
     ax.set_ylim(-0.03, 1.03)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    _iteration_axis(ax)
-    _legend(ax, runs)
+    _iteration_axis(ax, _xs(ax))
+    _legend(fig, [ax], runs, [("o-", "valid after regeneration"), ("^--", "valid at the first attempt")])
     if not any(run.iterations for run in runs):
         _empty(ax, "no finished iteration yet")
+    return fig
+
+
+def learning_figure(runs: list[RunData]) -> Figure:
+    """Held-out test solve rate by iteration (0 = the base generator) with bootstrap 95% CIs over
+    the problems; several runs are dodged sideways so their bars do not hide each other."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    tested = [(i, run) for i, run in enumerate(runs) if run.tests]
+    intervals = [[RunData.test_interval(m) for m in run.tests] for _, run in tested]
+    with_ci = [any(ci is not None for ci in run_cis) for run_cis in intervals]
+    mixed_ci = any(with_ci) and not all(with_ci)
+    for j, (i, run) in enumerate(tested):
+        dx = (j - (len(tested) - 1) / 2) * 0.08 if len(tested) > 1 else 0.0
+        x = [m["iteration"] + dx for m in run.tests]
+        y = [m["solve_rate"] for m in run.tests]
+        label = run.label if len(runs) > 1 else "test solve rate"
+        if mixed_ci and not with_ci[j]:
+            label += " (no CI: no per-problem scores recorded)"
+        cmp = run.comparison
+        if cmp:
+            d = cmp["difference"]
+            label += (f" (iteration {cmp['trained']} − base: {d['value']:+.3f}, "
+                      f"95% CI {d['low']:+.3f} to {d['high']:+.3f})")
+        ax.plot(x, y, "o-", color=_color(i), gid=f"{run.label}:test_solve_rate", label=label, zorder=3)
+        cis = [(xi, yi, ci) for xi, yi, ci in zip(x, y, intervals[j]) if ci is not None]
+        if cis:
+            bars = ax.errorbar([c[0] for c in cis], [c[1] for c in cis],
+                               yerr=[[c[1] - c[2].low for c in cis], [c[2].high - c[1] for c in cis]],
+                               fmt="none", ecolor=_color(i), elinewidth=1.5, capsize=5, alpha=0.8)
+            bars.lines[2][0].set_gid(f"{run.label}:test_ci")
+    problems = sorted({m.get("problems") for _, run in tested for m in run.tests} - {None})
+    notes = ["iteration 0 = base generator"] + ([f"{'/'.join(format(n, 'g') for n in problems)} problems"]
+                                               if problems else [])
+    notes += (["bars: 95% bootstrap CI over the problems"] if any(with_ci) else
+              ["no CI: no per-problem scores recorded"] if tested else [])
+    ax.set_title("Learning curve: solve rate on held-out test problems\n(" + "; ".join(notes) + ")", fontsize=11)
+    if tested:
+        ax.set_ylabel("test solve rate")
+        ax.set_ylim(-0.03, 1.03)
+        _iteration_axis(ax, _xs(ax))
+        long = any(run.comparison for _, run in tested) or mixed_ci
+        fig.legend(loc="outside lower center", fontsize=8, frameon=False, ncols=1 if long else min(3, len(tested)))
+    else:
+        _empty(ax, "not evaluated on the test split yet: set run.compare = true, or\n"
+                   "scoreflow evaluate --run-dir RUN --iteration 0, then again without --iteration")
     return fig
 
 
@@ -136,7 +209,9 @@ def distribution_figure(runs: list[RunData]) -> Figure:
     if series:
         ax.legend(fontsize=8)
     else:
-        _empty(ax, "no workflow was executed yet (none was valid)")
+        executed = any(m.get("valid") for run in runs for m in run.iterations)
+        _empty(ax, "no per-workflow scores in evaluations.jsonl" if executed else
+               "no workflow was executed yet (none was valid)")
     return fig
 
 
@@ -147,42 +222,51 @@ def _ramp(n: int) -> Callable[[int], tuple[float, ...]]:
     return lambda j: cmap(0.15 + 0.7 * (j / max(1, n - 1)))
 
 
+def _loss_name(run: RunData) -> str:
+    return str(run.config.get("train", {}).get("loss", ""))
+
+
 def training_figure(runs: list[RunData]) -> Figure:
-    fig = Figure(figsize=(10, 5.5), layout="constrained")
-    loss_ax, margin_ax = fig.subplots(2, 1, sharex=True)
-    drawn = False
+    """Loss and reward margin per optimiser step. Runs with different losses get one loss panel per
+    loss: an SFT loss near 3 would flatten the DPO losses near 0.69 into one line."""
+    kinds = list(dict.fromkeys(_loss_name(r) for r in runs if r.train)) or [""]
+    fig = Figure(figsize=(10, 2.75 * (len(kinds) + 1) + 0.25 * (len(runs) > 1)), layout="constrained")
+    *loss_axes, margin_ax = fig.subplots(len(kinds) + 1, 1, sharex=True)
+    by_kind = dict(zip(kinds, loss_axes))
     for i, run in enumerate(runs):
         steps = sorted(run.train, key=lambda r: (r["iteration"], r["step"]))
         if not steps:
             continue
-        drawn = True
         x = list(range(1, len(steps) + 1))
-        loss_ax.plot(x, [r["loss"] for r in steps], "-", marker="." if len(x) < 60 else None, color=_color(i),
-                     gid=f"{run.label}:loss", label=run.label)
-        margin_ax.plot(x, [r["margin"] for r in steps], "-", marker="." if len(x) < 60 else None, color=_color(i),
+        marker = "." if len(x) < 60 else None
+        by_kind[_loss_name(run)].plot(x, [r["loss"] for r in steps], "-", marker=marker, color=_color(i),
+                                      gid=f"{run.label}:loss", label=run.label)
+        margin_ax.plot(x, [r["margin"] for r in steps], "-", marker=marker, color=_color(i),
                        gid=f"{run.label}:margin", label=run.label)
-        if len(runs) == 1:
-            for j in range(1, len(steps)):
-                if steps[j]["iteration"] != steps[j - 1]["iteration"]:
-                    for ax in (loss_ax, margin_ax):
-                        ax.axvline(j + 0.5, color="0.6", linestyle=":", linewidth=1)
-                    loss_ax.annotate(f"iteration {steps[j]['iteration']}", (j + 0.7, 0.97), xycoords=("data", "axes fraction"),
-                                     va="top", fontsize=8, color="0.4")
-    losses = sorted({str(r.config.get("train", {}).get("loss", "")) for r in runs} - {""})
-    loss_ax.set_title(f"Training{' (' + ', '.join(losses) + ')' if losses else ''}: loss per optimiser step "
-                      "(lower is better)")
-    loss_ax.set_ylabel("loss")
+        if len(runs) == 1:  # iteration boundaries, and each iteration named above its steps
+            starts = [j for j in range(len(steps)) if not j or steps[j]["iteration"] != steps[j - 1]["iteration"]]
+            for j in starts[1:]:
+                for ax in (*loss_axes, margin_ax):
+                    ax.axvline(j + 0.5, color="0.6", linestyle=":", linewidth=1)
+            top = loss_axes[0].secondary_xaxis("top")
+            top.set_xticks([(a + b + 1) / 2 for a, b in zip(starts, starts[1:] + [len(steps)])],
+                           labels=[f"iteration {steps[j]['iteration']}" for j in starts])
+            top.tick_params(length=0, labelsize=8, labelcolor="0.35")
+    for kind, ax in by_kind.items():
+        ax.set_title(f"Training{' (' + kind + ')' if kind else ''}: loss per optimiser step (lower is better)")
+        ax.set_ylabel("loss")
     margin_ax.set_title("Reward margin, chosen minus rejected (higher is better)")
     margin_ax.set_ylabel("margin")
     margin_ax.axhline(0, color="0.5", linewidth=0.8)
     margin_ax.set_xlabel("optimiser step (all iterations in order)")
-    for ax in (loss_ax, margin_ax):
+    for ax in (*loss_axes, margin_ax):
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if drawn and len(runs) > 1:
-        loss_ax.legend(fontsize=8)
-    if not drawn:
-        _empty(loss_ax, "no optimiser step yet (an iteration without preference pairs trains nothing)")
+    drawn = any(run.train for run in runs)
+    if drawn:
+        _legend(fig, [], runs, [])
+    else:
+        _empty(loss_axes[0], "no optimiser step yet (an iteration without preference pairs trains nothing)")
         _empty(margin_ax, "")
     return fig
 
@@ -211,16 +295,18 @@ def executor_figure(runs: list[RunData]) -> Figure:
         right.set_title("Executor calls, cumulative\n(no prices: local executor or unpriced model)", fontsize=10)
         right.set_ylabel("calls")
     for ax in (tok_ax, right):
-        _iteration_axis(ax)
-        ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))  # keep autoscale's headroom above the last point
-        if len(runs) > 1:
-            ax.legend(fontsize=8)
+        _iteration_axis(ax, _xs(ax))
+        top = max((y for line in ax.get_lines() for y in line.get_ydata()), default=0.0)
+        ax.set_ylim(0, max(1.0, ax.get_ylim()[1], 1.1 * top))  # headroom above the last point
+    _legend(fig, [], runs, [])
     if not any(run.iterations for run in runs):
         _empty(tok_ax, "no finished iteration yet")
+        _empty(right, "")
     return fig
 
 
 FIGURES: dict[str, tuple[Callable[[list[RunData]], Figure], str]] = {
+    "learning.png": (learning_figure, "Learning curve on the test split"),
     "score.png": (score_figure, "Score per iteration"),
     "valid.png": (validity_figure, "Valid-workflow rate"),
     "score_distribution.png": (distribution_figure, "Workflow score distribution"),

@@ -12,6 +12,7 @@ from .dashstate import fmt_count
 from .errors import UserError
 from .extras import require
 from .runload import RunData, is_run_dir, load_run
+from .stats import Estimate
 
 
 class _Parser(argparse.ArgumentParser):
@@ -107,7 +108,7 @@ def _overview(run: RunData) -> str:
     if run.tests:
         rows.append(["test solve rate", ", ".join(f"{_f(m['solve_rate'])} (iteration {m['iteration']})"
                                                   for m in run.tests)])
-    return _table(["run", run.label], rows, numeric=False)
+    return _table(["summary", "value"], rows, numeric=False)
 
 
 def _iterations(run: RunData) -> str:
@@ -125,10 +126,31 @@ def _iterations(run: RunData) -> str:
                    "pairs (unique)", "steps", "loss", "margin", "executor calls", "executor tokens", "minutes"], rows)
 
 
+def _ci(est: Estimate | None) -> str:
+    return "–" if est is None else f"{est.low:.3f} to {est.high:.3f}"
+
+
 def _tests(run: RunData) -> str:
     rows = [[str(m["iteration"]) if m["iteration"] else "0 (base model)", str(m.get("problems", "–")),
-             _f(m.get("valid_rate"), ".0%"), _f(m.get("solve_rate"))] for m in run.tests]
-    return _table(["adapter of iteration", "problems", "valid workflows", "solve rate"], rows)
+             _f(m.get("valid_rate"), ".0%"), _f(m.get("solve_rate")), _ci(run.test_interval(m))]
+            for m in run.tests]
+    return _table(["adapter of iteration", "problems", "valid workflows", "solve rate", "95% CI"], rows)
+
+
+def _difference(c: dict[str, Any]) -> str:
+    d = c["difference"]
+    return f"{d['value']:+.3f} (95% CI {d['low']:+.3f} to {d['high']:+.3f})"
+
+
+def _trained_vs_base(c: dict[str, Any]) -> str:
+    d = c["difference"]
+    verdict = ("the interval excludes 0: the trained generator is better" if d["low"] > 0 else
+               "the interval excludes 0: the trained generator is worse" if d["high"] < 0 else
+               "the interval includes 0: no difference shown at this size")
+    return (f"Solve rate on the same {c['problems']} held-out test problems: base generator (iteration "
+            f"{c['base']}) {c['base_solve_rate']:.3f}, trained generator (iteration {c['trained']}) "
+            f"{c['trained_solve_rate']:.3f}.\n\n**Trained − base: {_difference(c)}**, paired bootstrap over the "
+            f"problems; {verdict}.\n")
 
 
 def _reasons(run: RunData) -> str:
@@ -151,11 +173,18 @@ def _comparison(runs: list[RunData]) -> str:
                      _f(last.get("solve_rate")), _f(r.tests[-1]["solve_rate"]) if r.tests else "–",
                      _f(last.get("valid_rate"), ".0%"), f"{r.executor_tokens():,}",
                      _f(r.cost(), ".2f") if r.cost() is not None else "–"])
-    return _table(["run", "loss", "status", "iterations", "best mean score", "last mean score", "last solve rate",
-                   "test solve rate", "last valid rate", "executor tokens", "spend (USD)"], rows)
+        if any(x.comparison for x in runs):
+            rows[-1].append(_difference(r.comparison) if r.comparison else "–")
+    head = ["run", "loss", "status", "iterations", "best mean score", "last mean score", "last solve rate",
+            "test solve rate", "last valid rate", "executor tokens", "spend (USD)"]
+    return _table(head + (["test: trained − base"] if any(x.comparison for x in runs) else []), rows)
 
 
 PLOT_NOTES = {
+    "learning.png": "Solve rate on the held-out test split per evaluated generator: iteration 0 is the base "
+                    "generator, the others the adapter after that iteration. Bars: bootstrap 95% CI over the "
+                    "test problems (none for records without per-problem scores). The legend gives the "
+                    "trained-minus-base difference with its paired CI when the run compared them.",
     "score.png": "Left: on the optimisation split, the mean score of the valid workflows (solid) and the solve rate "
                  "counting invalid workflows as 0 (dotted), per iteration. Right: the solve rate on the test split "
                  "for each evaluated adapter (iteration 0 is the base model).",
@@ -184,7 +213,10 @@ def markdown(runs: list[RunData]) -> str:
         h = "##" if len(runs) == 1 else "###"
         if len(runs) > 1:
             parts.append(f"## {r.label}\n")
-        parts += [_overview(r), f"{h} Iterations\n", _iterations(r)]
+        parts.append(_overview(r))
+        if r.comparison:
+            parts += [f"{h} Trained vs base\n", _trained_vs_base(r.comparison)]
+        parts += [f"{h} Iterations\n", _iterations(r)]
         if r.tests:
             parts += [f"{h} Test split\n", _tests(r)]
         parts += [f"{h} Rejected workflows\n", _reasons(r)]

@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import UserError
 from .rundir import read_jsonl
+from .stats import Estimate, bootstrap
 
 STATUS_LABELS = {"running": "running", "finished": "finished", "stopped": "stopped at cap", "failed": "failed",
                  "interrupted": "interrupted"}
@@ -43,6 +44,22 @@ class RunData:
         """The test-split evaluations, the last one per evaluated adapter."""
         last = {m["iteration"]: m for m in self.metrics if m.get("kind") == "evaluate"}
         return [last[i] for i in sorted(last)]
+
+    @property
+    def comparison(self) -> dict[str, Any] | None:
+        """The last `kind: compare` record (trained against base generator on the test split)."""
+        recs = [m for m in self.metrics if m.get("kind") == "compare"]
+        return recs[-1] if recs else None
+
+    @staticmethod
+    def test_interval(m: dict[str, Any]) -> Estimate | None:
+        """Bootstrap 95% CI of an evaluation's solve rate over its problems; None for records
+        without per-problem scores (runs older than the field)."""
+        scores = m.get("scores")
+        if not scores:
+            return None
+        est = bootstrap([[float(x) for x in scores]])
+        return Estimate(float(m.get("solve_rate", est.value)), est.low, est.high)
 
     def planned_iterations(self) -> int | None:
         return self.config.get("run", {}).get("iterations")

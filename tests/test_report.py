@@ -19,8 +19,9 @@ matplotlib = pytest.importorskip("matplotlib")  # the `report` extra; listed in 
 
 from scoreflow import plots  # noqa: E402
 from scoreflow.cli import main as cli_main  # noqa: E402
-from scoreflow.report import load_runs  # noqa: E402
+from scoreflow.report import load_runs, markdown  # noqa: E402
 from scoreflow.runload import load_run  # noqa: E402
+from scoreflow.stats import bootstrap  # noqa: E402
 
 SOURCE = 'async def run_workflow(self):\n    a = await self.custom(input=self.problem, instruction="solve")\n    return a\n'
 
@@ -31,8 +32,9 @@ def _jsonl(path: Path, records: list[dict[str, Any]]) -> None:
 
 def make_run(path: Path, *, loss: str = "score-dpo", iterations: int = 3, problems: int = 3, k: int = 4,
              seed: int = 0, status: str = "finished", pid: int | None = None, cost: bool = False,
-             evaluate: bool = True, invalid: tuple[int, ...] = ()) -> Path:
-    """A run directory as the loop writes it, with made-up but consistent records."""
+             evaluate: bool = True, invalid: tuple[int, ...] = (), compare: int = 0) -> Path:
+    """A run directory as the loop writes it, with made-up but consistent records. `compare`: that
+    many test problems, evaluated (per-problem scores) before training and after it, then compared."""
     rng = random.Random(seed)
     path.mkdir(parents=True)
     (path / "config.toml").write_text(
@@ -42,6 +44,8 @@ def make_run(path: Path, *, loss: str = "score-dpo", iterations: int = 3, proble
     (path / "status.json").write_text(json.dumps({"status": status, "reason": "", "pid": pid or os.getpid(),
                                                   "updated": "2025-01-02T03:04:05"}))
     workflows, executions, pairs, train, metrics = [], [], [], [], []
+    if compare:
+        metrics.append(_test_record(0, [float(rng.random() < 0.2) for _ in range(compare)]))
     for it in range(1, iterations + 1):
         valid_slots, first_valid, scores = 0, 0, {}
         for p in range(problems):
@@ -89,14 +93,25 @@ def make_run(path: Path, *, loss: str = "score-dpo", iterations: int = 3, proble
                         "margin": mean(s["margin"] for s in steps) if steps else None, "train_seconds": 6.0,
                         "generator_tokens": 1000, "executor_calls": calls, "executor_tokens": 50 * calls,
                         "seconds": 90.0 + it})
-        if evaluate and it in (1, iterations):
+        if evaluate and not compare and it in (1, iterations):
             metrics.append({"kind": "evaluate", "iteration": it, "split": "test", "problems": 10,
                             "valid_rate": 0.5 + 0.1 * it, "solve_rate": 0.1 * it + 0.05 * seed,
                             "generator_tokens": 300, "seconds": 30.0})
+    if compare:
+        metrics.append(_test_record(iterations, [float(rng.random() < 0.6) for _ in range(compare)]))
+        base, trained = metrics[0]["scores"], metrics[-1]["scores"]
+        metrics.append({"kind": "compare", "base": 0, "trained": iterations, "problems": compare,
+                        "base_solve_rate": mean(base), "trained_solve_rate": mean(trained),
+                        "difference": bootstrap([trained], [base]).as_dict()})
     for name, recs in (("workflows", workflows), ("evaluations", executions), ("pairs", pairs), ("train", train),
                        ("metrics", metrics)):
         _jsonl(path / f"{name}.jsonl", recs)
     return path
+
+
+def _test_record(iteration: int, scores: list[float]) -> dict[str, Any]:
+    return {"kind": "evaluate", "iteration": iteration, "split": "test", "problems": len(scores), "valid_rate": 0.9,
+            "solve_rate": mean(scores), "scores": scores, "generator_tokens": 300, "seconds": 30.0}
 
 
 def _lines(fig) -> dict[str, list[tuple[float, float]]]:
@@ -182,7 +197,8 @@ def test_compare_overlays_runs_in_every_plot_and_the_table(tmp_path):
     a, b = make_run(tmp_path / "sdpo", seed=0), make_run(tmp_path / "dpo", loss="dpo", seed=1)
     runs = load_runs([a, b])
     assert [r.label for r in runs] == ["sdpo [score-dpo]", "dpo [dpo]"]
-    for make in (plots.score_figure, plots.validity_figure, plots.training_figure, plots.executor_figure):
+    for make in (plots.score_figure, plots.validity_figure, plots.training_figure, plots.executor_figure,
+                 plots.learning_figure):
         gids = {gid.split(":")[0] for gid in _lines(make(runs))}
         assert gids == {"sdpo [score-dpo]", "dpo [dpo]"}, make.__name__
     lines = _lines(plots.score_figure(runs))
@@ -236,6 +252,104 @@ def test_report_on_an_empty_run_and_bad_input(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path)]) == 2  # a folder, but not a run
     assert "not a run directory" in capsys.readouterr().err
     assert cli_main(["report", str(empty), "--bogus"]) == 2
+
+
+# ---- the learning curve and the trained-vs-base comparison ----------------------------------------
+
+def _ci_bars(fig) -> dict[str, list[tuple[float, float, float]]]:
+    """gid -> [(x, low, high)] of the errorbar collections."""
+    from matplotlib.collections import LineCollection
+
+    return {c.get_gid(): [(float(seg[0][0]), float(seg[0][1]), float(seg[1][1])) for seg in c.get_segments()]
+            for ax in fig.axes for c in ax.collections if isinstance(c, LineCollection) and c.get_gid()}
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for leg in [*fig.legends, *(ax.get_legend() for ax in fig.axes)] if leg
+            for t in leg.get_texts()]
+
+
+def test_learning_curve_plots_test_solve_rate_with_bootstrap_ci(tmp_path):
+    run = make_run(tmp_path / "a", iterations=3, compare=30)
+    tests, cmp = _metrics(run, "evaluate"), _metrics(run, "compare")[0]
+    assert [m["iteration"] for m in tests] == [0, 3] and all(len(m["scores"]) == 30 for m in tests)
+    fig = plots.learning_figure(load_runs([run]))
+    assert _lines(fig)["a:test_solve_rate"] == [(m["iteration"], pytest.approx(m["solve_rate"])) for m in tests]
+    want = [v for m in tests for v in (m["iteration"], bootstrap([m["scores"]]).low, bootstrap([m["scores"]]).high)]
+    assert [v for bar in _ci_bars(fig)["a:test_ci"] for v in bar] == pytest.approx(want)
+    assert want[4] < tests[1]["solve_rate"] < want[5]  # a real interval around the point
+    d = cmp["difference"]
+    assert any(f"iteration 3 − base: {d['value']:+.3f}, 95% CI {d['low']:+.3f} to {d['high']:+.3f}" in t
+               for t in _legend_texts(fig))
+    ticks = fig.axes[0].get_xticks()
+    assert list(ticks) == [round(t) for t in ticks] and {0, 3} <= set(ticks)
+
+
+def test_report_has_trained_vs_base_and_a_proper_summary_header(tmp_path):
+    run = make_run(tmp_path / "run", iterations=2, compare=25)  # a run named "run" gave "| run | run |"
+    out = tmp_path / "out"
+    assert cli_main(["report", str(run), "--out", str(out)]) == 0
+    data = (out / "learning.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    md = (out / "report.md").read_text()
+    assert "| run | run |" not in md and "| summary | value |" in md
+    assert "](learning.png)" in md
+    cmp = _metrics(run, "compare")[0]
+    d = cmp["difference"]
+    section = md.split("## Trained vs base\n")[1].split("\n## ")[0]
+    assert (f"same 25 held-out test problems: base generator (iteration 0) {cmp['base_solve_rate']:.3f}, "
+            f"trained generator (iteration 2) {cmp['trained_solve_rate']:.3f}") in section
+    assert f"**Trained − base: {d['value']:+.3f} (95% CI {d['low']:+.3f} to {d['high']:+.3f})**" in section
+    verdict = "better" if d["low"] > 0 else "worse" if d["high"] < 0 else "no difference"
+    assert verdict in section
+    base = _metrics(run, "evaluate")[0]
+    est = bootstrap([base["scores"]])
+    row = next(line for line in md.split("## Test split")[1].splitlines() if line.startswith("| 0 (base model)"))
+    assert row.endswith(f"| {base['solve_rate']:.3f} | {est.low:.3f} to {est.high:.3f} |")
+
+
+def test_learning_curve_of_older_runs_and_of_several_runs(tmp_path):
+    old = make_run(tmp_path / "old", iterations=3)  # evaluate records without "scores", no compare record
+    a, b = make_run(tmp_path / "sdpo", compare=20), make_run(tmp_path / "dpo", loss="dpo", seed=1, compare=20)
+    fig = plots.learning_figure(load_runs([old]))
+    assert _lines(fig)["old:test_solve_rate"] == [(m["iteration"], pytest.approx(m["solve_rate"]))
+                                                  for m in _metrics(old, "evaluate")]
+    assert _ci_bars(fig) == {} and "no CI: no per-problem scores recorded" in fig.axes[0].get_title()
+    md = markdown(load_runs([old]))
+    assert "Trained vs base" not in md and "| 3 | 10 | 80% | 0.300 | – |" in md
+    runs = load_runs([a, b, old])
+    fig = plots.learning_figure(runs)
+    lines, bars = _lines(fig), _ci_bars(fig)
+    assert set(lines) == {f"{r.label}:test_solve_rate" for r in runs}
+    assert set(bars) == {"sdpo [score-dpo]:test_ci", "dpo [dpo]:test_ci"}
+    no_ci = [t for t in _legend_texts(fig) if "no CI" in t]
+    assert no_ci == ["old [score-dpo] (no CI: no per-problem scores recorded)"]
+    for r in runs:  # dodged sideways by less than half an iteration, values as recorded
+        assert [(round(x), y) for x, y in lines[f"{r.label}:test_solve_rate"]] == [
+            (m["iteration"], pytest.approx(m["solve_rate"])) for m in r.tests]
+    md = markdown(runs)
+    head = next(line for line in md.split("## Comparison")[1].splitlines() if line.startswith("| run |"))
+    assert head.endswith("| test: trained − base |")
+    d = _metrics(b, "compare")[0]["difference"]
+    row = next(line for line in md.splitlines() if line.startswith("| dpo [dpo] |"))
+    assert row.endswith(f"| {d['value']:+.3f} (95% CI {d['low']:+.3f} to {d['high']:+.3f}) |")
+    assert next(line for line in md.splitlines() if line.startswith("| old [score-dpo] |")).endswith("| – |")
+
+
+def test_iteration_axes_have_whole_ticks_even_for_one_iteration(tmp_path):
+    one = make_run(tmp_path / "one", iterations=1, compare=10)
+    several = load_runs([one, make_run(tmp_path / "two", iterations=2, seed=1)])
+    for runs in (load_runs([one]), several):
+        for name, (make, _) in plots.FIGURES.items():
+            for ax in make(runs).axes:
+                if not any(w in ax.get_xlabel() for w in ("iteration", "step")):
+                    continue
+                ticks = list(ax.get_xticks())
+                lo, hi = ax.get_xlim()
+                shown = [t for t in ticks if lo <= t <= hi]
+                assert ticks == [round(t) for t in ticks] and shown, (name, ax.get_title(), ticks)
+    ax = plots.score_figure(load_runs([one])).axes[0]
+    assert [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]] == [1]
 
 
 # ---- runs and show ---------------------------------------------------------------------------------

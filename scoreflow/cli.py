@@ -75,6 +75,22 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dashboard", action="store_true", help="plain log lines instead of the live dashboard")
 
 
+def _dry_run_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true", help="check the configuration and print the plan with its "
+                   "executor calls, tokens and cost estimate; loads no model, calls no executor")
+
+
+def _dry_run(args: argparse.Namespace, command: str) -> int:
+    from .plan import make_plan
+
+    cfg, run_dir = _prepare_run_dir(args, command)  # reads, never creates, the run directory
+    iteration = getattr(args, "iteration", None)
+    if command == "evaluate" and iteration is None:
+        iteration = max(_adapter_iterations(run_dir), default=0)
+    print(make_plan(cfg, command, run_dir, getattr(args, "evaluate", False), iteration).text())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="scoreflow", allow_abbrev=False, description="Optimise LLM agent workflows by training "
                                  "the model that writes them (ScoreFlow, Score-DPO), on PyTorch or MLX.")
@@ -89,11 +105,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report-to", action="append", default=[], metavar="TRACKER",
                    choices=("tensorboard", "wandb", "mlflow", "trackio"),
                    help="also log to an experiment tracker: tensorboard, wandb, mlflow or trackio (repeatable)")
+    _dry_run_arg(p)
     p = sub.add_parser("evaluate", help="solve rate on the test split with the latest (or a given) adapter")
     _config_args(p)
     _run_args(p)
     p.add_argument("--iteration", type=int,
                    help="adapter of this iteration (default latest); 0 = the base model, also in a new --run-dir")
+    _dry_run_arg(p)
     p = sub.add_parser("run-workflow", help="run one workflow file on one problem and print a JSON verdict")
     _config_args(p)
     p.add_argument("--workflow", type=Path, required=True, help="file holding `async def run_workflow(self)`")
@@ -299,6 +317,8 @@ def _run(s, run_dir: Path, work: Callable[[], Any]) -> int:
 def cmd_optimize(args: argparse.Namespace) -> int:
     from .loop import evaluate, optimize
 
+    if args.dry_run:
+        return _dry_run(args, "optimize")
     cfg, run_dir = _prepare_run_dir(args, "optimize")
     s = _start(cfg, run_dir, args)
 
@@ -314,6 +334,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .loop import evaluate
 
+    if args.dry_run:
+        return _dry_run(args, "evaluate")
     cfg, run_dir = _prepare_run_dir(args, "evaluate")  # checks the run and its adapter
     iteration = args.iteration
     if iteration is None:

@@ -166,7 +166,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Two iterations of this fit in about 15 minutes on 2 CPU cores with SmolLM2-135M.
     "demo": {
         "run": {"iterations": 2, "problems": 4, "test_problems": 20, "compare": True},
-        "generator": {"workflows_per_problem": 4, "max_new_tokens": 192, "max_attempts": 1, "hide_numbers": True},
+        "generator": {"workflows_per_problem": 4, "temperature": 0.5, "max_new_tokens": 160, "max_attempts": 1,
+                      "hide_numbers": True},
         "executor": {"runs": 1, "max_tokens": 160},
         "train": {"pairs": 12, "max_length": 1024, "invalid_as_zero": True, "valid_floor": 0.2},
     },

@@ -117,11 +117,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workflow", type=Path, required=True, help="file holding `async def run_workflow(self)`")
     p.add_argument("--index", type=int, default=0, help="problem index in the split")
     p.add_argument("--split", default="validate", choices=("validate", "test"))
-    p = sub.add_parser("export", help="convert a run's adapter to PEFT or mlx-lm format")
+    p = sub.add_parser("export", help="a run's adapter in PEFT or mlx-lm format with a model card; its best workflows")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--to", required=True, choices=("peft", "mlx"))
+    p.add_argument("--to", choices=("peft", "mlx"), help="adapter format (a README.md model card goes beside it)")
     p.add_argument("--iteration", type=int)
     p.add_argument("--out", type=Path)
+    p.add_argument("--workflows", type=Path, metavar="OUT_DIR",
+                   help="write each problem's best workflow as a file for `scoreflow run-workflow`")
+    from .solve import add_parser as add_solve
+
+    add_solve(sub, _debug_arg)
     p = sub.add_parser("config", help="print every configuration key with its default and meaning")
     p.add_argument("--preset", default="paper", choices=("demo", "paper"))
     for name, help in (("report", "write report.md and plots for a run"), ("runs", "list runs"),
@@ -408,6 +413,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .adapters import export_run
     except ImportError:
         raise UserError("adapter export is not available in this build") from None
+    if args.to is None and args.workflows is None:
+        raise UserError("export what? --to peft|mlx for the adapter, --workflows OUT_DIR for the best workflows")
+    if args.workflows is not None:
+        from .export import export_workflows
+
+        entries = export_workflows(args.run_dir, args.workflows)
+        print(f"{args.workflows}: {len(entries)} workflow(s), index.jsonl")
+    if args.to is None:
+        return 0
     if not (args.run_dir / "adapters").is_dir():
         raise UserError(f"{args.run_dir} holds no adapters/ folder")
     out = export_run(args.run_dir, args.to, args.iteration, args.out)
@@ -430,9 +444,15 @@ def cmd_reporting(args: argparse.Namespace) -> int:
     return report.main(args.command, args.rest)
 
 
+def cmd_solve(args: argparse.Namespace) -> int:
+    from .solve import main as solve
+
+    return solve(args)
+
+
 COMMANDS = {"optimize": cmd_optimize, "evaluate": cmd_evaluate, "run-workflow": cmd_run_workflow,
             "export": cmd_export, "config": cmd_config, "report": cmd_reporting, "runs": cmd_reporting,
-            "show": cmd_reporting}
+            "show": cmd_reporting, "solve": cmd_solve}
 
 
 def main(argv: list[str] | None = None) -> int:

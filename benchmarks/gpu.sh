@@ -5,6 +5,8 @@
 #   bash benchmarks/gpu.sh 8b        # Llama-3.1-8B-shaped DPO and generation (about 40 GB of GPU memory)
 #   bash benchmarks/gpu.sh vllm      # the vLLM generation engine against the PyTorch path, both shapes
 #                                    # (needs vLLM: VLLM_PYTHON names its Python when it is another venv)
+#   bash benchmarks/gpu.sh learning  # the learning benchmark at larger sizes: 5 seeds, 5 iterations, 32 problems,
+#                                    # 100 held-out problems, Score-DPO, DPO and SFT (needs the embedded model)
 #
 # Without the embedded model installed, set TOKENIZER to an HF tokenizer folder (SmolLM2's): the
 # models are then the real architectures with random weights (`--model random:NAME`), which is what
@@ -49,5 +51,14 @@ case "${1:-small}" in
       --engine vllm "${vpy[@]}"
     bench 900 generation.py --model random:llama-3.1-8b "${tok[@]}" --batch-size 8 --max-new-tokens 128 \
       --engine vllm "${vpy[@]}"
+    ;;
+  learning)  # the real model: the embedded SmolLM2 as generator and executor, on the GPU
+    for loss in score-dpo dpo sft; do
+      echo "== $(date -u +%T) learning.py --loss $loss" | tee -a "$log"
+      timeout 7200 python3 benchmarks/learning.py --loss "$loss" --seeds 0 1 2 3 4 --iterations 5 --problems 32 \
+        -k 8 --pairs 64 --test-problems 100 --set generator.device=cuda --set generator.batch_size=64 \
+        --set executor.batch_size=64 --runs-dir "$out/learning-runs" --out "$out/learning-$loss.json" \
+        2>>"$log" | tail -n 1 | tee -a "$out/results.jsonl"
+    done
     ;;
 esac

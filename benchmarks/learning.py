@@ -3,6 +3,7 @@ LoRA training and sandbox), evaluated on held-out test problems before training 
 base generator) and after every iteration, over several seeds.
 
     python benchmarks/learning.py --seeds 0 1 2 --iterations 3 --loss score-dpo
+    python benchmarks/learning.py --loss dpo --iterations 1 --reuse-from runs/learning   # the same pairs, another loss
     python benchmarks/learning.py --quick            # one seed, one small iteration: the machinery only
 
 Prints one JSON object (also written to benchmarks/results/learning-<loss>.json with --out) with, per
@@ -42,6 +43,8 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
         section, name = key.split(".", 1)
         user.setdefault(section, {})[name] = value
     cfg = build(user)
+    if args.reuse_from:
+        reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir)
     s = build_session(cfg, run_dir)
     problems = select(s.task.problems("validate"), cfg.run.problems, seed)
 
@@ -61,6 +64,22 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
     finally:
         s.close()
     return summarise_run(run_dir, cfg.run.iterations, s.task.problems("test"), cfg)
+
+
+def reuse(source: Path, run_dir: Path) -> None:
+    """Start from another loss's run of the same seed: its base-generator evaluation and its first
+    iteration's workflows, executions and sampled pairs (none of which depends on the loss), so that
+    the losses are compared on exactly the same pairs."""
+    if (run_dir / "metrics.jsonl").is_file():
+        return  # resuming this run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keep = {"metrics": lambda r: r.get("kind") == "evaluate" and r["iteration"] == 0,
+            "test_workflows": lambda r: r["iteration"] == 0, "test_evaluations": lambda r: r["iteration"] == 0,
+            "workflows": lambda r: r["iteration"] == 1, "evaluations": lambda r: r["iteration"] == 1,
+            "pairs": lambda r: r["iteration"] == 1}
+    for name, wanted in keep.items():
+        rows = [r for r in read_jsonl(source / f"{name}.jsonl") if wanted(r)]
+        (run_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def summarise_run(run_dir: Path, iterations: int, test: list, cfg) -> dict:
@@ -140,6 +159,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/learning"))
     ap.add_argument("--out", type=Path, help="write the JSON here (and a PNG beside it)")
+    ap.add_argument("--reuse-from", type=Path, help="a --runs-dir of score-dpo runs of the same seeds: reuse their "
+                    "base evaluation and first iteration's workflows, scores and pairs (compare losses on the same pairs)")
     ap.add_argument("--quick", action="store_true", help="one seed, one iteration of 2 problems: the machinery only")
     args = ap.parse_args()
     if args.quick:

@@ -119,3 +119,26 @@ def test_execution_local_mlx_quick(tiny_llama):
     # The workflows' call counts do not depend on the replies: both backends answer the same calls.
     assert local["mlx"]["executor_calls"] == local["torch"]["executor_calls"] > 0
     assert local["ratio_vs_torch"] > 0 and local["token_ratio_vs_torch"] > 0
+
+
+@pytest.mark.slow
+def test_learning_quick(tmp_path):
+    """The learning benchmark's machinery on the real model: base and trained evaluations, the
+    summary with CIs, the rule's share and the gold-in-source count; then another loss on the same
+    pairs (--reuse-from)."""
+    runs = tmp_path / "runs"
+    out = _run("learning.py", "--runs-dir", str(runs), "--out", str(tmp_path / "learning.json"), timeout=900)
+    assert out["benchmark"] == "learning" and out["loss"] == "score-dpo"
+    rows = out["summary"]
+    assert [r["iteration"] for r in rows] == [0, 1]
+    for r in rows:
+        ci = r["test_solve_rate"]
+        assert 0 <= ci["low"] <= ci["value"] <= ci["high"] <= 1
+        assert r["test_solved_with_gold_in_source"] == 0
+    assert rows[0]["difference_from_iteration_0"]["value"] == 0
+    assert (tmp_path / "learning.png").is_file()
+    dpo = _run("learning.py", "--loss", "dpo", "--runs-dir", str(runs), "--reuse-from", str(runs), timeout=900)
+    assert dpo["summary"][0]["test_solve_rate"] == rows[0]["test_solve_rate"]  # the same base evaluation
+    first = [json.loads(x) for x in (runs / "score-dpo-seed0" / "pairs.jsonl").read_text().splitlines()]
+    again = [json.loads(x) for x in (runs / "dpo-seed0" / "pairs.jsonl").read_text().splitlines()]
+    assert first == again  # the same pairs, another loss

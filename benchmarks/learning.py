@@ -56,7 +56,8 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
                 await loop._iteration(s, it, problems)
             else:
                 s.backend.load_adapter(s.run.adapter_dir(it))
-            await loop.test_solve(s, it)
+            if it in args.eval_at or it == cfg.run.iterations:
+                await loop.test_solve(s, it)
             print(f"seed {seed} iteration {it} done ({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
 
     try:
@@ -91,14 +92,17 @@ def summarise_run(run_dir: Path, iterations: int, test: list, cfg) -> dict:
                if r["valid"]}
     out = {"seed": cfg.run.seed, "run_dir": str(run_dir), "iterations": []}
     for it in range(iterations + 1):
-        e = ev[it]
-        solved = [p for p, sc in enumerate(e["scores"]) if sc > 0]
-        tw = [r for r in read_jsonl(run_dir / "test_workflows.jsonl") if r["iteration"] == it]
-        row = {"iteration": it, "test_solve_rate": e["solve_rate"], "test_valid_rate": e["valid_rate"],
-               "scores": e["scores"], "test_solved": len(solved),
-               "test_solved_with_gold_in_source": sum(gold_in_source(sources[(it, p)], problems[p].answer)
-                                                      for p in solved),
-               "test_rule_rejected_share": mean(r["reason"].startswith("problem-specific") for r in tw) if tw else 0.0}
+        row: dict = {"iteration": it}
+        if it in ev:  # evaluated on the test split (--eval-at)
+            e = ev[it]
+            solved = [p for p, sc in enumerate(e["scores"]) if sc > 0]
+            tw = [r for r in read_jsonl(run_dir / "test_workflows.jsonl") if r["iteration"] == it]
+            row.update({"test_solve_rate": e["solve_rate"], "test_valid_rate": e["valid_rate"],
+                        "scores": e["scores"], "test_solved": len(solved),
+                        "test_solved_with_gold_in_source": sum(gold_in_source(sources[(it, p)], problems[p].answer)
+                                                               for p in solved),
+                        "test_rule_rejected_share": mean(r["reason"].startswith("problem-specific") for r in tw)
+                        if tw else 0.0})
         if it in its:
             m = its[it]
             wf = [r for r in read_jsonl(run_dir / "workflows.jsonl") if r["iteration"] == it]
@@ -111,16 +115,19 @@ def summarise_run(run_dir: Path, iterations: int, test: list, cfg) -> dict:
 
 def combine(runs: list[dict], iterations: int) -> list[dict]:
     rows = []
-    base = [r["iterations"][0]["scores"] for r in runs]
+    by_it = [{row["iteration"]: row for row in r["iterations"]} for r in runs]
+    base = [r[0]["scores"] for r in by_it]
     for it in range(iterations + 1):
-        scores = [r["iterations"][it]["scores"] for r in runs]
+        if not all("scores" in r.get(it, {}) for r in by_it):
+            continue  # not evaluated on the test split
+        got = [r[it] for r in by_it]
+        scores = [g["scores"] for g in got]
         rows.append({"iteration": it, "test_solve_rate": bootstrap(scores).as_dict(),
                      "difference_from_iteration_0": bootstrap(scores, base).as_dict(),
-                     "test_valid_rate": mean(r["iterations"][it]["test_valid_rate"] for r in runs),
-                     "test_solved": sum(r["iterations"][it]["test_solved"] for r in runs),
-                     "test_solved_with_gold_in_source": sum(r["iterations"][it]["test_solved_with_gold_in_source"]
-                                                            for r in runs),
-                     "rule_rejected_share": mean(r["iterations"][it].get("rule_rejected_share", 0.0) for r in runs)})
+                     "test_valid_rate": mean(g["test_valid_rate"] for g in got),
+                     "test_solved": sum(g["test_solved"] for g in got),
+                     "test_solved_with_gold_in_source": sum(g["test_solved_with_gold_in_source"] for g in got),
+                     "rule_rejected_share": mean(g.get("rule_rejected_share", 0.0) for g in got)})
     return rows
 
 
@@ -156,6 +163,8 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=0, help="workflows per problem (0 = the preset's)")
     ap.add_argument("--pairs", type=int, default=0, help="pairs per iteration (0 = the preset's)")
     ap.add_argument("--loss", default="score-dpo", choices=("score-dpo", "dpo", "sft"))
+    ap.add_argument("--eval-at", type=int, nargs="*", default=None,
+                    help="iterations evaluated on the test split besides 0 and the last (default: all)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--runs-dir", type=Path, default=Path("runs/learning"))
     ap.add_argument("--out", type=Path, help="write the JSON here (and a PNG beside it)")
@@ -163,6 +172,8 @@ def main() -> None:
                     "base evaluation and first iteration's workflows, scores and pairs (compare losses on the same pairs)")
     ap.add_argument("--quick", action="store_true", help="one seed, one iteration of 2 problems: the machinery only")
     args = ap.parse_args()
+    if args.eval_at is None:
+        args.eval_at = list(range(1, args.iterations + 1))
     if args.quick:
         args.seeds, args.iterations, args.problems, args.test_problems, args.k, args.pairs = [0], 1, 2, 3, 2, 2
     for name in ("problems", "test_problems", "k", "pairs"):  # 0: leave it to the preset

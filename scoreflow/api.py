@@ -70,7 +70,9 @@ def _config(config: Any):
 def optimize(config: Any, run_dir: str | Path, *, resume: bool = False, report_to: list[str] | tuple = (),
              reporter: Any = None, evaluate: bool = False) -> RunResult:
     """Run the loop as `scoreflow optimize` does. `config`: a dict of sections ({"run": {...}, ...}), a
-    TOML path or a Config (None with `resume=True`: the run's own). `report_to`: tracker names."""
+    TOML path or a Config (None with `resume=True`: the run's own). `report_to`: tracker names.
+    Raises UserError on bad input (before any model loads) and RunFailed when the run fails (its
+    traceback in RUN/error.log); a spend cap or Ctrl-C ends it with status "stopped" / "interrupted"."""
     from . import config as C
     from .cli import _info, _run
     from .loop import evaluate as evaluate_run, optimize as optimize_run

@@ -82,7 +82,9 @@ def _dry_run_arg(p: argparse.ArgumentParser) -> None:
 
 def _dry_run(args: argparse.Namespace, command: str) -> int:
     from .plan import make_plan
+    from .trackers import check_installed
 
+    check_installed(getattr(args, "report_to", None) or [])
     cfg, run_dir = _prepare_run_dir(args, command)  # reads, never creates, the run directory
     iteration = getattr(args, "iteration", None)
     if command == "evaluate" and iteration is None:

@@ -31,9 +31,15 @@ print(json.dumps({"rc": rc, "heavy": heavy}))
 """
 
 
+# The demo preset's sizes, spelled out so that the hand computation does not follow preset changes.
+SIZES = ["--iterations", "2", "--problems", "4", "-k", "4", "--runs", "1", "--pairs", "12", "--test-problems", "20",
+         "--set", "executor.max_tokens=160", "--set", "generator.max_attempts=1", "--set", "run.compare=true",
+         "--set", "generator.max_new_tokens=192", "--seed", "0"]
+
+
 def hand_estimate() -> dict:
-    """The demo preset (embedded generator) on arith with gpt-4o-mini ($0.15 in, $0.60 out per million
-    tokens), worked out by hand from the rules in scoreflow/plan.py's docstring."""
+    """Arith with the SIZES above and gpt-4o-mini ($0.15 in, $0.60 out per million tokens), worked out
+    by hand from the rules in scoreflow/plan.py's docstring."""
     # arith's four example workflows make 3 (custom, programmer, custom), 4 (3 x custom in a loop,
     # sc_ensemble), 1 (programmer) and 2 (custom, review) operator calls: 2.5 per run; +1 extraction.
     per_run, scored = 2.5, 3.5
@@ -60,7 +66,7 @@ def test_estimate_matches_the_hand_computation(tmp_path):
     assert hand["calls"] == 2 * (40 + 56) + 2 * (50 + 70)
     with FakeOpenAI() as server:
         flags = ["optimize", "--dry-run", "--executor", "openai", "--executor-model", "gpt-4o-mini",
-                 "--base-url", server.base_url, "--run-dir", str(tmp_path / "run")]
+                 "--base-url", server.base_url, "--run-dir", str(tmp_path / "run"), *SIZES]
         cfg = cli.build_config(cli.parser().parse_args(flags))
         plan = make_plan(cfg, "optimize")
         res = subprocess.run([sys.executable, "-c", PROBE, *flags], cwd=tmp_path, capture_output=True, text=True,
@@ -81,6 +87,7 @@ def test_estimate_matches_the_hand_computation(tmp_path):
 def test_price_override_and_evaluate(tmp_path, capsys):
     with FakeOpenAI() as server:
         rc = cli.main(["evaluate", "--dry-run", "--iteration", "0", "--run-dir", str(tmp_path / "new"),
+                       "--runs", "1", "--set", "executor.max_tokens=160", "--set", "generator.max_attempts=1",
                        "--executor", "openai", "--executor-model", "my-model", "--base-url", server.base_url,
                        "--set", "executor.price_in_per_mtok=2", "--set", "executor.price_out_per_mtok=8",
                        "--test-problems", "10"])

@@ -35,6 +35,9 @@ class RunConfig:
     test_problems: int = opt(0, "problems of the test split used by `evaluate` (0 = all)", min=0)
     compare: bool = opt(False, "evaluate the base generator before training and the trained one after it on "
                         "test_problems held-out problems, and report the difference with its 95% CI")
+    judge: bool = opt(True, "test split of math, hotpotqa and drop: also ask the executor whether each answer matches "
+                      "the gold (1/0) and report judged_solve_rate beside the exact solve rate, as the reference "
+                      "does; its calls count against the spend caps")
     seed: int = opt(0, "seed for problem selection, sampling, pair sampling and LoRA init")
     preset: str = opt("auto", "sizes: demo (laptop CPU), paper (the paper's), auto (demo for the embedded model)",
                       choices=("auto", "demo", "paper"))
@@ -155,7 +158,7 @@ SECTIONS = {f.name: f.type for f in fields(Config)}
 
 # Keys that may change when a run is resumed: they do not change what was computed.
 RESUMABLE = {
-    ("run", "iterations"), ("run", "test_problems"), ("run", "preset"), ("generator", "device"),
+    ("run", "iterations"), ("run", "test_problems"), ("run", "preset"), ("run", "judge"), ("generator", "device"),
     ("executor", "max_cost_usd"), ("executor", "max_total_tokens"), ("executor", "concurrency"),
     ("executor", "timeout_s"), ("executor", "max_retries"), ("sandbox", "concurrency"), ("train", "processes"),
     ("generator", "engine"), ("generator", "vllm_python"), ("generator", "vllm_url"), ("generator", "vllm_args"),

@@ -42,6 +42,9 @@ class Task(ABC):
     similarity_threshold: float | None  # reject bodies at least this similar to the template
     extract: str | None = None  # answer-extraction instruction run once after a workflow, or None
     examples: tuple[tuple[str, str], ...] = ()  # few-shot (question, workflow source) for the generator prompt
+    judged: bool = False  # test-split reports add the executor's 1/0 verdict (tasks/judge.py), as the reference does
+    judge_length_ratio: float = 0.0  # judged 0 unasked when the answer is >= this many times longer or shorter
+    # than the gold answer, in characters (0 = no such guard; HotpotQA: 10, the reference's rule)
 
     @abstractmethod
     def problems(self, split: str) -> list[Problem]:

@@ -1,6 +1,10 @@
-"""An optional LLM judge for test-split reports: does an answer mean the same as the gold answer?
+"""An LLM judge for test-split reports: does an answer mean the same as the gold answer?
 
 Reported beside a task's exact metric, never instead of it (a judge is lenient and model-dependent).
+As in the reference protocol (ScoreFlow's get_scores.py with its judger, test split only), the
+tasks marked `judged` (MATH, HotpotQA, DROP) get the executor's 1/0 verdict on each extracted answer;
+a MATH answer is judged by its last \\boxed{} content, and a HotpotQA answer at least 10 times
+longer or shorter than the gold (in characters) is judged 0 without asking (`length_guard`).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ import re
 from typing import Any
 
 from .base import Problem, Task
+from .math_equiv import last_boxed
 
 JUDGE_PROMPT = (
     "You grade answers. Decide whether the response gives the same final answer as the reference "
@@ -39,11 +44,37 @@ def parse_verdict(reply: str) -> float | None:
     return None
 
 
+def judged_text(task: Task, response: str) -> str:
+    """What the judge sees of `response`: for maths, the last \\boxed{} content when there is one."""
+    if task.family == "math":
+        boxed = last_boxed(response)
+        if boxed is not None:
+            return boxed.strip()
+    return response
+
+
+def length_guard(task: Task, problem: Problem, response: str) -> bool:
+    """True when `response` fails the task's length-ratio guard (`Task.judge_length_ratio`): its
+    length over the gold answer's, in characters, is >= the ratio or <= its inverse (an empty gold
+    answer fails too). The reference applies it to HotpotQA with ratio 10."""
+    r = task.judge_length_ratio
+    if not r:
+        return False
+    gold = reference_text(problem)
+    if not gold:
+        return True
+    ratio = len(response) / len(gold)
+    return ratio >= r or ratio <= 1 / r
+
+
 async def judge(executor: Any, task: Task, problem: Problem, response: str, max_tokens: int = 16) -> float | None:
     """The executor's verdict on `response` (None for code tasks, which their tests decide, and
-    for an unparsable verdict)."""
+    for an unparsable verdict); 0.0 without a call when the length guard rejects it."""
     if task.family == "code":
         return None
+    response = judged_text(task, response)
+    if length_guard(task, problem, response):
+        return 0.0
     prompt = JUDGE_PROMPT.format(question=problem.question, reference=reference_text(problem), response=response)
     reply = await executor.chat([{"role": "user", "content": prompt}], max_tokens=max_tokens)
     return parse_verdict(reply.text)

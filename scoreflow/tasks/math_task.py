@@ -38,6 +38,7 @@ class MATHTask(Task):
             similarity_threshold=0.75,
             extract=EXTRACT_BOXED,
             examples=EXAMPLES,
+            judged=True,
         )
         self.path = path
 

@@ -69,6 +69,8 @@ class HotpotQATask(Task):
             similarity_threshold=0.75,
             extract=EXTRACT_SHORT,
             examples=HOTPOT_EXAMPLES,
+            judged=True,
+            judge_length_ratio=10.0,  # the reference's benchmark/hotpotqa.py rule
         )
         self.path = path
 
@@ -114,6 +116,7 @@ class DROPTask(Task):
             similarity_threshold=0.75,
             extract=EXTRACT_SPAN,
             examples=DROP_EXAMPLES,
+            judged=True,
         )
         self.path = path
 

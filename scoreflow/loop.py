@@ -168,8 +168,12 @@ async def _gather(coros) -> None:
 # ---- 3. execute and score ----------------------------------------------------------------------
 
 async def execute(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dict[str, Any]], *,
-            records: str = "evaluations", runs: int | None = None) -> dict[Key, float]:
-    """Run each valid workflow r times; its score is the mean task score of its runs."""
+            records: str = "evaluations", runs: int | None = None, judge: bool = False) -> dict[Key, float]:
+    """Run each valid workflow r times; its score is the mean task score of its runs. With `judge`,
+    each run's record also holds `judged`: the executor's verdict on its answer (tasks/judge.py;
+    0.0 for a failed run, None for an unparsable verdict), asked once, before the record is written."""
+    from .tasks.judge import judge as ask_judge
+
     runs = runs or s.cfg.executor.runs
     results: dict[Key, dict[int, float]] = {}
     for r in s.run[records].all():
@@ -181,8 +185,12 @@ async def execute(s: Session, it: int, problems: list[Problem], workflows: dict[
     async def one(key: Key, n: int) -> None:
         problem = problems[key[0]]
         out = await s.runner.run(workflows[key]["source"], problem, rep=n)
+        verdict = {}
+        if judge:
+            ok = out.status == "ok" and out.answer is not None
+            verdict["judged"] = await ask_judge(s.executor, s.task, problem, out.answer) if ok else 0.0
         s.run[records].append({"iteration": it, "problem": key[0], "problem_id": problem.id, "slot": key[1],
-                               "run": n, **out.record()})
+                               "run": n, **out.record(), **verdict})
         results.setdefault(key, {})[n] = out.score
         if len(results[key]) == runs:
             s.reporter.score(mean(results[key].values()))
@@ -296,12 +304,25 @@ async def test_solve(s: Session, iteration: int) -> dict[str, Any]:
     problems = select(s.task.problems("test"), cfg.run.test_problems, cfg.run.seed)
     t0 = time.time()
     gen = await generate(s, iteration, problems, records="test_workflows", k=1)
-    scores = await execute(s, iteration, problems, gen.valid, records="test_evaluations")
+    judging = cfg.run.judge and s.task.judged  # the reference's judged test metric, beside the exact one
+    scores = await execute(s, iteration, problems, gen.valid, records="test_evaluations", judge=judging)
     per_problem = [scores.get((p, 0), 0.0) for p in range(len(problems))]
     metrics = {"kind": "evaluate", "iteration": iteration, "split": "test", "problems": len(problems),
                "valid_rate": len(gen.valid) / max(1, len(problems)),
                "solve_rate": mean(per_problem) if per_problem else 0.0, "scores": per_problem,
                "generator_tokens": gen.tokens, "seconds": round(time.time() - t0, 2)}
+    if judging:  # verdicts read back from the records (a resumed evaluation's too); an unparsable one counts 0
+        verdicts: dict[Key, dict[int, Any]] = {}
+        for r in s.run["test_evaluations"].all():
+            if r["iteration"] == iteration and (r["problem"], r["slot"]) in scores and r["run"] < cfg.executor.runs:
+                verdicts.setdefault((r["problem"], r["slot"]), {})[r["run"]] = r.get("judged", "missing")
+        # runs recorded while judging was off (then resumed with it on) have no verdict: no judged rate
+        if any("missing" in v.values() for v in verdicts.values()):
+            metrics.update(judged_solve_rate=None, judged_scores=None)
+        else:
+            judged = [mean(v or 0.0 for v in verdicts[(p, 0)].values()) if (p, 0) in verdicts else 0.0
+                      for p in range(len(problems))]
+            metrics.update(judged_solve_rate=mean(judged) if judged else 0.0, judged_scores=judged)
     s.run["metrics"].append(metrics)
     s.reporter.iteration_end(metrics)
     return metrics

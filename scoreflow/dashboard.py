@@ -190,8 +190,9 @@ def iteration_line(m: dict[str, Any]) -> str:
     if m.get("kind") == "compare":
         return f"trained vs base generator · {comparison_text(m)}"
     if m.get("kind") == "evaluate":
+        judged = (f" · judged {m['judged_solve_rate']:.3f}" if m.get("judged_solve_rate") is not None else "")
         return (f"evaluation done · adapter of iteration {m['iteration']} · test solve rate {m['solve_rate']:.3f}"
-                f" · valid {m['valid_rate']:.0%} of {m['problems']} problems · {m['seconds'] / 60:.1f} min")
+                f"{judged} · valid {m['valid_rate']:.0%} of {m['problems']} problems · {m['seconds'] / 60:.1f} min")
     parts = [f"iteration {m['iteration']} done",
              f"valid {m['valid']}/{m['workflows']} ({m['valid_rate']:.0%}, first attempt "
              f"{m['first_attempt_valid_rate']:.0%})",

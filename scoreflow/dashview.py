@@ -185,7 +185,9 @@ def _fmt(v: Any, spec: str) -> str:
 
 def iterations_table(finished: list[dict[str, Any]]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False)
-    for name in ("iter", "valid", "1st try", "score", "solve", "pairs", "loss", "margin", "min"):
+    judged = any("judged_solve_rate" in m for m in finished)  # a judged test row: the executor-judged solve rate
+    for name in ("iter", "valid", "1st try", "score", "solve", *(("judged",) if judged else ()), "pairs", "loss",
+                 "margin", "min"):
         table.add_column(name, justify="right", no_wrap=True)
     for m in finished:
         if m.get("kind") == "compare":
@@ -196,6 +198,7 @@ def iterations_table(finished: list[dict[str, Any]]) -> Table:
             "" if test else _fmt(m.get("first_attempt_valid_rate"), ".0%"),
             "" if test else _fmt(m.get("mean_score") if m.get("valid") else None, ".3f"),
             _fmt(m.get("solve_rate"), ".3f"),
+            *((_fmt(m.get("judged_solve_rate"), ".3f") if test else "",) if judged else ()),
             "" if test else str(m.get("pairs", "–")), "" if test else _fmt(m.get("loss"), ".4f"),
             "" if test else _fmt(m.get("margin"), "+.4f"), _fmt(m.get("seconds", 0) / 60, ".1f"),
             style="cyan" if test else None)

@@ -131,10 +131,13 @@ def _ci(est: Estimate | None) -> str:
 
 
 def _tests(run: RunData) -> str:
+    judged = any("judged_solve_rate" in m for m in run.tests)  # the executor-judged rate (run.judge), beside it
     rows = [[str(m["iteration"]) if m["iteration"] else "0 (base model)", str(m.get("problems", "–")),
-             _f(m.get("valid_rate"), ".0%"), _f(m.get("solve_rate")), _ci(run.test_interval(m))]
+             _f(m.get("valid_rate"), ".0%"), _f(m.get("solve_rate")), _ci(run.test_interval(m)),
+             *([_f(m.get("judged_solve_rate"))] if judged else [])]
             for m in run.tests]
-    return _table(["adapter of iteration", "problems", "valid workflows", "solve rate", "95% CI"], rows)
+    return _table(["adapter of iteration", "problems", "valid workflows", "solve rate", "95% CI",
+                   *(["judged solve rate"] if judged else [])], rows)
 
 
 def _difference(c: dict[str, Any]) -> str:
@@ -251,9 +254,12 @@ def cmd_runs(argv: list[str]) -> int:
                   title=f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {args.dir}"
                   + (f" ({', '.join(shared)})" if shared else ""), title_justify="left")
     cols = ["run"] + [c for c, v in (("task", task), ("loss", loss)) if len(set(v.values())) > 1]
-    cols += ["status", "iters", "best", "test", "tokens", "spend"] + (["updated"] if console.width >= 110 else [])
+    judged = any(r.tests and "judged_solve_rate" in r.tests[-1] for r in runs)
+    cols += ["status", "iters", "best", "test", *(["judged"] if judged else []), "tokens", "spend"]
+    cols += ["updated"] if console.width >= 110 else []
     for col in cols:
-        table.add_column(col, justify="right" if col in ("iters", "best", "test", "tokens", "spend") else "left",
+        table.add_column(col, justify="right" if col in ("iters", "best", "test", "judged", "tokens", "spend")
+                         else "left",
                          no_wrap=col != "run", overflow="fold",
                          min_width=min(12, max(len(r.path.name) for r in runs)) if col == "run" else None)
     for r in runs:
@@ -262,7 +268,9 @@ def cmd_runs(argv: list[str]) -> int:
                                                                                                       "yellow")
         cells = {"run": r.path.name, "task": task[r.path], "loss": loss[r.path], "status": f"[{style}]{status}[/]",
                  "iters": f"{len(r.iterations)}/{r.planned_iterations() or '?'}", "best": _f(r.best_score()),
-                 "test": _f(r.tests[-1]["solve_rate"]) if r.tests else "–", "tokens": fmt_count(r.executor_tokens()),
+                 "test": _f(r.tests[-1]["solve_rate"]) if r.tests else "–",
+                 "judged": _f(r.tests[-1].get("judged_solve_rate")) if r.tests else "–",
+                 "tokens": fmt_count(r.executor_tokens()),
                  "spend": f"${r.cost():.2f}" if r.cost() is not None else "–",
                  "updated": str(r.status.get("updated", "–")).replace("T", " ")[:16]}
         table.add_row(*(cells[c] for c in cols))

@@ -16,7 +16,42 @@ from typing import Any, Callable
 
 from .errors import RunFailed, StopRun, UserError, one_line
 
-# (flag, section, key, type, help): flags that override the config file.
+# The commands whose configuration comes from config keys (a file, flags and --set).
+CONFIG_COMMANDS = ("optimize", "evaluate", "run-workflow", "solve")
+_ALL = frozenset(CONFIG_COMMANDS)
+_OPT = frozenset({"optimize"})
+_OPT_EVAL = frozenset({"optimize", "evaluate"})
+_NO_RUN_WORKFLOW = frozenset({"optimize", "evaluate", "solve"})
+
+# Which commands each config key can affect: its section's scope unless the key has its own.
+# optimize runs the loop (and evaluates with --evaluate or run.compare); evaluate generates one
+# workflow per test problem (up to generator.max_attempts) and runs it executor.runs times;
+# run-workflow runs one given workflow once (its local executor is the generator's base model);
+# solve generates with --attempts and runs the workflow once, with the run's adapter.
+SECTION_SCOPE: dict[str, frozenset[str]] = {
+    "run": _ALL, "task": _ALL, "generator": _NO_RUN_WORKFLOW, "executor": _ALL,
+    "lora": _NO_RUN_WORKFLOW, "train": _OPT, "sandbox": _ALL,
+}
+KEY_SCOPE: dict[tuple[str, str], frozenset[str]] = {
+    ("run", "iterations"): _OPT, ("run", "problems"): _OPT, ("run", "compare"): _OPT,
+    ("run", "test_problems"): _OPT_EVAL, ("run", "judge"): _OPT_EVAL,
+    # the local executor of run-workflow is a backend on the generator's base model
+    ("generator", "model"): _ALL, ("generator", "backend"): _ALL, ("generator", "device"): _ALL,
+    ("generator", "dtype"): _ALL,
+    ("generator", "workflows_per_problem"): _OPT, ("generator", "max_attempts"): _OPT_EVAL,
+    ("generator", "engine"): _OPT_EVAL, ("generator", "vllm_python"): _OPT_EVAL,
+    ("generator", "vllm_url"): _OPT_EVAL, ("generator", "vllm_args"): _OPT_EVAL,
+    ("executor", "runs"): _OPT_EVAL,
+}
+
+
+def key_scope(section: str, key: str) -> frozenset[str]:
+    """The commands that config key `section.key` can affect (all of them for an unknown key)."""
+    return KEY_SCOPE.get((section, key), SECTION_SCOPE.get(section, _ALL))
+
+
+# (flag, section, key, type, help): flags that override the config file. Each subcommand gets the
+# flags whose key can affect it (key_scope); --set reaches every key.
 FLAGS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
     ("--task", "run", "task", str, "task: arith (built in), gsm8k, math, humaneval, mbpp, hotpotqa, drop, jsonl"),
     ("--data", "run", "data", str, "data file or folder of AFlow-format JSON Lines"),
@@ -43,6 +78,14 @@ FLAGS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
 ]
 
 
+def flag_commands(flag: str) -> frozenset[str]:
+    """The subcommands that show and accept `flag`."""
+    for f, section, key, _, _ in FLAGS:
+        if f == flag:
+            return key_scope(section, key) - {"solve"}  # solve takes the run's configuration and --set only
+    raise KeyError(flag)
+
+
 def _quiet() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -62,12 +105,36 @@ def _debug_arg(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> 
     p.add_argument("--debug", action="store_true", default=default, help="print the full traceback of a failure")
 
 
-def _config_args(p: argparse.ArgumentParser) -> None:
+def _config_args(p: argparse.ArgumentParser, command: str) -> None:
     _debug_arg(p)
     p.add_argument("--config", metavar="FILE.toml", help="configuration file (see `scoreflow config`)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override any config key")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override any config key (a warning names keys that cannot affect this command)")
     for flag, section, key, kind, help in FLAGS:
-        p.add_argument(flag, dest=f"{section}.{key}", type=kind, default=None, help=help)
+        if command in flag_commands(flag):
+            p.add_argument(flag, dest=f"{section}.{key}", type=kind, default=None, help=help)
+
+
+def inapplicable_set_keys(items: list[str], command: str) -> list[str]:
+    """The known `--set` keys among `items` that cannot affect `command` (malformed or unknown keys
+    are left to the configuration's own errors)."""
+    from . import config as C
+
+    known = C.as_dict(C.Config())
+    return [f"{section}.{k}" for section, values in C.parse_set(items).items() for k in values
+            if k in known.get(section, {}) and command not in key_scope(section, k)]
+
+
+def warn_inapplicable_set(args: argparse.Namespace, command: str) -> None:
+    """One line on stderr when a --set key cannot affect `command`; the key is still set."""
+    try:
+        keys = inapplicable_set_keys(getattr(args, "set", None) or [], command)
+    except UserError:
+        return  # a malformed --set: the configuration reports it
+    if keys:
+        where = sorted({c for k in keys for c in key_scope(*k.split(".", 1))}, key=CONFIG_COMMANDS.index)
+        print(f"scoreflow: warning: --set {', '.join(keys)} cannot affect `scoreflow {command}` "
+              f"(only {', '.join(where)})", file=sys.stderr)
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -93,13 +160,33 @@ def _dry_run(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Says which commands take a flag when it is given to one it cannot affect."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            msg = f"unrecognized arguments: {' '.join(extras)}"
+            command = getattr(ns, "command", None)
+            names = {f: (s, k) for f, s, k, _, _ in FLAGS}
+            for a in extras:
+                flag = a.split("=", 1)[0]
+                if flag in names and command:
+                    where = sorted(flag_commands(flag), key=CONFIG_COMMANDS.index)
+                    msg += (f" ({flag} cannot affect `scoreflow {command}`: it is a flag of "
+                            f"{', '.join(where)}; --set {'.'.join(names[flag])}=... sets the key anyway)")
+                    break
+            self.error(msg)
+        return ns
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="scoreflow", allow_abbrev=False, description="Optimise LLM agent workflows by training "
+    ap = _Parser(prog="scoreflow", allow_abbrev=False, description="Optimise LLM agent workflows by training "
                                  "the model that writes them (ScoreFlow, Score-DPO), on PyTorch or MLX.")
     _debug_arg(ap, False)
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("optimize", help="run the generate-execute-train loop")
-    _config_args(p)
+    _config_args(p, "optimize")
     _run_args(p)
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir where it stopped")
     p.add_argument("--force", action="store_true", help="resume even if the configuration changed, or overwrite")
@@ -109,13 +196,13 @@ def parser() -> argparse.ArgumentParser:
                    help="also log to an experiment tracker: tensorboard, wandb, mlflow or trackio (repeatable)")
     _dry_run_arg(p)
     p = sub.add_parser("evaluate", help="solve rate on the test split with the latest (or a given) adapter")
-    _config_args(p)
+    _config_args(p, "evaluate")
     _run_args(p)
     p.add_argument("--iteration", type=int,
                    help="adapter of this iteration (default latest); 0 = the base model, also in a new --run-dir")
     _dry_run_arg(p)
     p = sub.add_parser("run-workflow", help="run one workflow file on one problem and print a JSON verdict")
-    _config_args(p)
+    _config_args(p, "run-workflow")
     p.add_argument("--workflow", type=Path, required=True, help="file holding `async def run_workflow(self)`")
     p.add_argument("--index", type=int, default=0, help="problem index in the split")
     p.add_argument("--split", default="validate", choices=("validate", "test"))
@@ -324,6 +411,7 @@ def _run(s, run_dir: Path, work: Callable[[], Any]) -> int:
 def cmd_optimize(args: argparse.Namespace) -> int:
     from .loop import evaluate, optimize
 
+    warn_inapplicable_set(args, "optimize")
     if args.dry_run:
         return _dry_run(args, "optimize")
     cfg, run_dir = _prepare_run_dir(args, "optimize")
@@ -341,6 +429,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .loop import evaluate
 
+    warn_inapplicable_set(args, "evaluate")
     if args.dry_run:
         return _dry_run(args, "evaluate")
     cfg, run_dir = _prepare_run_dir(args, "evaluate")  # checks the run and its adapter
@@ -365,6 +454,7 @@ def cmd_run_workflow(args: argparse.Namespace) -> int:
     from .runner import Runner
     from .sandbox import InfraError
 
+    warn_inapplicable_set(args, "run-workflow")
     cfg = build_config(args)
     task = preflight(cfg, (args.split,), model=cfg.executor.kind == "local")
     problems = task.problems(args.split)
@@ -449,6 +539,7 @@ def cmd_reporting(args: argparse.Namespace) -> int:
 def cmd_solve(args: argparse.Namespace) -> int:
     from .solve import main as solve
 
+    warn_inapplicable_set(args, "solve")
     return solve(args)
 
 

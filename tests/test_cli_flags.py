@@ -1,0 +1,136 @@
+"""Per-command flags: each subcommand shows and accepts only the flags whose config key can affect it;
+`--set` reaches every key and warns (one line on stderr) when the key cannot affect the command."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scoreflow import cli
+from scoreflow import config as C
+
+TRAINING_AND_COUNTS = ("--iterations", "-k", "--loss", "--pairs", "--alpha", "--lr")
+
+
+def help_flags(command: str) -> set[str]:
+    sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = sub.choices[command].format_help()
+    return set(re.findall(r"^\s{2}(-k|--[a-z][a-z-]*)", text, re.M))
+
+
+def test_evaluate_help_lists_no_training_or_generation_count_flag():
+    shown = help_flags("evaluate")
+    assert not shown & set(TRAINING_AND_COUNTS), shown & set(TRAINING_AND_COUNTS)
+    assert {"--task", "--data", "--test-problems", "--runs", "--model", "--executor", "--iteration", "--run-dir",
+            "--dry-run", "--set", "--config"} <= shown
+
+
+def test_evaluate_help_from_the_command_line():
+    res = subprocess.run([sys.executable, "-m", "scoreflow", "evaluate", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0
+    for flag in TRAINING_AND_COUNTS:
+        assert not re.search(rf"^\s+{re.escape(flag)}\b", res.stdout, re.M), flag
+
+
+def test_each_command_shows_exactly_the_flags_that_affect_it():
+    for command in ("optimize", "evaluate", "run-workflow"):
+        shown = help_flags(command)
+        for flag, section, key, _, _ in cli.FLAGS:
+            assert (flag in shown) == (command in cli.key_scope(section, key)), (command, flag)
+    assert {f for f, *_ in cli.FLAGS} <= help_flags("optimize")  # optimize takes them all
+    assert not {"-k", "--runs", "--iterations", "--problems", "--test-problems", "--loss"} & help_flags("run-workflow")
+
+
+def test_the_scope_tables_name_real_keys_and_optimize_is_affected_by_every_key():
+    keys = C.as_dict(C.Config())
+    assert set(cli.SECTION_SCOPE) == set(keys)
+    for section, key in cli.KEY_SCOPE:
+        assert key in keys[section], f"{section}.{key}"
+    for flag, section, key, _, _ in cli.FLAGS:
+        assert key in keys[section], flag
+    for section, values in keys.items():
+        for key in values:
+            scope = cli.key_scope(section, key)
+            assert "optimize" in scope and scope <= set(cli.CONFIG_COMMANDS), f"{section}.{key}"
+
+
+def test_a_flag_given_to_a_command_it_cannot_affect_is_refused_with_a_hint(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.parser().parse_args(["evaluate", "-k", "3", "--run-dir", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "-k cannot affect `scoreflow evaluate`" in err and "optimize" in err
+    assert "--set generator.workflows_per_problem=" in err
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["run-workflow", "--workflow", "w.py", "--runs=2"])
+    assert "--runs cannot affect `scoreflow run-workflow`" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an unknown flag keeps argparse's plain message
+        cli.parser().parse_args(["evaluate", "--bogus"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --bogus" in err and "cannot affect" not in err
+
+
+def test_flags_still_reach_their_keys():
+    args = cli.parser().parse_args(["evaluate", "--runs", "2", "--test-problems", "5", "--task", "gsm8k"])
+    cfg = cli.build_config(args)
+    assert (cfg.executor.runs, cfg.run.test_problems, cfg.run.task) == (2, 5, "gsm8k")
+    args = cli.parser().parse_args(["optimize", "-k", "3", "--loss", "dpo", "--alpha", "1", "--lr", "2e-5"])
+    cfg = cli.build_config(args)
+    assert (cfg.generator.workflows_per_problem, cfg.train.loss, cfg.train.sampling_alpha,
+            cfg.train.learning_rate) == (3, "dpo", 1.0, 2e-5)
+
+
+def test_inapplicable_set_keys():
+    f = cli.inapplicable_set_keys
+    assert sorted(f(["train.pairs=3", "executor.runs=2", "generator.workflows_per_problem=2"], "evaluate")) == \
+        ["generator.workflows_per_problem", "train.pairs"]
+    assert f(["train.pairs=3", "run.iterations=2", "lora.rank=4", "sandbox.timeout_s=3"], "optimize") == []
+    assert sorted(f(["executor.runs=2", "generator.temperature=0.1", "lora.rank=4", "executor.model=m",
+                     "generator.model=x"], "run-workflow")) == ["executor.runs", "generator.temperature", "lora.rank"]
+    assert sorted(f(["generator.max_attempts=2", "executor.runs=3", "generator.temperature=0.1"], "solve")) == \
+        ["executor.runs", "generator.max_attempts"]
+    assert f(["train.nonsense=1", "nosection.key=2"], "evaluate") == []  # left to the configuration's own error
+
+
+def test_set_warns_once_on_stderr_and_still_sets_the_key(tmp_path, capsys):
+    rc = cli.main(["evaluate", "--dry-run", "--iteration", "0", "--run-dir", str(tmp_path / "new"),
+                   "--set", "train.pairs=3", "--set", "run.iterations=4", "--set", "executor.runs=2"])
+    assert rc == 0
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("scoreflow: warning: --set") and "train.pairs" in lines[0] and "run.iterations" in lines[0]
+    assert "executor.runs" not in lines[0] and "`scoreflow evaluate`" in lines[0]
+    args = cli.parser().parse_args(["evaluate", "--set", "train.pairs=3"])
+    assert cli.build_config(args).train.pairs == 3  # set anyway: --set stays the escape hatch
+    rc = cli.main(["optimize", "--dry-run", "--run-dir", str(tmp_path / "new2"), "--set", "train.pairs=3",
+                   "--set", "run.iterations=1"])
+    assert rc == 0 and "warning" not in capsys.readouterr().err
+
+
+def test_malformed_set_still_fails_with_one_line(tmp_path, capsys):
+    assert cli.main(["evaluate", "--dry-run", "--iteration", "0", "--run-dir", str(tmp_path / "n"),
+                     "--set", "pairs=3"]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("scoreflow: error:") and "section.key=value" in lines[0]
+
+
+def test_solve_set_warns(capsys):
+    cli.warn_inapplicable_set(argparse.Namespace(set=["train.pairs=2", "executor.model=m"]), "solve")
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train.pairs" in err and "executor.model" not in err
+
+
+def test_run_workflow_keeps_its_flags(tmp_path):
+    wf = Path(tmp_path / "wf.py")
+    wf.write_text("async def run_workflow(self):\n    return 'x'\n")
+    args = cli.parser().parse_args(["run-workflow", "--workflow", str(wf), "--task", "gsm8k", "--seed", "3",
+                                    "--executor", "openai", "--executor-model", "m", "--max-cost-usd", "1"])
+    cfg = cli.build_config(args)
+    assert (cfg.run.task, cfg.run.seed, cfg.executor.kind, cfg.executor.max_cost_usd) == ("gsm8k", 3, "openai", 1.0)

@@ -166,9 +166,9 @@ RESUMABLE = {
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {},
-    # Two iterations of this fit in about 15 minutes on 2 CPU cores with SmolLM2-135M.
+    # Sized for SmolLM2-135M on 2 CPU cores: two iterations and two held-out evaluations (see README).
     "demo": {
-        "run": {"iterations": 2, "problems": 4, "test_problems": 20, "compare": True},
+        "run": {"iterations": 2, "problems": 4, "test_problems": 16, "compare": True},
         "generator": {"workflows_per_problem": 4, "temperature": 0.5, "max_new_tokens": 160, "max_attempts": 1,
                       "hide_numbers": True},
         "executor": {"runs": 1, "max_tokens": 160},

@@ -160,11 +160,22 @@ def _dry_run(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+OWN_PARSERS = ("report", "runs", "show")  # subcommands that parse their own arguments (report.py)
+
+
 class _Parser(argparse.ArgumentParser):
     """Says which commands take a flag when it is given to one it cannot affect."""
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
-        ns, extras = self.parse_known_args(args, namespace)
+        argv = list(sys.argv[1:] if args is None else args)
+        lead = 0
+        while lead < len(argv) and argv[lead] == "--debug":
+            lead += 1
+        if lead < len(argv) and argv[lead] in OWN_PARSERS:
+            # report, runs and show parse their own arguments: all of them, options first included
+            # (an argparse REMAINDER positional refuses a leading option such as `report --out DIR RUN`)
+            return argparse.Namespace(debug=lead > 0, command=argv[lead], rest=argv[lead + 1:])
+        ns, extras = self.parse_known_args(argv, namespace)
         if extras:
             msg = f"unrecognized arguments: {' '.join(extras)}"
             command = getattr(ns, "command", None)

@@ -134,3 +134,14 @@ def test_run_workflow_keeps_its_flags(tmp_path):
                                     "--executor", "openai", "--executor-model", "m", "--max-cost-usd", "1"])
     cfg = cli.build_config(args)
     assert (cfg.run.task, cfg.run.seed, cfg.executor.kind, cfg.executor.max_cost_usd) == ("gsm8k", 3, "openai", 1.0)
+
+
+def test_report_runs_and_show_take_options_before_the_run(tmp_path, capsys):
+    """They parse their own arguments, so `report --out DIR RUN` reaches report's parser whole."""
+    ns = cli.parser().parse_args(["report", "--out", "o", "RUN", "--compare", "B"])
+    assert (ns.command, ns.rest, ns.debug) == ("report", ["--out", "o", "RUN", "--compare", "B"], False)
+    ns = cli.parser().parse_args(["--debug", "show", "--problem", "1", "RUN"])
+    assert (ns.command, ns.rest, ns.debug) == ("show", ["--problem", "1", "RUN"], True)
+    assert cli.main(["show", "--problem", "1", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized" not in err and "no run directory" in err

@@ -331,7 +331,12 @@ async def test_solve(s: Session, iteration: int) -> dict[str, Any]:
 def compare(s: Session, base: int, trained: int) -> dict[str, Any]:
     """The trained generator against the base one on the same held-out problems: the difference
     of solve rates with a paired bootstrap 95% CI over problems."""
-    ev = {m["iteration"]: m for m in s.run["metrics"].all() if m.get("kind") == "evaluate"}
+    records = s.run["metrics"].all()
+    old = [m for m in records if m.get("kind") == "compare" and (m["base"], m["trained"]) == (base, trained)]
+    if old:  # a resumed run that had finished
+        s.reporter.iteration_end(old[-1])
+        return old[-1]
+    ev = {m["iteration"]: m for m in records if m.get("kind") == "evaluate"}
     a, b = ev[trained]["scores"], ev[base]["scores"]
     diff = bootstrap([a], [b])
     rec = {"kind": "compare", "base": base, "trained": trained, "problems": len(a),

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, emit, today  # noqa: E402
 
 from scoreflow import loop  # noqa: E402
-from scoreflow.config import build  # noqa: E402
-from scoreflow.rundir import read_jsonl  # noqa: E402
+from scoreflow.config import build, to_toml  # noqa: E402
+from scoreflow.rundir import atomic_write, read_jsonl  # noqa: E402
 from scoreflow.session import build_session, select  # noqa: E402
 from scoreflow.stats import bootstrap  # noqa: E402
 from scoreflow.workflow import gold_in_source  # noqa: E402
@@ -46,6 +46,8 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
     if args.reuse_from:
         reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir)
     s = build_session(cfg, run_dir)
+    atomic_write(run_dir / "config.toml", to_toml(cfg))  # a run directory like optimize's: report and show read it
+    s.run.set_status("running")
     problems = select(s.task.problems("validate"), cfg.run.problems, seed)
 
     async def work() -> None:
@@ -62,6 +64,7 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
 
     try:
         asyncio.run(loop._closing(s, work()))
+        s.run.set_status("finished")
     finally:
         s.close()
     return summarise_run(run_dir, cfg.run.iterations, s.task.problems("test"), cfg)

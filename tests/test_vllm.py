@@ -130,7 +130,7 @@ def test_optimize_with_the_vllm_engine(engine, tmp_path, qa_task):  # noqa: F811
         [sys.executable, "-m", "scoreflow", "optimize", *qa_task, "--backend", "cuda", "--run-dir", str(run),
          "--iterations", "2", "--problems", "1", "-k", "3", "--pairs", "2", "--no-dashboard",
          "--set", "generator.max_new_tokens=120", "--set", "executor.max_tokens=24",
-         "--set", "generator.max_attempts=1", "--set", "generator.engine=vllm",
+         "--set", "generator.max_attempts=1", "--set", "generator.engine=vllm", "--set", "run.compare=false",
          "--set", f"generator.vllm_url={engine.client.url}/v1"],
         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -252,9 +252,12 @@ def _qa_rule(tree: ast.AST, problem: str | None) -> Check:
     return Check(True)
 
 
+CODE_IN_TEXT = re.compile(r"\bdef\s+\w+\s*\(|\blambda\b[\w\s,*]*:|^\s*(?:import\s+\w|from\s+[\w.]+\s+import\b)", re.M)
+
+
 def _code_rule(tree: ast.AST, problem: str | None) -> Check:
     for text in _strings(tree):
-        if re.search(r"\b(def|return|lambda|import)\b", text) and re.search(r"[(:=]", text):
+        if CODE_IN_TEXT.search(text):
             return Check(False, f"problem-specific: a string carries code ({text[:40]!r}); the solution must come "
                                 "from the operators")
     return Check(True)

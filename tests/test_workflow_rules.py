@@ -94,6 +94,8 @@ def test_code_rule_rejects_code_in_strings():
            '    return s')
     c = wf.check(src, CODE_OPERATORS, "", None, family="code")
     assert not c.ok and "carries code" in c.reason
+    prose = src.replace("def add(a, b): return a + b", "Do not import anything: use only builtins. Return the sum (an int).")
+    assert wf.check(prose, CODE_OPERATORS, "", None, family="code").ok  # instructions in words are fine
 
 
 def test_gold_in_source():

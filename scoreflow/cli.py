@@ -483,7 +483,7 @@ def cmd_run_workflow(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     runner = Runner(task, None, make_sandbox(cfg), max_tokens=cfg.executor.max_tokens,  # type: ignore[arg-type]
                     extract=cfg.executor.extract_answer)
-    check = runner.check(source)
+    check = runner.check(source, problem)
     verdict: dict[str, Any]
     if not check.ok:
         verdict = {"status": "rejected", "reason": check.reason, "output": None, "score": 0.0,

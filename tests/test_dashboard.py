@@ -33,7 +33,8 @@ from scoreflow.progress import RunInfo
 ROOT = Path(__file__).resolve().parents[1]
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S")
 TINY = ["--problems", "1", "-k", "2", "--iterations", "1", "--pairs", "2", "--set", "generator.max_new_tokens=64",
-        "--set", "executor.max_tokens=32", "--set", "generator.max_attempts=1"]
+        "--set", "executor.max_tokens=32", "--set", "generator.max_attempts=1",
+        "--set", "run.compare=false"]
 ITERATION_1 = {"kind": "iteration", "iteration": 1, "problems": 2, "workflows": 8, "valid": 3, "valid_rate": 0.375,
                "first_attempt_valid_rate": 0.25, "mean_score": 0.3333, "solve_rate": 0.125, "pairs": 6,
                "unique_pairs": 6, "steps": 6, "loss": 0.6921, "margin": 0.0012, "executor_calls": 14,
@@ -295,7 +296,8 @@ def real(tmp_path_factory) -> RealRuns:
 def _metrics(run_dir: Path) -> dict:
     import json
 
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [m for m in records if m.get("kind") == "iteration"][-1]
 
 
 @pytest.mark.slow

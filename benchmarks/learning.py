@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, emit, today  # noqa: E402
 
 from scoreflow import loop  # noqa: E402
-from scoreflow.config import build, to_toml  # noqa: E402
-from scoreflow.rundir import atomic_write, read_jsonl  # noqa: E402
+from scoreflow.config import build  # noqa: E402
+from scoreflow.records import IterationMetrics, TestMetrics  # noqa: E402
+from scoreflow.rundir import RunDir, read_jsonl  # noqa: E402
 from scoreflow.session import build_session, select  # noqa: E402
 from scoreflow.stats import bootstrap  # noqa: E402
 from scoreflow.workflow import gold_in_source  # noqa: E402
@@ -46,13 +47,13 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
     if args.reuse_from:
         reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir)
     s = build_session(cfg, run_dir)
-    atomic_write(run_dir / "config.toml", to_toml(cfg))  # a run directory like optimize's: report and show read it
+    s.run.write_config(cfg)  # a run directory like optimize's: report and show read it
     s.run.set_status("running")
     problems = select(s.task.problems("validate"), cfg.run.problems, seed)
 
     async def work() -> None:
         await loop.test_solve(s, 0)
-        done = {m["iteration"] for m in s.run["metrics"].all() if m.get("kind") == "iteration"}
+        done = {m.iteration for m in s.run["metrics"].all() if isinstance(m, IterationMetrics)}
         for it in range(1, cfg.run.iterations + 1):
             if it not in done:
                 await loop._iteration(s, it, problems)
@@ -74,16 +75,16 @@ def reuse(source: Path, run_dir: Path) -> None:
     """Start from another loss's run of the same seed: its base-generator evaluation and its first
     iteration's workflows, executions and sampled pairs (none of which depends on the loss), so that
     the losses are compared on exactly the same pairs."""
-    if (run_dir / "metrics.jsonl").is_file():
+    src, dst = RunDir(source), RunDir(run_dir)
+    if dst["metrics"].path.is_file():
         return  # resuming this run
-    run_dir.mkdir(parents=True, exist_ok=True)
-    keep = {"metrics": lambda r: r.get("kind") == "evaluate" and r["iteration"] == 0,
-            "test_workflows": lambda r: r["iteration"] == 0, "test_evaluations": lambda r: r["iteration"] == 0,
-            "workflows": lambda r: r["iteration"] == 1, "evaluations": lambda r: r["iteration"] == 1,
-            "pairs": lambda r: r["iteration"] == 1}
+    keep = {"metrics": lambda r: isinstance(r, TestMetrics) and r.iteration == 0,
+            "test_workflows": lambda r: r.iteration == 0, "test_executions": lambda r: r.iteration == 0,
+            "workflows": lambda r: r.iteration == 1, "executions": lambda r: r.iteration == 1,
+            "pairs": lambda r: r.iteration == 1}
     for name, wanted in keep.items():
-        rows = [r for r in read_jsonl(source / f"{name}.jsonl") if wanted(r)]
-        (run_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        dst[name].rewrite(r for r in src.read(name) if wanted(r))
+    dst.close()
 
 
 def summarise_run(run_dir: Path, iterations: int, test: list, cfg) -> dict:

@@ -19,7 +19,9 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from .errors import UserError
-from .rundir import atomic_dir
+from .dashstate import fmt_number as _fmt
+from .records import Comparison, IterationMetrics, Metrics, TestMetrics
+from .rundir import RunDir, atomic_dir
 
 PEFT_WEIGHTS, MLX_WEIGHTS, CONFIG = "adapter_model.safetensors", "adapters.safetensors", "adapter_config.json"
 FORMATS = ("peft", "mlx")
@@ -131,26 +133,17 @@ def convert(src: Path, to: str, out: Path) -> Path:
     return peft_to_mlx(src, out) if to == "mlx" else mlx_to_peft(src, out)
 
 
-def _iterations(run_dir: Path) -> dict[int, Path]:
-    found = {}
-    for d in (run_dir / "adapters").glob("iter-*"):
-        m = re.fullmatch(r"iter-(\d+)", d.name)
-        if m and d.is_dir():
-            found[int(m.group(1))] = d
-    return found
-
-
 def export_run(run_dir: Path, to: str, iteration: int | None = None, out: Path | None = None) -> Path:
     """Convert RUN_DIR/adapters/iter-N (the latest by default) to `to`, with a model card (README.md);
     returns the output folder, RUN_DIR/export/iter-N-<to>/ unless `out` is given."""
-    run_dir = Path(run_dir)
-    found = _iterations(run_dir)
+    run = RunDir(run_dir)
+    found = run.adapters()
     if not found:
-        raise UserError(f"{run_dir} holds no adapters (expected {run_dir / 'adapters' / 'iter-N'})")
+        raise UserError(f"{run_dir} holds no adapters (expected {run.adapters_path / 'iter-N'})")
     n = max(found) if iteration is None else iteration
     if n not in found:
         raise UserError(f"{run_dir} has no adapter for iteration {n} (have {sorted(found)})")
-    folder = convert(found[n], to, Path(out) if out else run_dir / "export" / f"iter-{n}-{to}")
+    folder = convert(found[n], to, Path(out) if out else run.export_dir(f"iter-{n}-{to}"))
     write_model_card(run_dir, n, folder)
     return folder
 
@@ -172,42 +165,37 @@ def _base_model(spec: str) -> tuple[str | None, str, str]:
     return None, f"`{spec}` (a local model)", spec
 
 
-def _fmt(v, spec: str = ".3f") -> str:
-    return "–" if v is None else format(v, spec)
-
-
-def _metrics_tables(metrics: list[dict]) -> str:
-    its = [m for m in metrics if m.get("kind", "iteration") == "iteration"]
+def _metrics_tables(metrics: list[Metrics]) -> str:
+    its = [m for m in metrics if isinstance(m, IterationMetrics)]
     out = ["| iteration | valid workflows | valid at first attempt | mean score | solve rate | pairs | steps | loss |",
            "|---|---|---|---|---|---|---|---|"]
-    out += [f"| {m['iteration']} | {_fmt(m.get('valid_rate'), '.0%')} | {_fmt(m.get('first_attempt_valid_rate'), '.0%')}"
-            f" | {_fmt(m.get('mean_score'))} | {_fmt(m.get('solve_rate'))} | {m.get('pairs', '–')} | "
-            f"{m.get('steps', '–')} | {_fmt(m.get('loss'), '.4f')} |" for m in its]
-    tests = [m for m in metrics if m.get("kind") == "evaluate"]
+    out += [f"| {m.iteration} | {_fmt(m.valid_rate, '.0%')} | {_fmt(m.first_attempt_valid_rate, '.0%')}"
+            f" | {_fmt(m.mean_score)} | {_fmt(m.solve_rate)} | {m.pairs} | "
+            f"{m.steps} | {_fmt(m.loss, '.4f')} |" for m in its]
+    tests = [m for m in metrics if isinstance(m, TestMetrics)]
     if tests:
         out += ["", "Test split (one workflow per problem):", "",
                 "| generator | problems | valid workflows | solve rate |", "|---|---|---|---|"]
-        out += [f"| {'base model' if not m['iteration'] else 'adapter of iteration ' + str(m['iteration'])} | "
-                f"{m.get('problems', '–')} | {_fmt(m.get('valid_rate'), '.0%')} | {_fmt(m.get('solve_rate'))} |"
+        out += [f"| {'base model' if not m.iteration else 'adapter of iteration ' + str(m.iteration)} | "
+                f"{m.problems} | {_fmt(m.valid_rate, '.0%')} | {_fmt(m.solve_rate)} |"
                 for m in tests]
-    for c in (m for m in metrics if m.get("kind") == "compare"):
-        d = c["difference"]
-        out += ["", f"Trained minus base on the same {c['problems']} held-out problems: {d['value']:+.3f} "
+    for c in (m for m in metrics if isinstance(m, Comparison)):
+        d = c.difference
+        out += ["", f"Trained minus base on the same {c.problems} held-out problems: {d['value']:+.3f} "
                 f"(paired bootstrap 95% CI {d['low']:+.3f} to {d['high']:+.3f})."]
     return "\n".join(out) if its or tests else "No iteration finished yet."
 
 
 def model_card(run_dir: Path, iteration: int, fmt: str) -> str:
     """README.md for an exported adapter: metadata for the Hugging Face Hub, what it was trained on and
-    how (from the run's config.toml and metrics.jsonl), and how to load it."""
+    how (from the run's configuration snapshot and metrics), and how to load it."""
     from . import config as C
-    from .rundir import read_jsonl
 
-    run_dir = Path(run_dir)
-    cfg = C.build(C.read_toml(run_dir / "config.toml")) if (run_dir / "config.toml").is_file() else C.build({})
+    run = RunDir(run_dir)
+    cfg = C.build(C.read_toml(run.config_path)) if run.has_config() else C.build({})
     hub, described, base = _base_model(cfg.generator.model)
-    metrics = list(read_jsonl(run_dir / "metrics.jsonl"))
-    done = max((m["iteration"] for m in metrics if m.get("kind", "iteration") == "iteration"), default=iteration)
+    metrics = run.read("metrics")
+    done = max((m.iteration for m in metrics if isinstance(m, IterationMetrics)), default=iteration)
     g, t, lo, ex = cfg.generator, cfg.train, cfg.lora, cfg.executor
     meta = ["---"] + ([f"base_model: {hub}"] if hub else []) + [
         f"library_name: {'peft' if fmt == 'peft' else 'mlx'}", "pipeline_tag: text-generation",

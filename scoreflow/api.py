@@ -78,16 +78,16 @@ def optimize(config: Any, run_dir: str | Path, *, resume: bool = False, report_t
     from .loop import evaluate as evaluate_run, optimize as optimize_run
     from .preflight import preflight
     from .progress import Reporter
-    from .rundir import atomic_write, read_jsonl
+    from .rundir import RunDir
     from .session import build_session
     from .trackers import with_trackers
 
     run_dir = Path(run_dir)
-    snapshot = run_dir / "config.toml"
+    run = RunDir(run_dir)
     if resume:
-        if not snapshot.is_file():
+        if not run.has_config():
             raise UserError(f"nothing to resume: {run_dir} holds no config.toml")
-        cfg = _config(snapshot) if config is None else _config(config)
+        cfg = _config(run.config_path) if config is None else _config(config)
     else:
         if run_dir.exists() and any(run_dir.iterdir()):
             raise UserError(f"run directory {run_dir} is not empty: pass resume=True to continue it")
@@ -95,8 +95,8 @@ def optimize(config: Any, run_dir: str | Path, *, resume: bool = False, report_t
     task = preflight(cfg, ("validate", "test") if evaluate or cfg.run.compare else ("validate",))
     reporter = with_trackers(reporter or Reporter(), list(report_to))
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not snapshot.is_file():
-        atomic_write(snapshot, C.to_toml(cfg))
+    if not run.has_config():
+        run.write_config(cfg)
     s = build_session(cfg, run_dir, reporter, task=task)
 
     def work() -> None:
@@ -107,7 +107,7 @@ def optimize(config: Any, run_dir: str | Path, *, resume: bool = False, report_t
 
     _run(s, run_dir, work)
     status = s.run.status().get("status", "unknown")
-    return RunResult(run_dir, status, list(read_jsonl(run_dir / "metrics.jsonl")))
+    return RunResult(run_dir, status, [m.to_json() for m in run.read("metrics")])
 
 
 class Solver:
@@ -125,13 +125,15 @@ class Solver:
         the adapter of `iteration` (default the latest; 0 = the base model, untrained)."""
         from . import config as C
         from .preflight import preflight
+        from .rundir import RunDir
         from .session import make_backend
 
         run_dir = Path(run_dir)
-        if not (run_dir / "config.toml").is_file():
+        run = RunDir(run_dir)
+        if not run.has_config():
             raise UserError(f"{run_dir} holds no run (no config.toml)")
-        cfg = C.build(C.merge(C.read_toml(run_dir / "config.toml"), overrides or {}))
-        found = sorted(int(p.name[5:]) for p in (run_dir / "adapters").glob("iter-*") if p.name[5:].isdigit())
+        cfg = C.build(C.merge(C.read_toml(run.config_path), overrides or {}))
+        found = list(run.adapters())
         if iteration is None:
             iteration = found[-1] if found else 0
         if iteration and iteration not in found:
@@ -140,7 +142,7 @@ class Solver:
         task = preflight(cfg, ())
         solver = cls(cfg, make_backend(cfg), task, iteration, run_dir)
         if iteration:
-            solver.backend.load_adapter(solver._adapter(run_dir / "adapters" / f"iter-{iteration}"))
+            solver.backend.load_adapter(solver._adapter(run.adapter_dir(iteration)))
         return solver
 
     def _adapter(self, folder: Path) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import RunFailed, StopRun, UserError, one_line
+from .rundir import RunDir
 
 # The commands whose configuration comes from config keys (a file, flags and --set).
 CONFIG_COMMANDS = ("optimize", "evaluate", "run-workflow", "solve")
@@ -270,7 +271,7 @@ def _prepare_run_dir(args: argparse.Namespace, command: str):
     from . import config as C
 
     run_dir: Path | None = args.run_dir
-    snapshot = run_dir / "config.toml" if run_dir else None
+    snapshot = RunDir(run_dir).config_path if run_dir else None
     has_run = snapshot is not None and snapshot.is_file()
     if command == "evaluate":
         _check_evaluate(args, run_dir, has_run)
@@ -298,8 +299,7 @@ def _prepare_run_dir(args: argparse.Namespace, command: str):
 
 
 def _adapter_iterations(run_dir: Path | None) -> list[int]:
-    found = (run_dir / "adapters").glob("iter-*") if run_dir else ()
-    return sorted(int(p.name[5:]) for p in found if p.name[5:].isdigit() and p.is_dir())
+    return list(RunDir(run_dir).adapters()) if run_dir else []
 
 
 def _check_evaluate(args: argparse.Namespace, run_dir: Path | None, has_run: bool) -> None:
@@ -326,9 +326,7 @@ def _start(cfg, run_dir: Path, args: argparse.Namespace):
     """Check everything that can be checked cheaply before loading a model, then build the session."""
     import shutil
 
-    from . import config as C
     from .preflight import preflight
-    from .rundir import atomic_write
     from .session import build_session
 
     task = preflight(cfg, _splits(args))  # before a run directory or a model exists
@@ -336,10 +334,10 @@ def _start(cfg, run_dir: Path, args: argparse.Namespace):
     if replace and run_dir.exists() and any(run_dir.iterdir()):
         shutil.rmtree(run_dir)
     reporter = _reporter(args)
-    fresh = not (run_dir / "config.toml").is_file()
+    fresh = not RunDir(run_dir).has_config()
     run_dir.mkdir(parents=True, exist_ok=True)
     if fresh or getattr(args, "force", False):
-        atomic_write(run_dir / "config.toml", C.to_toml(cfg))
+        RunDir(run_dir).write_config(cfg)
     try:
         session = build_session(cfg, run_dir, reporter, task=task)
     except BaseException:
@@ -350,12 +348,14 @@ def _start(cfg, run_dir: Path, args: argparse.Namespace):
 
 
 def _info(s, run_dir: Path):
+    from .config import as_dict
     from .progress import RunInfo
 
     c = s.cfg
     executor = s.executor.model or c.executor.model
     return RunInfo(task=c.run.task, backend=s.backend.name, device=s.backend.device, generator=s.backend.model_name,
-                   executor=executor, run_dir=str(run_dir), iterations=c.run.iterations, usage=s.executor.usage)
+                   executor=executor, run_dir=str(run_dir), iterations=c.run.iterations, usage=s.executor.usage,
+                   config=as_dict(c))
 
 
 def save_traceback(e: BaseException, path: Path | None = None) -> str:
@@ -405,7 +405,7 @@ def _run(s, run_dir: Path, work: Callable[[], Any]) -> int:
             raise
         except Exception as e:
             reason = one_line(f"{type(e).__name__}: {e}", 300)
-            log = save_traceback(e, run_dir / "error.log")
+            log = save_traceback(e, RunDir(run_dir).error_log)
             _quietly(status, "failed", reason)
             s.reporter.finish("failed", f"{reason} (traceback: {log})")
             raise RunFailed(f"run failed: {reason}; full traceback in {log}") from e
@@ -525,7 +525,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"{args.workflows}: {len(entries)} workflow(s), index.jsonl")
     if args.to is None:
         return 0
-    if not (args.run_dir / "adapters").is_dir():
+    if not RunDir(args.run_dir).adapters_path.is_dir():
         raise UserError(f"{args.run_dir} holds no adapters/ folder")
     out = export_run(args.run_dir, args.to, args.iteration, args.out)
     print(out)

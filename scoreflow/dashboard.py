@@ -11,6 +11,7 @@ from typing import Any, TextIO
 
 from .dashstate import DashState, comparison_text, fmt_count, fmt_duration, fmt_rate, summary
 from .progress import Reporter, RunInfo
+from .records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
 
 
 def make_reporter(plain: bool = False) -> Reporter:
@@ -41,7 +42,7 @@ class _StateReporter(Reporter):
     def train_step(self, info: Any) -> None:
         self.state.train_step(info)
 
-    def iteration_end(self, metrics: dict[str, Any]) -> None:
+    def iteration_end(self, metrics: Metrics) -> None:
         self.state.iteration_end(metrics)
 
     def log(self, message: str) -> None:
@@ -77,7 +78,7 @@ class LiveReporter(_StateReporter):
         super().log(message)
         self.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}", highlight=False)
 
-    def iteration_end(self, metrics: dict[str, Any]) -> None:
+    def iteration_end(self, metrics: Metrics) -> None:
         super().iteration_end(metrics)
         if self.live is not None:
             self.live.refresh()
@@ -170,7 +171,7 @@ class PlainReporter(_StateReporter):
         if time.monotonic() - self._last >= self.every:
             self._print(self._progress())
 
-    def iteration_end(self, metrics: dict[str, Any]) -> None:
+    def iteration_end(self, metrics: Metrics) -> None:
         super().iteration_end(metrics)
         self._print(iteration_line(metrics))
 
@@ -186,20 +187,22 @@ class PlainReporter(_StateReporter):
 _ASCII = str.maketrans({"·": "|", "–": "-", "…": "...", "✔": "ok"})
 
 
-def iteration_line(m: dict[str, Any]) -> str:
-    if m.get("kind") == "compare":
+def iteration_line(m: Metrics | dict[str, Any]) -> str:
+    m = as_metrics(m)
+    if isinstance(m, Comparison):
         return f"trained vs base generator · {comparison_text(m)}"
-    if m.get("kind") == "evaluate":
-        judged = (f" · judged {m['judged_solve_rate']:.3f}" if m.get("judged_solve_rate") is not None else "")
-        return (f"evaluation done · adapter of iteration {m['iteration']} · test solve rate {m['solve_rate']:.3f}"
-                f"{judged} · valid {m['valid_rate']:.0%} of {m['problems']} problems · {m['seconds'] / 60:.1f} min")
-    parts = [f"iteration {m['iteration']} done",
-             f"valid {m['valid']}/{m['workflows']} ({m['valid_rate']:.0%}, first attempt "
-             f"{m['first_attempt_valid_rate']:.0%})",
-             f"mean score {m['mean_score']:.3f}" if m["valid"] else "no valid workflow",
-             f"solve rate {m['solve_rate']:.3f}", f"pairs {m['pairs']}"]
-    if m.get("loss") is not None:
-        parts.append(f"loss {m['loss']:.4f}, margin {m['margin']:+.4f} over {m['steps']} steps")
-    parts.append(f"executor {m.get('executor_calls', 0)} calls, {fmt_count(m.get('executor_tokens', 0))} tokens")
-    parts.append(f"{m['seconds'] / 60:.1f} min")
+    if isinstance(m, TestMetrics):
+        judged = f" · judged {m.judged_solve_rate:.3f}" if m.has("judged_solve_rate") and m.judged_solve_rate is not None else ""
+        return (f"evaluation done · adapter of iteration {m.iteration} · test solve rate {m.solve_rate:.3f}"
+                f"{judged} · valid {m.valid_rate:.0%} of {m.problems} problems · {m.seconds / 60:.1f} min")
+    assert isinstance(m, IterationMetrics)
+    parts = [f"iteration {m.iteration} done",
+             f"valid {m.valid}/{m.workflows} ({m.valid_rate:.0%}, first attempt "
+             f"{m.first_attempt_valid_rate:.0%})",
+             f"mean score {m.mean_score:.3f}" if m.valid else "no valid workflow",
+             f"solve rate {m.solve_rate:.3f}", f"pairs {m.pairs}"]
+    if m.loss is not None:
+        parts.append(f"loss {m.loss:.4f}, margin {m.margin:+.4f} over {m.steps} steps")
+    parts.append(f"executor {m.executor_calls} calls, {fmt_count(m.executor_tokens)} tokens")
+    parts.append(f"{m.seconds / 60:.1f} min")
     return " · ".join(parts)

@@ -3,16 +3,15 @@ thread-safe state (training events arrive from a worker thread, rendering happen
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .progress import RunInfo
+from .records import UNSET, Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
 
 PIPELINE = ("generate", "validate", "execute", "pairs", "train")
 EVAL_PIPELINE = ("generate", "validate", "execute")
@@ -72,7 +71,7 @@ class DashState:
         self.margins: list[float] = []
         self.step: tuple[int, int] | None = None
         self.step_seconds: deque[float] = deque(maxlen=20)
-        self.finished: list[dict[str, Any]] = []
+        self.finished: list[Metrics] = []
         self.logs: deque[tuple[float, str]] = deque(maxlen=50)
         self.calls_samples: deque[tuple[float, int]] = deque()
         self.status: str | None = None
@@ -83,14 +82,14 @@ class DashState:
         with self.lock:
             self.info = info
             self.t_start = time.time()
-            self.config = _read_config(Path(info.run_dir))
-            # A resumed run skips finished iterations: show them from metrics.jsonl.
-            self.finished = _read_metrics(Path(info.run_dir))
+            self.config = info.config  # the loop's configuration, as TOML tables
+            # A resumed run skips finished iterations: show them from its metrics records.
+            self.finished = _read_metrics(info.run_dir)
 
     def stage(self, iteration: int, name: str, total: int, done: int = 0) -> None:
         now = time.time()
         with self.lock:
-            done_iters = {m["iteration"] for m in self.finished if m.get("kind") == "iteration"}
+            done_iters = {m.iteration for m in self.iterations()}
             evaluating = name == "evaluate" or iteration == 0 or iteration in done_iters
             if iteration != self.iteration or evaluating != self.evaluating:
                 self.iteration, self.evaluating = iteration, evaluating
@@ -135,9 +134,9 @@ class DashState:
             self.step = (int(info.step), int(info.total))
             self.step_seconds.append(float(info.seconds))
 
-    def iteration_end(self, metrics: dict[str, Any]) -> None:
+    def iteration_end(self, metrics: Metrics | dict[str, Any]) -> None:
         with self.lock:
-            self.finished.append(dict(metrics))
+            self.finished.append(as_metrics(metrics))
             st = self.stages.get(self.current or "")
             if st is not None and st.ended is None:
                 st.ended = time.time()
@@ -181,31 +180,27 @@ class DashState:
             s = sum(self.step_seconds)
             return len(self.step_seconds) / s if s > 0 else None
 
-    def iterations(self) -> list[dict[str, Any]]:
+    def iterations(self) -> list[IterationMetrics]:
         with self.lock:
-            return [m for m in self.finished if m.get("kind") == "iteration"]
+            return [m for m in self.finished if isinstance(m, IterationMetrics)]
 
     def best_score(self) -> float | None:
-        scores = [m["mean_score"] for m in self.iterations() if m.get("valid")]
+        scores = [m.mean_score for m in self.iterations() if m.valid]
         return max(scores) if scores else None
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    from .config import tomllib
+def _read_metrics(run_dir: str) -> list[Metrics]:
+    from .rundir import RunDir
 
     try:
-        return tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    from .rundir import read_jsonl
-
-    try:
-        return list(read_jsonl(run_dir / "metrics.jsonl"))
-    except (OSError, json.JSONDecodeError):
+        return RunDir(run_dir).read("metrics")
+    except (OSError, ValueError, TypeError):
         return []
+
+
+def fmt_number(v: Any, spec: str = ".3f") -> str:
+    """A number as `spec`, or a dash for none (None, or a field the record does not carry)."""
+    return "–" if v is None or v is UNSET else format(v, spec)
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -229,10 +224,10 @@ def fmt_rate(r: float | None) -> str:
     return f"{r:.2f}/s" if r < 10 else f"{fmt_count(r)}/s"
 
 
-def comparison_text(m: dict[str, Any]) -> str:
+def comparison_text(m: Comparison) -> str:
     """The trained-vs-base record of `run.compare` in words."""
-    d = m["difference"]
-    return (f"held-out solve rate {m['base_solve_rate']:.3f} -> {m['trained_solve_rate']:.3f} on {m['problems']} "
+    d = m.difference
+    return (f"held-out solve rate {m.base_solve_rate:.3f} -> {m.trained_solve_rate:.3f} on {m.problems} "
             f"problems: {d['value']:+.3f} (95% CI {d['low']:+.3f} to {d['high']:+.3f})")
 
 
@@ -244,12 +239,12 @@ def summary(state: DashState, status: str, message: str = "") -> str:
     parts = [status, f"{len(its)} iteration{'s' if len(its) != 1 else ''}"]
     if best is not None:
         parts.append(f"best mean score {best:.3f}")
-    tests = [m for m in state.finished if m.get("kind") == "evaluate"]
-    compared = [m for m in state.finished if m.get("kind") == "compare"]
+    tests = [m for m in state.finished if isinstance(m, TestMetrics)]
+    compared = [m for m in state.finished if isinstance(m, Comparison)]
     if compared:
         parts.append("trained vs base: " + comparison_text(compared[-1]))
     elif tests:
-        parts.append(f"test solve rate {tests[-1]['solve_rate']:.3f}")
+        parts.append(f"test solve rate {tests[-1].solve_rate:.3f}")
     parts.append(f"{u['calls']} executor calls, {fmt_count(u['tokens'])} tokens")
     if u["cost_usd"] is not None:
         parts.append(f"${u['cost_usd']:.2f}")

@@ -7,7 +7,6 @@ to the terminal: below `TALL` rows the score histogram shrinks to one line and b
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType
@@ -15,7 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .dashstate import (EVAL_PIPELINE, PIPELINE, SCORE_BINS, DashState, Stage, comparison_text, fmt_count, fmt_duration,
-                        fmt_rate)
+                        fmt_number as _fmt, fmt_rate)
+from .records import Comparison, IterationMetrics, Metrics, TestMetrics
 
 SPARKS = "▁▂▃▄▅▆▇█"
 TALL = 36
@@ -179,29 +179,23 @@ def _train(st: DashState, width: int) -> list[Text]:
                   f" {st.margins[-1]:+.4f}")]
 
 
-def _fmt(v: Any, spec: str) -> str:
-    return "–" if v is None else format(v, spec)
-
-
-def iterations_table(finished: list[dict[str, Any]]) -> Table:
+def iterations_table(finished: list[Metrics]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False)
-    judged = any("judged_solve_rate" in m for m in finished)  # a judged test row: the executor-judged solve rate
+    judged = any(m.has("judged_solve_rate") for m in finished)  # a judged test row: the executor-judged solve rate
     for name in ("iter", "valid", "1st try", "score", "solve", *(("judged",) if judged else ()), "pairs", "loss",
                  "margin", "min"):
         table.add_column(name, justify="right", no_wrap=True)
     for m in finished:
-        if m.get("kind") == "compare":
-            continue  # shown under the table as one line
-        test = m.get("kind") == "evaluate"
-        table.add_row(
-            f"test@{m['iteration']}" if test else str(m["iteration"]), _fmt(m.get("valid_rate"), ".0%"),
-            "" if test else _fmt(m.get("first_attempt_valid_rate"), ".0%"),
-            "" if test else _fmt(m.get("mean_score") if m.get("valid") else None, ".3f"),
-            _fmt(m.get("solve_rate"), ".3f"),
-            *((_fmt(m.get("judged_solve_rate"), ".3f") if test else "",) if judged else ()),
-            "" if test else str(m.get("pairs", "–")), "" if test else _fmt(m.get("loss"), ".4f"),
-            "" if test else _fmt(m.get("margin"), "+.4f"), _fmt(m.get("seconds", 0) / 60, ".1f"),
-            style="cyan" if test else None)
+        if isinstance(m, TestMetrics):
+            table.add_row(f"test@{m.iteration}", _fmt(m.valid_rate, ".0%"), "", "", _fmt(m.solve_rate, ".3f"),
+                          *((_fmt(m.judged_solve_rate, ".3f"),) if judged else ()), "", "", "",
+                          _fmt(m.seconds / 60, ".1f"), style="cyan")
+        elif isinstance(m, IterationMetrics):  # a comparison is shown under the table as one line
+            table.add_row(
+                str(m.iteration), _fmt(m.valid_rate, ".0%"), _fmt(m.first_attempt_valid_rate, ".0%"),
+                _fmt(m.mean_score if m.valid else None, ".3f"), _fmt(m.solve_rate, ".3f"),
+                *(("",) if judged else ()), str(m.pairs), _fmt(m.loss, ".4f"), _fmt(m.margin, "+.4f"),
+                _fmt(m.seconds / 60, ".1f"))
     return table
 
 
@@ -229,7 +223,7 @@ def render(st: DashState, width: int, height: int) -> RenderableType:
         parts: list[RenderableType] = [*head, *gap, *stages, *gap, *middle, *gap, *ex, *train]
         used = len(head) + len(stages) + middle_h + len(ex) + len(train) + 3 * len(gap)
         rows = height - used - 2 - len(gap) - 3  # title, table head and rule, the line rich keeps free
-        compared = [m for m in st.finished if m.get("kind") == "compare"]
+        compared = [m for m in st.finished if isinstance(m, Comparison)]
         if compared:
             rows -= 1
         if st.finished and rows > 0:

@@ -16,26 +16,19 @@ from statistics import mean
 from typing import Any
 
 from .errors import UserError
+from .rundir import RunDir, atomic_write
 
-SPLITS = (("validate", ""), ("test", "test_"))
+SPLITS = (("validate", False), ("test", True))
 
 
-def best_workflows(run_dir: Path, prefix: str = "") -> dict[str, dict[str, Any]]:
+def best_workflows(run: RunDir, test: bool = False) -> dict[str, dict[str, Any]]:
     """problem_id -> the record of its best valid workflow, with `score` and `runs` added."""
-    from .rundir import read_jsonl
-
-    scores: dict[tuple[int, int, int], list[float]] = {}
-    for r in read_jsonl(run_dir / f"{prefix}evaluations.jsonl"):
-        scores.setdefault((r["iteration"], r["problem"], r["slot"]), []).append(float(r.get("score", 0.0)))
     best: dict[str, dict[str, Any]] = {}
-    for w in read_jsonl(run_dir / f"{prefix}workflows.jsonl"):
-        key = (w["iteration"], w["problem"], w["slot"])
-        if not w.get("valid") or key not in scores or not w.get("source"):
-            continue
-        cand = {**w, "score": mean(scores[key]), "runs": len(scores[key])}
-        old = best.get(w["problem_id"])
+    for w, scores in run.executed_workflows(test):
+        cand = {**w.to_json(), "score": mean(scores), "runs": len(scores)}
+        old = best.get(w.problem_id)
         if old is None or (cand["score"], cand["iteration"], -cand["slot"]) > (old["score"], old["iteration"], -old["slot"]):
-            best[w["problem_id"]] = cand
+            best[w.problem_id] = cand
     return best
 
 
@@ -48,24 +41,24 @@ def _name(split: str, index: int | None, pid: str) -> str:
 def export_workflows(run_dir: Path, out: Path) -> list[dict[str, Any]]:
     """Write the best workflow of every problem of the run to `out`; returns the index entries."""
     from . import config as C
-    from .rundir import atomic_write
     from .session import make_task
 
     run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "config.toml").is_file():
+    run = RunDir(run_dir)
+    if not run.has_config():
         raise UserError(f"{run_dir} holds no run (no config.toml)")
-    cfg = C.build(C.read_toml(run_dir / "config.toml"))
+    cfg = C.build(C.read_toml(run.config_path))
     task = make_task(cfg)
     entries: list[dict[str, Any]] = []
-    for split, prefix in SPLITS:
-        best = best_workflows(run_dir, prefix)
+    for split, test in SPLITS:
+        best = best_workflows(run, test)
         if not best:
             continue
         index = {p.id: i for i, p in enumerate(task.problems(split))}  # run-workflow's --index is into the split
         for pid, w in sorted(best.items(), key=lambda kv: (index.get(kv[0], 1 << 30), kv[0])):
             i = index.get(pid)
             name = _name(split, i, pid)
-            how = (f"scoreflow run-workflow --config {run_dir / 'config.toml'} --split {split} --index {i} "
+            how = (f"scoreflow run-workflow --config {run.config_path} --split {split} --index {i} "
                    f"--workflow {out / name}" if i is not None else "its problem is no longer in the task's data")
             header = (f"# ScoreFlow workflow: task {task.name}, {split} problem {pid}"
                       f"{f' (index {i})' if i is not None else ''}.\n"

@@ -18,7 +18,8 @@ from .backend import SamplingParams, TrainConfig, TrainPair
 from .config import Config
 from .pairs import Candidate, sample_pairs
 from .prompts import generator_messages
-from .rundir import read_jsonl
+from .records import Comparison, IterationMetrics, PairRecord, TestMetrics, TrainStep, WorkflowAttempt
+from .rundir import RunDir
 from .session import Session, make_task, select
 from .stats import bootstrap
 from .tasks.base import Problem, Task
@@ -29,22 +30,22 @@ Key = tuple[int, int]  # (problem index, slot)
 
 @dataclass
 class Generated:
-    valid: dict[Key, dict[str, Any]] = field(default_factory=dict)  # the valid workflow record per slot
-    last: dict[Key, dict[str, Any]] = field(default_factory=dict)  # the latest attempt per slot
+    valid: dict[Key, WorkflowAttempt] = field(default_factory=dict)  # the valid workflow per slot
+    last: dict[Key, WorkflowAttempt] = field(default_factory=dict)  # the latest attempt per slot
     tokens: int = 0
     first_valid: int = 0  # slots valid at their first attempt
 
-    def note(self, rec: dict[str, Any]) -> None:
-        key = (rec["problem"], rec["slot"])
-        if key not in self.last or rec["attempt"] >= self.last[key]["attempt"]:
+    def note(self, rec: WorkflowAttempt) -> None:
+        key = rec.key
+        if key not in self.last or rec.attempt >= self.last[key].attempt:
             self.last[key] = rec
-        self.tokens += rec["tokens"]
-        if rec["valid"]:
+        self.tokens += rec.tokens
+        if rec.valid:
             self.valid[key] = rec
-            self.first_valid += rec["attempt"] == 0
+            self.first_valid += rec.attempt == 0
 
     def attempts(self, key: Key) -> int:
-        return self.last[key]["attempt"] + 1 if key in self.last else 0
+        return self.last[key].attempt + 1 if key in self.last else 0
 
 
 def optimize(s: Session) -> None:
@@ -61,7 +62,7 @@ async def _closing(s: Session, work):
 async def _optimize(s: Session) -> None:
     cfg = s.cfg
     problems = select(s.task.problems("validate"), cfg.run.problems, cfg.run.seed)
-    done = {m["iteration"] for m in s.run["metrics"].all() if m.get("kind") == "iteration"}
+    done = {m.iteration for m in s.run["metrics"].all() if isinstance(m, IterationMetrics)}
     if cfg.run.compare and not done:  # the base generator on the held-out problems, before any training
         await test_solve(s, 0)
     latest = s.run.latest_adapter()
@@ -91,17 +92,17 @@ async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
     pairs = make_pairs(s, it, candidates)
     stats = await asyncio.to_thread(train, s, it, problems, gen.last, pairs)
     slots = len(problems) * cfg.generator.workflows_per_problem
-    metrics = {
-        "kind": "iteration", "iteration": it, "problems": len(problems), "workflows": slots,
-        "valid": len(workflows), "valid_rate": len(workflows) / slots,
-        "first_attempt_valid_rate": gen.first_valid / slots,
-        "mean_score": mean(scores.values()) if scores else 0.0,
-        "solve_rate": sum(scores.values()) / slots,
-        "pairs": len(pairs), "unique_pairs": len({(p["problem"], p["chosen"], p["rejected"]) for p in pairs}),
-        **stats, "generator_tokens": gen.tokens,
-        "executor_calls": s.executor.usage.calls - used0[0], "executor_tokens": s.executor.usage.tokens - used0[1],
-        "seconds": round(time.time() - t0, 2),
-    }
+    metrics = IterationMetrics(
+        iteration=it, problems=len(problems), workflows=slots,
+        valid=len(workflows), valid_rate=len(workflows) / slots,
+        first_attempt_valid_rate=gen.first_valid / slots,
+        mean_score=mean(scores.values()) if scores else 0.0,
+        solve_rate=sum(scores.values()) / slots,
+        pairs=len(pairs), unique_pairs=len({(p.problem, p.chosen, p.rejected) for p in pairs}),
+        **stats, generator_tokens=gen.tokens,
+        executor_calls=s.executor.usage.calls - used0[0], executor_tokens=s.executor.usage.tokens - used0[1],
+        seconds=round(time.time() - t0, 2),
+    )
     s.run["metrics"].append(metrics)
     _save_usage(s)
     s.reporter.iteration_end(metrics)
@@ -121,7 +122,7 @@ async def generate(s: Session, it: int, problems: list[Problem], *, records: str
     k = k or g.workflows_per_problem
     gen = Generated()
     for r in s.run[records].all():
-        if r["iteration"] == it:
+        if r.iteration == it:
             gen.note(r)
     for attempt in range(g.max_attempts):
         todo = [(p, j) for p in range(len(problems)) for j in range(k)
@@ -143,9 +144,8 @@ async def generate(s: Session, it: int, problems: list[Problem], *, records: str
         async def check(key: Key, text: str, ntok: int) -> None:
             source = extract(text)
             c = await s.runner.validate(source, problems[key[0]])
-            rec = {"iteration": it, "problem": key[0], "problem_id": problems[key[0]].id, "slot": key[1],
-                   "attempt": attempt, "valid": c.ok, "reason": c.reason, "tokens": ntok,
-                   "text": text, "source": source}
+            rec = WorkflowAttempt(iteration=it, problem=key[0], problem_id=problems[key[0]].id, slot=key[1],
+                                  attempt=attempt, valid=c.ok, reason=c.reason, tokens=ntok, text=text, source=source)
             s.run[records].append(rec)
             gen.note(rec)
             s.reporter.workflow(c.ok, c.reason)
@@ -167,30 +167,29 @@ async def _gather(coros) -> None:
 
 # ---- 3. execute and score ----------------------------------------------------------------------
 
-async def execute(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dict[str, Any]], *,
-            records: str = "evaluations", runs: int | None = None, judge: bool = False) -> dict[Key, float]:
-    """Run each valid workflow r times; its score is the mean task score of its runs. With `judge`,
-    each run's record also holds `judged`: the executor's verdict on its answer (tasks/judge.py;
+async def execute(s: Session, it: int, problems: list[Problem], workflows: dict[Key, WorkflowAttempt], *,
+            records: str = "executions", runs: int | None = None, judge: bool = False) -> dict[Key, float]:
+    """Run each valid workflow r times (r executions); its score is the mean task score of its
+    executions. With `judge`, each execution's record also holds `judged`: the executor's verdict on its answer (tasks/judge.py;
     0.0 for a failed run, None for an unparsable verdict), asked once, before the record is written."""
     from .tasks.judge import judge as ask_judge
 
     runs = runs or s.cfg.executor.runs
     results: dict[Key, dict[int, float]] = {}
     for r in s.run[records].all():
-        if r["iteration"] == it and (r["problem"], r["slot"]) in workflows:
-            results.setdefault((r["problem"], r["slot"]), {})[r["run"]] = r["score"]
+        if r.iteration == it and r.key in workflows:
+            results.setdefault(r.key, {})[r.run] = r.score
     todo = [(key, n) for key in sorted(workflows) for n in range(runs) if n not in results.get(key, {})]
     s.reporter.stage(it, "execute", len(workflows) * runs, done=len(workflows) * runs - len(todo))
 
     async def one(key: Key, n: int) -> None:
         problem = problems[key[0]]
-        out = await s.runner.run(workflows[key]["source"], problem, rep=n)
-        verdict = {}
+        out = await s.runner.run(workflows[key].source, problem, rep=n)
+        out = out.but(iteration=it, problem=key[0], problem_id=problem.id, slot=key[1], run=n)
         if judge:
             ok = out.status == "ok" and out.answer is not None
-            verdict["judged"] = await ask_judge(s.executor, s.task, problem, out.answer) if ok else 0.0
-        s.run[records].append({"iteration": it, "problem": key[0], "problem_id": problem.id, "slot": key[1],
-                               "run": n, **out.record(), **verdict})
+            out.judged = await ask_judge(s.executor, s.task, problem, out.answer) if ok else 0.0
+        s.run[records].append(out)
         results.setdefault(key, {})[n] = out.score
         if len(results[key]) == runs:
             s.reporter.score(mean(results[key].values()))
@@ -203,18 +202,18 @@ async def execute(s: Session, it: int, problems: list[Problem], workflows: dict[
 
 # ---- 4. pairs ----------------------------------------------------------------------------------
 
-def make_pairs(s: Session, it: int, scores: dict[Key, float]) -> list[dict[str, Any]]:
+def make_pairs(s: Session, it: int, scores: dict[Key, float]) -> list[PairRecord]:
     t = s.cfg.train
-    old = [p for p in s.run["pairs"].all() if p["iteration"] == it]
+    old = [p for p in s.run["pairs"].all() if p.iteration == it]
     s.reporter.stage(it, "pairs", 1)
     if len(old) == t.pairs:
         s.reporter.advance()
         return old
     if old:  # cut short by a crash: rewrite this iteration's block whole
-        s.run["pairs"].rewrite(p for p in s.run["pairs"].all() if p["iteration"] != it)
+        s.run["pairs"].rewrite(p for p in s.run["pairs"].all() if p.iteration != it)
     candidates = [Candidate(p, j, sc) for (p, j), sc in sorted(scores.items())]
     sampled = sample_pairs(candidates, t.pairs, t.sampling_alpha, seed=s.cfg.run.seed * 7919 + it)
-    out = [{"iteration": it, **asdict(p)} for p in sampled]
+    out = [PairRecord(iteration=it, **asdict(p)) for p in sampled]
     s.run["pairs"].extend(out)
     s.reporter.advance()
     return out
@@ -222,24 +221,24 @@ def make_pairs(s: Session, it: int, scores: dict[Key, float]) -> list[dict[str, 
 
 # ---- 5. Score-DPO ------------------------------------------------------------------------------
 
-def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dict[str, Any]],
-          pairs: list[dict[str, Any]]) -> dict[str, Any]:
+def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, WorkflowAttempt],
+          pairs: list[PairRecord]) -> dict[str, Any]:
     t = s.cfg.train
     adapter = s.run.adapter_dir(it)
-    history = [r for r in s.run["train"].all() if r["iteration"] == it]
+    history = [r for r in s.run["train"].all() if r.iteration == it]
     if adapter.is_dir():  # trained before a crash; only the metrics record was missing
         s.backend.load_adapter(adapter)
         return _train_stats(history)
     ck = s.run.checkpoint_dir(it)
     resumed = max((int(p.name.split("-")[1]) for p in ck.glob("step-*")), default=0) if ck.is_dir() else 0
     if len(history) != resumed:
-        s.run["train"].rewrite(r for r in s.run["train"].all() if r["iteration"] != it or r["step"] <= resumed)
+        s.run["train"].rewrite(r for r in s.run["train"].all() if r.iteration != it or r.step <= resumed)
     batch = train_pairs(s.task, problems, workflows, pairs, s.cfg.generator.hide_numbers)
     steps = -(-len(batch) // t.batch_size) * t.epochs
     s.reporter.stage(it, "train", steps, done=resumed)
 
     def on_step(info) -> None:
-        s.run["train"].append({"iteration": it, **asdict(info)})
+        s.run["train"].append(TrainStep(iteration=it, **asdict(info)))
         s.reporter.train_step(info)
         s.reporter.advance()
 
@@ -248,14 +247,14 @@ def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, dic
     adapter.parent.mkdir(parents=True, exist_ok=True)
     s.backend.save_adapter(adapter)
     shutil.rmtree(ck, ignore_errors=True)
-    return _train_stats([r for r in s.run["train"].all() if r["iteration"] == it])
+    return _train_stats([r for r in s.run["train"].all() if r.iteration == it])
 
 
-def train_pairs(task: Task, problems: list[Problem], workflows: dict[Key, dict[str, Any]],
-                pairs: list[dict[str, Any]], hide_numbers: bool = False) -> list[TrainPair]:
+def train_pairs(task: Task, problems: list[Problem], workflows: dict[Key, WorkflowAttempt],
+                pairs: list[PairRecord], hide_numbers: bool = False) -> list[TrainPair]:
     """Sampled pair records (problem, slots, scores) as training pairs: the generator prompt, both texts."""
-    return [TrainPair(generator_messages(task, problems[p["problem"]], hide_numbers), workflows[(p["problem"], p["chosen"])]["text"],
-                      workflows[(p["problem"], p["rejected"])]["text"], p["score_chosen"], p["score_rejected"])
+    return [TrainPair(generator_messages(task, problems[p.problem], hide_numbers), workflows[(p.problem, p.chosen)].text,
+                      workflows[(p.problem, p.rejected)].text, p.score_chosen, p.score_rejected)
             for p in pairs]
 
 
@@ -272,76 +271,76 @@ def recorded_pairs(cfg: Config, run_dir: Path, it: int) -> list[TrainPair]:
     task = make_task(cfg)
     problems = select(task.problems("validate"), cfg.run.problems, cfg.run.seed)
     gen = Generated()
-    for r in read_jsonl(run_dir / "workflows.jsonl"):
-        if r["iteration"] == it:
+    run = RunDir(run_dir)
+    for r in run.read("workflows"):
+        if r.iteration == it:
             gen.note(r)
-    pairs = [p for p in read_jsonl(run_dir / "pairs.jsonl") if p["iteration"] == it]
+    pairs = [p for p in run.read("pairs") if p.iteration == it]
     return train_pairs(task, problems, gen.last, pairs, cfg.generator.hide_numbers)
 
 
-def _train_stats(history: list[dict[str, Any]]) -> dict[str, Any]:
+def _train_stats(history: list[TrainStep]) -> dict[str, Any]:
     if not history:
         return {"steps": 0, "loss": None, "margin": None, "train_seconds": 0.0}
-    return {"steps": len(history), "loss": mean(h["loss"] for h in history),
-            "margin": mean(h["margin"] for h in history), "first_loss": history[0]["loss"],
-            "last_loss": history[-1]["loss"], "train_seconds": round(sum(h["seconds"] for h in history), 2)}
+    return {"steps": len(history), "loss": mean(h.loss for h in history),
+            "margin": mean(h.margin for h in history), "first_loss": history[0].loss,
+            "last_loss": history[-1].loss, "train_seconds": round(sum(h.seconds for h in history), 2)}
 
 
 # ---- evaluation on the test split --------------------------------------------------------------
 
-def evaluate(s: Session, iteration: int) -> dict[str, Any]:
+def evaluate(s: Session, iteration: int) -> TestMetrics:
     return asyncio.run(_closing(s, test_solve(s, iteration)))
 
 
-async def test_solve(s: Session, iteration: int) -> dict[str, Any]:
+async def test_solve(s: Session, iteration: int) -> TestMetrics:
     """One workflow per test problem from the generator (adapter of `iteration`, as loaded; 0 = the
     base model), run r times; the solve rate is the mean score, a problem without a valid workflow
     scoring 0. A finished evaluation of this iteration is read back, not redone."""
     cfg = s.cfg
-    old = [m for m in s.run["metrics"].all() if m.get("kind") == "evaluate" and m["iteration"] == iteration]
+    old = [m for m in s.run["metrics"].all() if isinstance(m, TestMetrics) and m.iteration == iteration]
     if old:
         return old[-1]
     problems = select(s.task.problems("test"), cfg.run.test_problems, cfg.run.seed)
     t0 = time.time()
     gen = await generate(s, iteration, problems, records="test_workflows", k=1)
     judging = cfg.run.judge and s.task.judged  # the reference's judged test metric, beside the exact one
-    scores = await execute(s, iteration, problems, gen.valid, records="test_evaluations", judge=judging)
+    scores = await execute(s, iteration, problems, gen.valid, records="test_executions", judge=judging)
     per_problem = [scores.get((p, 0), 0.0) for p in range(len(problems))]
-    metrics = {"kind": "evaluate", "iteration": iteration, "split": "test", "problems": len(problems),
-               "valid_rate": len(gen.valid) / max(1, len(problems)),
-               "solve_rate": mean(per_problem) if per_problem else 0.0, "scores": per_problem,
-               "generator_tokens": gen.tokens, "seconds": round(time.time() - t0, 2)}
+    metrics = TestMetrics(iteration=iteration, split="test", problems=len(problems),
+                          valid_rate=len(gen.valid) / max(1, len(problems)),
+                          solve_rate=mean(per_problem) if per_problem else 0.0, scores=per_problem,
+                          generator_tokens=gen.tokens, seconds=round(time.time() - t0, 2))
     if judging:  # verdicts read back from the records (a resumed evaluation's too); an unparsable one counts 0
         verdicts: dict[Key, dict[int, Any]] = {}
-        for r in s.run["test_evaluations"].all():
-            if r["iteration"] == iteration and (r["problem"], r["slot"]) in scores and r["run"] < cfg.executor.runs:
-                verdicts.setdefault((r["problem"], r["slot"]), {})[r["run"]] = r.get("judged", "missing")
-        # runs recorded while judging was off (then resumed with it on) have no verdict: no judged rate
+        for r in s.run["test_executions"].all():
+            if r.iteration == iteration and r.key in scores and r.run < cfg.executor.runs:
+                verdicts.setdefault(r.key, {})[r.run] = r.judged if r.has("judged") else "missing"
+        # executions recorded while judging was off (then resumed with it on) have no verdict: no judged rate
         if any("missing" in v.values() for v in verdicts.values()):
-            metrics.update(judged_solve_rate=None, judged_scores=None)
+            metrics.judged_solve_rate = metrics.judged_scores = None
         else:
             judged = [mean(v or 0.0 for v in verdicts[(p, 0)].values()) if (p, 0) in verdicts else 0.0
                       for p in range(len(problems))]
-            metrics.update(judged_solve_rate=mean(judged) if judged else 0.0, judged_scores=judged)
+            metrics.judged_solve_rate, metrics.judged_scores = (mean(judged) if judged else 0.0), judged
     s.run["metrics"].append(metrics)
     s.reporter.iteration_end(metrics)
     return metrics
 
 
-def compare(s: Session, base: int, trained: int) -> dict[str, Any]:
+def compare(s: Session, base: int, trained: int) -> Comparison:
     """The trained generator against the base one on the same held-out problems: the difference
     of solve rates with a paired bootstrap 95% CI over problems."""
     records = s.run["metrics"].all()
-    old = [m for m in records if m.get("kind") == "compare" and (m["base"], m["trained"]) == (base, trained)]
+    old = [m for m in records if isinstance(m, Comparison) and (m.base, m.trained) == (base, trained)]
     if old:  # a resumed run that had finished
         s.reporter.iteration_end(old[-1])
         return old[-1]
-    ev = {m["iteration"]: m for m in records if m.get("kind") == "evaluate"}
-    a, b = ev[trained]["scores"], ev[base]["scores"]
+    ev = {m.iteration: m for m in records if isinstance(m, TestMetrics)}
+    a, b = ev[trained].scores, ev[base].scores
     diff = bootstrap([a], [b])
-    rec = {"kind": "compare", "base": base, "trained": trained, "problems": len(a),
-           "base_solve_rate": ev[base]["solve_rate"], "trained_solve_rate": ev[trained]["solve_rate"],
-           "difference": diff.as_dict()}
+    rec = Comparison(base=base, trained=trained, problems=len(a), base_solve_rate=ev[base].solve_rate,
+                     trained_solve_rate=ev[trained].solve_rate, difference=diff.as_dict())
     s.run["metrics"].append(rec)
     s.reporter.iteration_end(rec)
     return rec

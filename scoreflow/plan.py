@@ -181,7 +181,8 @@ def make_plan(cfg, command: str, run_dir: Path | None = None, evaluate_after: bo
               iteration: int | None = None) -> Plan:
     """The plan of `command` ("optimize" or "evaluate") after the preflight (which raises on bad input)."""
     from .preflight import preflight
-    from .rundir import read_jsonl
+    from .records import IterationMetrics
+    from .rundir import RunDir
     from .session import select
 
     splits = ("test",) if command == "evaluate" else (("validate", "test") if evaluate_after or cfg.run.compare
@@ -195,8 +196,8 @@ def make_plan(cfg, command: str, run_dir: Path | None = None, evaluate_after: bo
     if command == "optimize":
         problems = select(task.problems("validate"), r.problems, r.seed)
         done = set()
-        if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
-            done = {m["iteration"] for m in read_jsonl(run_dir / "metrics.jsonl") if m.get("kind") == "iteration"}
+        if run_dir is not None:
+            done = {m.iteration for m in RunDir(run_dir).read("metrics") if isinstance(m, IterationMetrics)}
         left = [i for i in range(1, r.iterations + 1) if i not in done]
         if done:
             notes.append(f"resuming: iteration(s) {', '.join(map(str, sorted(done)))} already done")

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from .runload import RunData
+from .rundir import RunData
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 SCORE_BINS = 10
@@ -69,15 +69,15 @@ def score_figure(runs: list[RunData]) -> Figure:
     any_test = False
     for i, run in enumerate(runs):
         its = run.iterations
-        x = [m["iteration"] for m in its]
-        scored = [m for m in its if m.get("valid")]  # without a valid workflow there is no mean score
-        opt.plot([m["iteration"] for m in scored], [m["mean_score"] for m in scored], "o-", color=_color(i),
+        x = [m.iteration for m in its]
+        scored = [m for m in its if m.valid]  # without a valid workflow there is no mean score
+        opt.plot([m.iteration for m in scored], [m.mean_score for m in scored], "o-", color=_color(i),
                  gid=f"{run.label}:mean_score", label=_label(run, runs, "mean score of valid workflows"))
-        opt.plot(x, [m["solve_rate"] for m in its], "s:", color=_color(i), alpha=0.8, gid=f"{run.label}:solve_rate",
+        opt.plot(x, [m.solve_rate for m in its], "s:", color=_color(i), alpha=0.8, gid=f"{run.label}:solve_rate",
                  label=_label(run, runs, "solve rate (invalid = 0)"))
         if run.tests:
             any_test = True
-            test.plot([m["iteration"] for m in run.tests], [m["solve_rate"] for m in run.tests], "D-",
+            test.plot([m.iteration for m in run.tests], [m.solve_rate for m in run.tests], "D-",
                       color=_color(i), gid=f"{run.label}:test_solve_rate", label=_label(run, runs, "test solve rate"))
     opt.set_title("Optimisation split (the problems trained on)")
     opt.set_ylabel("score")
@@ -103,10 +103,10 @@ def validity_figure(runs: list[RunData]) -> Figure:
     ax = fig.subplots()
     for i, run in enumerate(runs):
         its = run.iterations
-        x = [m["iteration"] for m in its]
-        ax.plot(x, [m["valid_rate"] for m in its], "o-", color=_color(i), gid=f"{run.label}:valid_rate",
+        x = [m.iteration for m in its]
+        ax.plot(x, [m.valid_rate for m in its], "o-", color=_color(i), gid=f"{run.label}:valid_rate",
                 label=_label(run, runs, "valid after regeneration"))
-        ax.plot(x, [m.get("first_attempt_valid_rate", 0.0) for m in its], "^--", color=_color(i), alpha=0.8,
+        ax.plot(x, [m.first_attempt_valid_rate for m in its], "^--", color=_color(i), alpha=0.8,
                 gid=f"{run.label}:first_attempt_valid_rate", label=_label(run, runs, "valid at the first attempt"))
     ax.set_title("Generated workflows that pass validation")
     ax.set_ylabel("share of workflow slots")
@@ -130,15 +130,15 @@ def learning_figure(runs: list[RunData]) -> Figure:
     mixed_ci = any(with_ci) and not all(with_ci)
     for j, (i, run) in enumerate(tested):
         dx = (j - (len(tested) - 1) / 2) * 0.08 if len(tested) > 1 else 0.0
-        x = [m["iteration"] + dx for m in run.tests]
-        y = [m["solve_rate"] for m in run.tests]
+        x = [m.iteration + dx for m in run.tests]
+        y = [m.solve_rate for m in run.tests]
         label = run.label if len(runs) > 1 else "test solve rate"
         if mixed_ci and not with_ci[j]:
             label += " (no CI: no per-problem scores recorded)"
         cmp = run.comparison
         if cmp:
-            d = cmp["difference"]
-            label += (f" (iteration {cmp['trained']} − base: {d['value']:+.3f}, "
+            d = cmp.difference
+            label += (f" (iteration {cmp.trained} − base: {d['value']:+.3f}, "
                       f"95% CI {d['low']:+.3f} to {d['high']:+.3f})")
         ax.plot(x, y, "o-", color=_color(i), gid=f"{run.label}:test_solve_rate", label=label, zorder=3)
         cis = [(xi, yi, ci) for xi, yi, ci in zip(x, y, intervals[j]) if ci is not None]
@@ -147,7 +147,7 @@ def learning_figure(runs: list[RunData]) -> Figure:
                                yerr=[[c[1] - c[2].low for c in cis], [c[2].high - c[1] for c in cis]],
                                fmt="none", ecolor=_color(i), elinewidth=1.5, capsize=5, alpha=0.8)
             bars.lines[2][0].set_gid(f"{run.label}:test_ci")
-    problems = sorted({m.get("problems") for _, run in tested for m in run.tests} - {None})
+    problems = sorted({m.problems for _, run in tested for m in run.tests} - {None})
     notes = ["iteration 0 = base generator"] + ([f"{'/'.join(format(n, 'g') for n in problems)} problems"]
                                                if problems else [])
     notes += (["bars: 95% bootstrap CI over the problems"] if any(with_ci) else
@@ -180,7 +180,7 @@ def distribution_figure(runs: list[RunData]) -> Figure:
     series: list[tuple[str, str, list[float], Any]] = []
     if len(runs) == 1:
         run = runs[0]
-        its = [m["iteration"] for m in run.iterations]
+        its = [m.iteration for m in run.iterations]
         if len(its) > 4:
             its = sorted({its[round(j * (len(its) - 1) / 3)] for j in range(4)})
         ramp = _ramp(len(its))
@@ -189,7 +189,7 @@ def distribution_figure(runs: list[RunData]) -> Figure:
     else:
         for i, run in enumerate(runs):
             if run.iterations:
-                it = run.iterations[-1]["iteration"]
+                it = run.iterations[-1].iteration
                 series.append((f"{run.label}, iteration {it}", f"{run.label}:scores:{it}",
                                run.workflow_scores(it), _color(i)))
     series = [s for s in series if s[2]]
@@ -209,8 +209,8 @@ def distribution_figure(runs: list[RunData]) -> Figure:
     if series:
         ax.legend(fontsize=8)
     else:
-        executed = any(m.get("valid") for run in runs for m in run.iterations)
-        _empty(ax, "no per-workflow scores in evaluations.jsonl" if executed else
+        executed = any(m.valid for run in runs for m in run.iterations)
+        _empty(ax, "no per-workflow scores in the executions" if executed else
                "no workflow was executed yet (none was valid)")
     return fig
 
@@ -234,23 +234,23 @@ def training_figure(runs: list[RunData]) -> Figure:
     *loss_axes, margin_ax = fig.subplots(len(kinds) + 1, 1, sharex=True)
     by_kind = dict(zip(kinds, loss_axes))
     for i, run in enumerate(runs):
-        steps = sorted(run.train, key=lambda r: (r["iteration"], r["step"]))
+        steps = sorted(run.train, key=lambda r: (r.iteration, r.step))
         if not steps:
             continue
         x = list(range(1, len(steps) + 1))
         marker = "." if len(x) < 60 else None
-        by_kind[_loss_name(run)].plot(x, [r["loss"] for r in steps], "-", marker=marker, color=_color(i),
+        by_kind[_loss_name(run)].plot(x, [r.loss for r in steps], "-", marker=marker, color=_color(i),
                                       gid=f"{run.label}:loss", label=run.label)
-        margin_ax.plot(x, [r["margin"] for r in steps], "-", marker=marker, color=_color(i),
+        margin_ax.plot(x, [r.margin for r in steps], "-", marker=marker, color=_color(i),
                        gid=f"{run.label}:margin", label=run.label)
         if len(runs) == 1:  # iteration boundaries, and each iteration named above its steps
-            starts = [j for j in range(len(steps)) if not j or steps[j]["iteration"] != steps[j - 1]["iteration"]]
+            starts = [j for j in range(len(steps)) if not j or steps[j].iteration != steps[j - 1].iteration]
             for j in starts[1:]:
                 for ax in (*loss_axes, margin_ax):
                     ax.axvline(j + 0.5, color="0.6", linestyle=":", linewidth=1)
             top = loss_axes[0].secondary_xaxis("top")
             top.set_xticks([(a + b + 1) / 2 for a, b in zip(starts, starts[1:] + [len(steps)])],
-                           labels=[f"iteration {steps[j]['iteration']}" for j in starts])
+                           labels=[f"iteration {steps[j].iteration}" for j in starts])
             top.tick_params(length=0, labelsize=8, labelcolor="0.35")
     for kind, ax in by_kind.items():
         ax.set_title(f"Training{' (' + kind + ')' if kind else ''}: loss per optimiser step (lower is better)")
@@ -277,14 +277,14 @@ def executor_figure(runs: list[RunData]) -> Figure:
     priced = any(run.cost() is not None for run in runs)
     for i, run in enumerate(runs):
         its = run.iterations
-        x = [m["iteration"] for m in its]
-        tok_ax.plot(x, list(accumulate(int(m.get("executor_tokens", 0)) for m in its)), "o-", color=_color(i),
+        x = [m.iteration for m in its]
+        tok_ax.plot(x, list(accumulate(int(m.executor_tokens) for m in its)), "o-", color=_color(i),
                     gid=f"{run.label}:executor_tokens", label=run.label)
         if priced:
             right.plot(x, list(accumulate(run.iteration_cost(m) or 0.0 for m in its)), "o-", color=_color(i),
                        gid=f"{run.label}:cost_usd", label=run.label)
         else:
-            right.plot(x, list(accumulate(int(m.get("executor_calls", 0)) for m in its)), "o-", color=_color(i),
+            right.plot(x, list(accumulate(int(m.executor_calls) for m in its)), "o-", color=_color(i),
                        gid=f"{run.label}:executor_calls", label=run.label)
     tok_ax.set_title("Executor tokens, cumulative")
     tok_ax.set_ylabel("tokens")

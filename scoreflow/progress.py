@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .backend import StepInfo
+from .records import Metrics
 
 STAGES = ("generate", "validate", "execute", "pairs", "train", "evaluate")
 
@@ -24,6 +25,7 @@ class RunInfo:
     run_dir: str
     iterations: int
     usage: Any = None  # the executor's live `Usage` (calls, tokens, cost, retries, failures)
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)  # the run's configuration, as TOML tables
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -46,8 +48,9 @@ class Reporter:
     def train_step(self, info: StepInfo) -> None:
         """One optimiser step finished."""
 
-    def iteration_end(self, metrics: dict[str, Any]) -> None:
-        """An iteration finished; `metrics` is the record written to metrics.jsonl."""
+    def iteration_end(self, metrics: Metrics) -> None:
+        """An iteration, an evaluation on the test split or a comparison finished; `metrics` is the
+        record written to the run's metrics (records.py)."""
 
     def log(self, message: str) -> None:
         """A line worth showing (a resume, a warning, a cap reached)."""

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .dashstate import fmt_count
+from .dashstate import fmt_count, fmt_number as _f
 from .errors import UserError
 from .extras import require
-from .runload import RunData, is_run_dir, load_run
+from .records import Comparison
+from .rundir import RunData, is_run_dir, load_run
 from .stats import Estimate
 
 
@@ -28,10 +29,6 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console(highlight=False)
-
-
-def _f(v: Any, spec: str = ".3f") -> str:
-    return "–" if v is None else format(v, spec)
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -106,7 +103,7 @@ def _overview(run: RunData) -> str:
             ["best mean score", _f(run.best_score())],
             ["executor use", _spend(run)]]
     if run.tests:
-        rows.append(["test solve rate", ", ".join(f"{_f(m['solve_rate'])} (iteration {m['iteration']})"
+        rows.append(["test solve rate", ", ".join(f"{_f(m.solve_rate)} (iteration {m.iteration})"
                                                   for m in run.tests)])
     return _table(["summary", "value"], rows, numeric=False)
 
@@ -116,12 +113,13 @@ def _iterations(run: RunData) -> str:
         return "No iteration has finished yet.\n"
     rows = []
     for m in run.iterations:
-        rows.append([str(m["iteration"]), f"{m.get('valid', '–')}/{m.get('workflows', '–')}",
-                     _f(m.get("valid_rate"), ".0%"), _f(m.get("first_attempt_valid_rate"), ".0%"),
-                     _f(m.get("mean_score") if m.get("valid") else None), _f(m.get("solve_rate")),
-                     f"{m.get('pairs', 0)} ({m.get('unique_pairs', m.get('pairs', 0))})", str(m.get("steps", 0)),
-                     _f(m.get("loss"), ".4f"), _f(m.get("margin"), "+.4f"), str(m.get("executor_calls", 0)),
-                     f"{m.get('executor_tokens', 0):,}", _f(m.get("seconds", 0) / 60, ".1f")])
+        unique = m.unique_pairs if m.has("unique_pairs") else m.pairs  # older runs lack the field
+        rows.append([str(m.iteration), f"{m.valid}/{m.workflows}",
+                     _f(m.valid_rate, ".0%"), _f(m.first_attempt_valid_rate, ".0%"),
+                     _f(m.mean_score if m.valid else None), _f(m.solve_rate),
+                     f"{m.pairs} ({unique})", str(m.steps),
+                     _f(m.loss, ".4f"), _f(m.margin, "+.4f"), str(m.executor_calls),
+                     f"{m.executor_tokens:,}", _f(m.seconds / 60, ".1f")])
     return _table(["iteration", "valid", "valid rate", "first-attempt valid", "mean score", "solve rate",
                    "pairs (unique)", "steps", "loss", "margin", "executor calls", "executor tokens", "minutes"], rows)
 
@@ -131,28 +129,28 @@ def _ci(est: Estimate | None) -> str:
 
 
 def _tests(run: RunData) -> str:
-    judged = any("judged_solve_rate" in m for m in run.tests)  # the executor-judged rate (run.judge), beside it
-    rows = [[str(m["iteration"]) if m["iteration"] else "0 (base model)", str(m.get("problems", "–")),
-             _f(m.get("valid_rate"), ".0%"), _f(m.get("solve_rate")), _ci(run.test_interval(m)),
-             *([_f(m.get("judged_solve_rate"))] if judged else [])]
+    judged = any(m.has("judged_solve_rate") for m in run.tests)  # the executor-judged rate (run.judge), beside it
+    rows = [[str(m.iteration) if m.iteration else "0 (base model)", str(m.problems),
+             _f(m.valid_rate, ".0%"), _f(m.solve_rate), _ci(run.test_interval(m)),
+             *([_f(m.judged_solve_rate)] if judged else [])]
             for m in run.tests]
     return _table(["adapter of iteration", "problems", "valid workflows", "solve rate", "95% CI",
                    *(["judged solve rate"] if judged else [])], rows)
 
 
-def _difference(c: dict[str, Any]) -> str:
-    d = c["difference"]
+def _difference(c: Comparison) -> str:
+    d = c.difference
     return f"{d['value']:+.3f} (95% CI {d['low']:+.3f} to {d['high']:+.3f})"
 
 
-def _trained_vs_base(c: dict[str, Any]) -> str:
-    d = c["difference"]
+def _trained_vs_base(c: Comparison) -> str:
+    d = c.difference
     verdict = ("the interval excludes 0: the trained generator is better" if d["low"] > 0 else
                "the interval excludes 0: the trained generator is worse" if d["high"] < 0 else
                "the interval includes 0: no difference shown at this size")
-    return (f"Solve rate on the same {c['problems']} held-out test problems: base generator (iteration "
-            f"{c['base']}) {c['base_solve_rate']:.3f}, trained generator (iteration {c['trained']}) "
-            f"{c['trained_solve_rate']:.3f}.\n\n**Trained − base: {_difference(c)}**, paired bootstrap over the "
+    return (f"Solve rate on the same {c.problems} held-out test problems: base generator (iteration "
+            f"{c.base}) {c.base_solve_rate:.3f}, trained generator (iteration {c.trained}) "
+            f"{c.trained_solve_rate:.3f}.\n\n**Trained − base: {_difference(c)}**, paired bootstrap over the "
             f"problems; {verdict}.\n")
 
 
@@ -169,12 +167,12 @@ def _comparison(runs: list[RunData]) -> str:
     rows = []
     for r in runs:
         its = r.iterations
-        last = its[-1] if its else {}
+        last = its[-1] if its else None
         rows.append([r.label, str(r.config.get("train", {}).get("loss", "–")), r.status_label(),
                      f"{len(its)}/{r.planned_iterations() or '?'}", _f(r.best_score()),
-                     _f(last.get("mean_score") if last.get("valid") else None),
-                     _f(last.get("solve_rate")), _f(r.tests[-1]["solve_rate"]) if r.tests else "–",
-                     _f(last.get("valid_rate"), ".0%"), f"{r.executor_tokens():,}",
+                     _f(last.mean_score if last and last.valid else None),
+                     _f(last and last.solve_rate), _f(r.tests[-1].solve_rate) if r.tests else "–",
+                     _f(last and last.valid_rate, ".0%"), f"{r.executor_tokens():,}",
                      _f(r.cost(), ".2f") if r.cost() is not None else "–"])
         if any(x.comparison for x in runs):
             rows[-1].append(_difference(r.comparison) if r.comparison else "–")
@@ -254,7 +252,7 @@ def cmd_runs(argv: list[str]) -> int:
                   title=f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {args.dir}"
                   + (f" ({', '.join(shared)})" if shared else ""), title_justify="left")
     cols = ["run"] + [c for c, v in (("task", task), ("loss", loss)) if len(set(v.values())) > 1]
-    judged = any(r.tests and "judged_solve_rate" in r.tests[-1] for r in runs)
+    judged = any(r.tests and r.tests[-1].has("judged_solve_rate") for r in runs)
     cols += ["status", "iters", "best", "test", *(["judged"] if judged else []), "tokens", "spend"]
     cols += ["updated"] if console.width >= 110 else []
     for col in cols:
@@ -268,8 +266,8 @@ def cmd_runs(argv: list[str]) -> int:
                                                                                                       "yellow")
         cells = {"run": r.path.name, "task": task[r.path], "loss": loss[r.path], "status": f"[{style}]{status}[/]",
                  "iters": f"{len(r.iterations)}/{r.planned_iterations() or '?'}", "best": _f(r.best_score()),
-                 "test": _f(r.tests[-1]["solve_rate"]) if r.tests else "–",
-                 "judged": _f(r.tests[-1].get("judged_solve_rate")) if r.tests else "–",
+                 "test": _f(r.tests[-1].solve_rate) if r.tests else "–",
+                 "judged": _f(r.tests[-1].judged_solve_rate) if r.tests else "–",
                  "tokens": fmt_count(r.executor_tokens()),
                  "spend": f"${r.cost():.2f}" if r.cost() is not None else "–",
                  "updated": str(r.status.get("updated", "–")).replace("T", " ")[:16]}

@@ -5,29 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import workflow as wf
 from .executor import Executor
 from .operators import Context, extract_answer, for_task
+from .records import Execution
 from .sandbox import InfraError, Sandbox
 from .tasks.base import Problem, Task
-
-
-@dataclass
-class Outcome:
-    status: str  # ok | rejected | timeout | crashed | error
-    score: float = 0.0
-    output: str | None = None  # what run_workflow returned
-    answer: str | None = None  # after answer extraction (what was scored)
-    reason: str = ""
-    calls: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-
-    def record(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class Runner:
@@ -45,8 +30,9 @@ class Runner:
                         problem=problem.question if problem is not None else None)
 
     async def run(self, source: str, problem: Problem, *, rep: int = 0, score: bool = True,
-                  max_tokens: int | None = None) -> Outcome:
-        """Execute `source` on `problem`. Raises InfraError when the executor is unreachable after
+                  max_tokens: int | None = None) -> Execution:
+        """Execute `source` on `problem`: the execution's result (where it belongs, iteration, slot and
+        run, is the caller's to fill in). Raises InfraError when the executor is unreachable after
         its retries (an infrastructure failure, not the workflow's)."""
         t0 = time.monotonic()
         ctx = Context(self.executor, self.sandbox, self.task, problem, max_tokens or self.max_tokens, rep=rep)
@@ -58,7 +44,7 @@ class Runner:
             return await op(ctx, args, kwargs)
 
         res = await self.sandbox.run_workflow(source, problem.attributes(), sorted(self.operators), handler)
-        out = Outcome(res.status, output=res.output, reason=res.error or "", calls=ctx.calls, tokens=ctx.tokens)
+        out = Execution(status=res.status, output=res.output, reason=res.error or "", calls=ctx.calls, tokens=ctx.tokens)
         if res.status == "ok" and not (res.output or "").strip():
             out.status, out.reason = "error", "run_workflow returned an empty result"
         if out.status == "ok" and score:
@@ -84,4 +70,4 @@ class Runner:
         return wf.Check(True)
 
 
-__all__ = ["Runner", "Outcome", "InfraError"]
+__all__ = ["Runner", "Execution", "InfraError"]

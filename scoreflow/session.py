@@ -91,7 +91,7 @@ def make_executor(cfg: Config, backend: Backend | None, run: RunDir | None = Non
     """The executor LLM (by default the generator's base model in this process, adapter off), with
     spend caps, the reply cache and, on resume, what the run spent before."""
     usage = run.status().get("usage") if run is not None else None
-    cache = run.path / "executor-cache.jsonl" if run is not None else None
+    cache = run.executor_cache if run is not None else None
     return build_executor(cfg.executor, backend=backend, seed=cfg.run.seed, cache_path=cache, usage=usage)
 
 

@@ -1,10 +1,10 @@
 """Experiment trackers for `optimize --report-to NAME`: TensorBoard, Weights & Biases, MLflow, Trackio.
 
 `TrackingReporter` wraps the terminal reporter: it forwards every event unchanged and logs, to each
-tracker, every optimiser step (section `train`), every record of metrics.jsonl (`iteration`,
-`evaluate`, `compare`), a histogram of the workflow scores of each iteration, and a table of sample
-workflows with their scores read from the run directory. The loop never knows; metrics.jsonl stays
-the record. A tracker that fails mid-run is switched off with one warning, so it cannot end a run.
+tracker, every optimiser step (section `train`), every metrics record (`iteration`, `evaluate`,
+`compare`), a histogram of the workflow scores of each iteration, and a table of sample workflows
+with their scores read from the run directory. The loop never knows; the run directory stays the
+record. A tracker that fails mid-run is switched off with one warning, so it cannot end a run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from typing import Any
 from .errors import UserError, one_line
 from .extras import require
 from .progress import Reporter, RunInfo
-from .rundir import read_jsonl
+from .records import Comparison, Metrics, WorkflowAttempt, as_metrics
+from .rundir import RunDir
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 TABLE_ROWS = 16  # sample workflows per table, spread from best to worst
@@ -31,7 +32,7 @@ HISTOGRAM_BINS = 20  # over [0, 1], where task scores live
 class RunContext:
     name: str  # the run directory's name: the tracker run's name
     run_dir: Path
-    config: dict[str, dict[str, Any]]  # config.toml as read back
+    config: dict[str, dict[str, Any]]  # the run's configuration, as TOML tables
 
     def flat_config(self) -> dict[str, Any]:
         return {f"{s}.{k}": v for s, values in self.config.items() for k, v in values.items()}
@@ -103,21 +104,16 @@ def sample_workflows(run_dir: Path, iteration: int, test: bool = False,
                      limit: int = TABLE_ROWS) -> list[list[Any]]:
     """Rows of TABLE_COLUMNS for the valid workflows of `iteration` that were run: ranked by mean score,
     `limit` rows spread evenly from the best to the worst."""
-    prefix = "test_" if test else ""
     runs: dict[tuple[int, int], list[float]] = {}
-    for r in read_jsonl(run_dir / f"{prefix}evaluations.jsonl"):
-        if r.get("iteration") == iteration:
-            runs.setdefault((r["problem"], r["slot"]), []).append(float(r.get("score", 0.0)))
-    sources: dict[tuple[int, int], dict[str, Any]] = {}
-    for r in read_jsonl(run_dir / f"{prefix}workflows.jsonl"):
-        if r.get("iteration") == iteration and r.get("valid"):
-            sources[(r["problem"], r["slot"])] = r
+    sources: dict[tuple[int, int], WorkflowAttempt] = {}
+    for w, scores in RunDir(run_dir).executed_workflows(test, iteration):
+        runs[w.key], sources[w.key] = scores, w
     ranked = sorted(((mean(s), key) for key, s in runs.items() if key in sources), key=lambda x: (-x[0], x[1]))
     if len(ranked) > limit:
         step = (len(ranked) - 1) / (limit - 1)
         ranked = [ranked[round(i * step)] for i in range(limit)]
-    return [[iteration, sources[key].get("problem_id", str(key[0])), key[1], round(score, 4), len(runs[key]),
-             sources[key].get("source") or ""] for score, key in ranked]
+    return [[iteration, sources[key].problem_id or str(key[0]), key[1], round(score, 4), len(runs[key]),
+             sources[key].source or ""] for score, key in ranked]
 
 
 class TrackingReporter(Reporter):
@@ -150,14 +146,10 @@ class TrackingReporter(Reporter):
 
     # ---- forwarded and tracked ------------------------------------------------------------------
     def start(self, info: RunInfo) -> None:
-        from . import config as C
-
         self._run_dir = Path(info.run_dir)
-        snapshot = self._run_dir / "config.toml"
-        config = C.read_toml(snapshot) if snapshot.is_file() else {}
-        self._step = sum(1 for _ in read_jsonl(self._run_dir / "train.jsonl"))
-        self._compares = {(r.get("base"), r.get("trained")) for r in self._records("compare")}
-        ctx = RunContext(self._run_dir.resolve().name, self._run_dir, config)
+        self._step = len(RunDir(self._run_dir).read("train"))
+        self._compares = {(r.base, r.trained) for r in self._records()}
+        ctx = RunContext(self._run_dir.resolve().name, self._run_dir, info.config)
         for t in self.trackers:
             try:
                 t.open(ctx)
@@ -183,9 +175,9 @@ class TrackingReporter(Reporter):
             self._each("log", "train", values, self._step)
         self.inner.train_step(info)
 
-    def iteration_end(self, metrics: dict[str, Any]) -> None:
+    def iteration_end(self, metrics: Metrics) -> None:
         with self._lock:
-            self._record(metrics)
+            self._record(as_metrics(metrics))
         self.inner.iteration_end(metrics)
 
     def log(self, message: str) -> None:
@@ -201,12 +193,13 @@ class TrackingReporter(Reporter):
         self.inner.finish(status, message)
 
     # ---- helpers ---------------------------------------------------------------------------------
-    def _record(self, m: dict[str, Any]) -> None:
-        kind = str(m.get("kind", "iteration"))
-        step = int(m.get("trained", 0) if kind == "compare" else m.get("iteration", 0))
-        if kind == "compare":
-            self._compares.add((m.get("base"), m.get("trained")))
-        self._each("log", kind, _numbers(m), step)
+    def _record(self, m: Metrics) -> None:
+        data = m.to_json()
+        kind = str(data.get("kind", "iteration"))
+        step = int(data.get("trained", 0) if kind == "compare" else data.get("iteration", 0))
+        if isinstance(m, Comparison):
+            self._compares.add((m.base, m.trained))
+        self._each("log", kind, _numbers(data), step)
         if kind in ("iteration", "evaluate"):
             if self._scores:
                 self._each("histogram", f"{kind}/scores", list(self._scores), step)
@@ -216,15 +209,15 @@ class TrackingReporter(Reporter):
                 if rows:
                     self._each("table", f"{kind}/sample_workflows", TABLE_COLUMNS, rows, step)
 
-    def _records(self, kind: str) -> list[dict[str, Any]]:
+    def _records(self) -> list[Comparison]:
         if self._run_dir is None:
             return []
-        return [m for m in read_jsonl(self._run_dir / "metrics.jsonl") if m.get("kind") == kind]
+        return [m for m in RunDir(self._run_dir).read("metrics") if isinstance(m, Comparison)]
 
     def _new_compares(self) -> None:
-        """`compare` records that reached the reporter only as a log line (older loops): from metrics.jsonl."""
-        for rec in self._records("compare"):
-            if (rec.get("base"), rec.get("trained")) not in self._compares:
+        """Comparison records that reached the reporter only as a log line (older loops): from the metrics."""
+        for rec in self._records():
+            if (rec.base, rec.trained) not in self._compares:
                 self._record(rec)
 
     def _each(self, method: str, *args: Any) -> None:

@@ -61,16 +61,16 @@ def test_same_seed_same_numbers(quick) -> None:
 
 def test_run_dirs_feed_report(quick, tmp_path) -> None:
     from scoreflow.report import load_runs, write_report
-    from scoreflow.runload import load_run
+    from scoreflow.rundir import load_run
 
     d, out = quick
     run = load_run(out / "score-dpo-a3" / "seed-0")
     assert run.status["status"] == "finished"
     assert run.config["train"]["loss"] == "score-dpo" and run.config["train"]["sampling_alpha"] == 3.0
-    assert [m["iteration"] for m in run.iterations] == list(range(1, d["settings"]["iterations"] + 1))
-    assert run.iterations[0]["mean_score"] == pytest.approx(d["world"]["base_policy"])
-    assert [m["iteration"] for m in run.tests] == [0, d["settings"]["iterations"]]
-    assert run.tests[-1]["solve_rate"] == pytest.approx(d["variants"]["score-dpo-a3"]["final_per_seed"][0])
+    assert [m.iteration for m in run.iterations] == list(range(1, d["settings"]["iterations"] + 1))
+    assert run.iterations[0].mean_score == pytest.approx(d["world"]["base_policy"])
+    assert [m.iteration for m in run.tests] == [0, d["settings"]["iterations"]]
+    assert run.tests[-1].solve_rate == pytest.approx(d["variants"]["score-dpo-a3"]["final_per_seed"][0])
     runs = load_runs([out / "mean" / v for v in sorted(VARIANTS)])
     path = write_report(runs, tmp_path / "report")
     assert path.is_file() and (tmp_path / "report" / "score.png").is_file()

@@ -42,8 +42,8 @@ ITERATION_1 = {"kind": "iteration", "iteration": 1, "problems": 2, "workflows": 
 
 
 def _run_info(tmp_path: Path, usage: object) -> RunInfo:
-    (tmp_path / "config.toml").write_text('[train]\nloss = "score-dpo"\n[executor]\nmax_cost_usd = 5.0\n')
-    return RunInfo("arith", "cuda", "cpu", "smollm2-135m", "local:smollm2-135m", str(tmp_path), 3, usage)
+    config = {"train": {"loss": "score-dpo"}, "executor": {"max_cost_usd": 5.0}}  # the loop's, not read back
+    return RunInfo("arith", "cuda", "cpu", "smollm2-135m", "local:smollm2-135m", str(tmp_path), 3, usage, config)
 
 
 def _drive(rep, tmp_path: Path, usage: object) -> None:

@@ -58,7 +58,7 @@ def records(run: Path, name: str) -> list[dict]:
 def check_complete(run: Path, iterations: int) -> None:
     metrics = [m for m in records(run, "metrics") if m["kind"] == "iteration"]
     assert [m["iteration"] for m in metrics] == list(range(1, iterations + 1))
-    evals = Counter((r["iteration"], r["problem"], r["slot"], r["run"]) for r in records(run, "evaluations"))
+    evals = Counter((r["iteration"], r["problem"], r["slot"], r["run"]) for r in records(run, "executions"))
     assert not [k for k, n in evals.items() if n > 1], "an evaluation key appears twice"
     attempts = Counter((r["iteration"], r["problem"], r["slot"], r["attempt"]) for r in records(run, "workflows"))
     assert not [k for k, n in attempts.items() if n > 1], "a workflow attempt appears twice"
@@ -70,7 +70,7 @@ def check_complete(run: Path, iterations: int) -> None:
         assert len(slots) == m["workflows"]  # every slot generated at least once
         valid = {(r["problem"], r["slot"]) for r in records(run, "workflows") if r["iteration"] == it and r["valid"]}
         assert len(valid) == m["valid"]
-        ran = Counter((r["problem"], r["slot"]) for r in records(run, "evaluations") if r["iteration"] == it)
+        ran = Counter((r["problem"], r["slot"]) for r in records(run, "executions") if r["iteration"] == it)
         assert set(ran) == valid and all(n == 1 for n in ran.values())  # r = 1 run each in the demo sizes
         assert len([p for p in records(run, "pairs") if p["iteration"] == it]) == m["pairs"]
         assert len([s for s in records(run, "train") if s["iteration"] == it]) == m["steps"]
@@ -128,7 +128,7 @@ def test_demo_preset_trains_and_compares_with_the_base_generator(tmp_path):
 
     test = ArithTask().problems("test")
     sources = {(r["iteration"], r["problem"]): r for r in records(run, "test_workflows") if r["valid"]}
-    for e in records(run, "test_evaluations"):
+    for e in records(run, "test_executions"):
         if e["score"] > 0:
             w = sources[(e["iteration"], e["problem"])]
             problem = next(p for p in test if p.id == w["problem_id"])
@@ -140,18 +140,18 @@ def test_kill_during_evaluation_then_resume(tmp_path, qa_task):
     args = [*qa_task, *SMALL, "--iterations", "1", "--run-dir", str(run)]
     proc = optimize(*args, cwd=tmp_path)
     deadline = time.time() + 900
-    while time.time() < deadline and proc.poll() is None and not records(run, "evaluations"):
+    while time.time() < deadline and proc.poll() is None and not records(run, "executions"):
         time.sleep(0.2)
     assert proc.poll() is None, "the run ended before any evaluation was recorded"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = records(run, "evaluations")
+    before = records(run, "executions")
     assert before
     proc = optimize(*args, "--resume", cwd=tmp_path)
     out, _ = proc.communicate(timeout=1500)
     assert proc.returncode == 0, out[-3000:]
     check_complete(run, 1)
-    after = records(run, "evaluations")
+    after = records(run, "executions")
     assert after[: len(before)] == before  # nothing recorded before the kill was redone or lost
 
 

@@ -92,7 +92,7 @@ def test_evaluate_math_records_the_judged_and_the_exact_solve_rate(tmp_path, jud
     [m] = [m for m in records(run, "metrics") if m["kind"] == "evaluate"]
     assert m["scores"] == EXACT and m["solve_rate"] == pytest.approx(1 / 3)
     assert m["judged_scores"] == JUDGED and m["judged_solve_rate"] == pytest.approx(2 / 3)
-    evals = sorted(records(run, "test_evaluations"), key=lambda r: r["problem"])
+    evals = sorted(records(run, "test_executions"), key=lambda r: r["problem"])
     assert [(r["score"], r["judged"]) for r in evals] == list(zip(EXACT, JUDGED))
     assert len(judging) == 3  # once per test run
     assert any("Reference answer: 2\n" in p and p.endswith("Response: 2") for p in judging)  # the boxed content
@@ -106,7 +106,7 @@ def test_evaluate_math_records_the_judged_and_the_exact_solve_rate(tmp_path, jud
     assert evaluate(tmp_path, off, "--set", "run.judge=false") == 0
     [m_off] = [m for m in records(off, "metrics") if m["kind"] == "evaluate"]
     assert "judged_solve_rate" not in m_off and m_off["scores"] == EXACT
-    assert all("judged" not in r for r in records(off, "test_evaluations"))
+    assert all("judged" not in r for r in records(off, "test_executions"))
     assert len(judging) == 3  # no judge call with run.judge = false
     assert calls_judged - json.loads((off / "status.json").read_text())["usage"]["calls"] == 3
 
@@ -114,13 +114,13 @@ def test_evaluate_math_records_the_judged_and_the_exact_solve_rate(tmp_path, jud
 def test_a_resumed_evaluation_does_not_judge_twice(tmp_path, judging):
     run = tmp_path / "run"
     assert evaluate(tmp_path, run) == 0
-    before = records(run, "test_evaluations")
+    before = records(run, "test_executions")
     # as if killed after the first test run was recorded: that run and its verdict stay
-    (run / "test_evaluations.jsonl").write_text(json.dumps(before[0]) + "\n")
+    (run / "test_executions.jsonl").write_text(json.dumps(before[0]) + "\n")
     (run / "metrics.jsonl").write_text("")
     judging.clear()
     assert evaluate(tmp_path, run) == 0  # an existing run: evaluate resumes it
-    after = records(run, "test_evaluations")
+    after = records(run, "test_executions")
     assert after[0] == before[0] and len(after) == 3
     kept = MATH[before[0]["problem"]][0]
     assert len(judging) == 2 and not any(f"Question: {kept}\n" in p for p in judging)
@@ -133,8 +133,8 @@ def test_a_resumed_evaluation_does_not_judge_twice(tmp_path, judging):
     # runs recorded with judging off, resumed with it on: no verdict for them, so no judged rate
     off = tmp_path / "off"
     assert evaluate(tmp_path, off, "--set", "run.judge=false") == 0
-    first = records(off, "test_evaluations")[0]
-    (off / "test_evaluations.jsonl").write_text(json.dumps(first) + "\n")
+    first = records(off, "test_executions")[0]
+    (off / "test_executions.jsonl").write_text(json.dumps(first) + "\n")
     (off / "metrics.jsonl").write_text("")
     assert evaluate(tmp_path, off, "--set", "run.judge=true") == 0  # run.judge may change on resume
     [m] = [m for m in records(off, "metrics") if m["kind"] == "evaluate"]
@@ -252,7 +252,7 @@ def embedded_evaluate(tmp_path: Path, monkeypatch, *extra: str) -> None:
                      "--run-dir", str(run), "--test-problems", "2", "--runs", "1",
                      "--set", "executor.max_tokens=40", "--no-dashboard", *extra]) == 0
     [m] = [m for m in records(run, "metrics") if m["kind"] == "evaluate"]
-    evals = sorted(records(run, "test_evaluations"), key=lambda r: r["problem"])
+    evals = sorted(records(run, "test_executions"), key=lambda r: r["problem"])
     assert m["problems"] == 2 and len(evals) == 2 and m["valid_rate"] == 1.0
     assert m["scores"] == [r["score"] for r in evals]
     ok = [r for r in evals if r["status"] == "ok"]

@@ -20,7 +20,7 @@ matplotlib = pytest.importorskip("matplotlib")  # the `report` extra; listed in 
 from scoreflow import plots  # noqa: E402
 from scoreflow.cli import main as cli_main  # noqa: E402
 from scoreflow.report import load_runs, markdown  # noqa: E402
-from scoreflow.runload import load_run  # noqa: E402
+from scoreflow.rundir import load_run  # noqa: E402
 from scoreflow.stats import bootstrap  # noqa: E402
 
 SOURCE = 'async def run_workflow(self):\n    a = await self.custom(input=self.problem, instruction="solve")\n    return a\n'
@@ -326,7 +326,7 @@ def test_learning_curve_of_older_runs_and_of_several_runs(tmp_path):
     assert no_ci == ["old [score-dpo] (no CI: no per-problem scores recorded)"]
     for r in runs:  # dodged sideways by less than half an iteration, values as recorded
         assert [(round(x), y) for x, y in lines[f"{r.label}:test_solve_rate"]] == [
-            (m["iteration"], pytest.approx(m["solve_rate"])) for m in r.tests]
+            (m.iteration, pytest.approx(m.solve_rate)) for m in r.tests]
     md = markdown(runs)
     head = next(line for line in md.split("## Comparison")[1].splitlines() if line.startswith("| run |"))
     assert head.endswith("| test: trained − base |")

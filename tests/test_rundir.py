@@ -9,15 +9,15 @@ from scoreflow.rundir import RunDir, read_jsonl
 
 def test_partial_last_line_is_cut_before_appending(tmp_path):
     run = RunDir(tmp_path)
-    run["evaluations"].append({"k": 1})
+    run["executions"].append({"k": 1})
     run.close()
-    with open(tmp_path / "evaluations.jsonl", "a") as f:
+    with open(tmp_path / "executions.jsonl", "a") as f:
         f.write('{"k": 2, "cut sho')  # a kill -9 in the middle of a write
-    assert [r["k"] for r in read_jsonl(tmp_path / "evaluations.jsonl")] == [1]
+    assert [r["k"] for r in read_jsonl(tmp_path / "executions.jsonl")] == [1]
     run = RunDir(tmp_path)
-    run["evaluations"].append({"k": 3})
-    assert [r["k"] for r in run["evaluations"].all()] == [1, 3]
-    lines = (tmp_path / "evaluations.jsonl").read_text().splitlines()
+    run["executions"].append({"k": 3})
+    assert [r.extra["k"] for r in run["executions"].all()] == [1, 3]
+    lines = (tmp_path / "executions.jsonl").read_text().splitlines()
     assert [json.loads(x)["k"] for x in lines] == [1, 3]
 
 

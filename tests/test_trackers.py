@@ -71,7 +71,7 @@ def expected(run: Path) -> dict:
     scores = {}
     for it in (1, 2):
         per = {}
-        for r in records(run, "evaluations"):
+        for r in records(run, "executions"):
             if r["iteration"] == it:
                 per.setdefault((r["problem"], r["slot"]), []).append(r["score"])
         scores[it] = sorted(mean(v) for v in per.values())

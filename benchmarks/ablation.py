@@ -162,7 +162,7 @@ def run_one(world: World, s: Settings, loss_kind: str, alpha: float, seed: int) 
     base = expected_score(world, world.prior)
     metrics: list[dict[str, Any]] = [{"kind": "evaluate", "iteration": 0, "split": "test", "problems": s.types,
                                       "solve_rate": base, "mean_score": base, "expected_score": base}]
-    train, evaluations, pair_records = [], [], []
+    train, executions, pair_records = [], [], []
     for it in range(1, s.iterations + 1):
         t0 = time.perf_counter()
         rng = np.random.default_rng([seed, it])
@@ -192,14 +192,14 @@ def run_one(world: World, s: Settings, loss_kind: str, alpha: float, seed: int) 
         })
         train += steps
         pair_records += pairs
-        evaluations += [{"iteration": it, "problem": p, "slot": j, "run": r, "score": float(runs[p, j, r]),
+        executions += [{"iteration": it, "problem": p, "slot": j, "run": r, "score": float(runs[p, j, r]),
                          "workflow": int(chosen[p, j]), "status": "ok"}
                         for p in range(s.problems) for j in range(s.k) for r in range(s.runs)]
     final = expected_score(world, logits.detach())
     metrics.append({"kind": "evaluate", "iteration": s.iterations, "split": "test", "problems": s.types,
                     "solve_rate": final, "mean_score": final, "expected_score": final})
     curve = [m["expected_score"] for m in metrics if m["kind"] == "iteration"] + [final]
-    return {"metrics": metrics, "train": train, "evaluations": evaluations, "pairs": pair_records, "curve": curve}
+    return {"metrics": metrics, "train": train, "executions": executions, "pairs": pair_records, "curve": curve}
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -220,7 +220,7 @@ def config_toml(s: Settings, loss_kind: str, alpha: float, seed: int, label: str
 
 def write_run(path: Path, records: dict[str, list[dict[str, Any]]], toml: str, reason: str) -> None:
     run = RunDir(path)
-    for name in ("metrics", "train", "evaluations", "pairs"):
+    for name in ("metrics", "train", "executions", "pairs"):
         run[name].rewrite(records.get(name, []))
     (path / "config.toml").write_text(toml, encoding="utf-8")
     run.set_status("finished", reason)

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from scoreflow.tasks import load
-from scoreflow.tasks.math_equiv import (SympyWorker, equivalent, final_answer, last_boxed, math_score, normalize,
-                                        to_python)
+from scoreflow.tasks.math_equiv import equivalent, final_answer, last_boxed, math_score, normalize
+from scoreflow.tasks.math_sympy import SympyWorker, to_python
 
 # (prediction, gold, equivalent?)
 TABLE = [

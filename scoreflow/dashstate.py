@@ -3,7 +3,6 @@ thread-safe state (training events arrive from a worker thread, rendering happen
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import Counter, deque
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .progress import RunInfo
-from .records import UNSET, Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
+from .records import UNSET, Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics, short_reason
 
 PIPELINE = ("generate", "validate", "execute", "pairs", "train")
 EVAL_PIPELINE = ("generate", "validate", "execute")
@@ -39,12 +38,6 @@ class Stage:
 
     def elapsed(self, now: float) -> float:
         return (self.ended or now) - self.started
-
-
-def short_reason(reason: str) -> str:
-    """Group rejection reasons: drop line numbers and ratios, keep the kind of error."""
-    r = re.sub(r"\s*\((line \d+|ratio [^)]*)\)", "", reason.strip().splitlines()[0] if reason.strip() else "")
-    return r or "rejected"
 
 
 def usage_value(usage: Any, name: str) -> Any:

@@ -14,6 +14,7 @@ absent (`UNSET`), so a record read and written again is the same JSON.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, TypeVar
 
@@ -75,6 +76,12 @@ class WorkflowAttempt(Record):
     @property
     def key(self) -> tuple[int, int]:
         return self.problem, self.slot
+
+
+def short_reason(reason: str) -> str:
+    """Group rejection reasons: drop line numbers and ratios, keep the kind of error."""
+    r = re.sub(r"\s*\((line \d+|ratio [^)]*)\)", "", reason.strip().splitlines()[0] if reason.strip() else "")
+    return r or "rejected"
 
 
 @dataclass

@@ -320,9 +320,7 @@ class RunData:
         return [mean(v) for _, v in sorted(runs.items())]
 
     def rejection_reasons(self) -> Counter[str]:
-        from .dashstate import short_reason
-
-        return Counter(short_reason(w.reason) for w in self.workflows if not w.valid)
+        return Counter(R.short_reason(w.reason) for w in self.workflows if not w.valid)
 
     def best_score(self) -> float | None:
         scored = [m.mean_score for m in self.iterations if m.valid]

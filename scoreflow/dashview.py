@@ -15,7 +15,7 @@ from rich.text import Text
 
 from .dashstate import (EVAL_PIPELINE, PIPELINE, SCORE_BINS, DashState, Stage, comparison_text, fmt_count, fmt_duration,
                         fmt_number as _fmt, fmt_rate)
-from .records import Comparison, IterationMetrics, Metrics, TestMetrics
+from .records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
 
 SPARKS = "▁▂▃▄▅▆▇█"
 TALL = 36
@@ -179,7 +179,8 @@ def _train(st: DashState, width: int) -> list[Text]:
                   f" {st.margins[-1]:+.4f}")]
 
 
-def iterations_table(finished: list[Metrics]) -> Table:
+def iterations_table(finished: list[Metrics | dict]) -> Table:
+    finished = [as_metrics(m) for m in finished]
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, show_edge=False)
     judged = any(m.has("judged_solve_rate") for m in finished)  # a judged test row: the executor-judged solve rate
     for name in ("iter", "valid", "1st try", "score", "solve", *(("judged",) if judged else ()), "pairs", "loss",

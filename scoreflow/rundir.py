@@ -161,6 +161,13 @@ class RunDir:
                                       self.path / f"{old}.jsonl" if old else None)
                         for name, (parse, old) in RECORDS.items()}
 
+    @classmethod
+    def create(cls, path: Path | str) -> "RunDir":
+        """The run directory a run writes to, made now."""
+        run = cls(path)
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
     def __getitem__(self, name: str) -> Records:
         return self.records[OLD_NAMES.get(name, name)]
 

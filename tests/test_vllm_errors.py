@@ -101,10 +101,9 @@ def test_a_failure_while_generating_shows_our_servers_log(tmp_path):
     log = tmp_path / "vllm.log"
     log.write_text("RuntimeError: Unsupported CPU attention configuration: head_dim=16\n  traceback\n")
     client = vllm_server.VllmClient(f"http://127.0.0.1:{vllm_server._free_port()}", timeout_s=5)
-    backend = SimpleNamespace(name="cuda", device="cpu", model_name="m",
-                              fmt=SimpleNamespace(prompt_ids=lambda m: [1, 2, 3]))
-    gen = vllm_server.VllmGeneration(backend, client, tmp_path / "adapters",
-                                     server=SimpleNamespace(log=log, stop=lambda: None))
+    gen = vllm_server.VllmSampler(client, model_name="m", prompt_ids=lambda m: [1, 2, 3],
+                                  adapter=lambda workdir: None, workdir=tmp_path / "adapters",
+                                  server=SimpleNamespace(log=log, stop=lambda: None, url=client.url))
     with pytest.raises(UserError, match=r"cannot be reached(.|\n)*head_dim=16"):
         gen.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4), adapter=False)
     gen.close()

@@ -32,11 +32,7 @@ class Session:
     runner: Runner
     run: RunDir
     reporter: Reporter
-    sampler: Sampler | None = None  # generation: the backend itself, or another engine (vLLM)
-
-    def __post_init__(self) -> None:
-        if self.sampler is None:
-            self.sampler = self.backend
+    sampler: Sampler  # generation: the backend itself, or another engine (vLLM) that serves its adapter
 
     def close(self) -> None:
         close = getattr(self.sampler, "close", None)  # the vLLM engine stops its server

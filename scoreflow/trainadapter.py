@@ -24,12 +24,12 @@ def add_parser(sub: Any, debug_arg: Callable[[argparse.ArgumentParser], None]) -
     p = sub.add_parser("train-adapter", help="train one adapter with Score-DPO: a run's iteration or a pairs file",
                        description=__doc__.split("\n\n")[1].replace("\n", " "))
     debug_arg(p)
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
     src.add_argument("--pairs", type=Path, help="JSON Lines, one pair per line: prompt (chat messages), chosen, "
                      "rejected, score_chosen, score_rejected")
     src.add_argument("--run-dir", type=Path, help="an existing run: train on the pairs it sampled in --iteration")
     p.add_argument("--iteration", type=int, help="with --run-dir: whose pairs (and whose training seed)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the adapter (the backend's format)")
+    p.add_argument("--out", type=Path, help="folder for the adapter (the backend's format); required")
     p.add_argument("--init-adapter", type=Path, help="adapter to start from (default: with --run-dir, the "
                    "previous iteration's if there is one; else a fresh LoRA seeded by run.seed)")
     p.add_argument("--checkpoint-dir", type=Path, help="resumable checkpoints (every rank must see this folder)")
@@ -52,6 +52,10 @@ class AdapterJob:
 def job_from_args(args: argparse.Namespace) -> AdapterJob:
     """The configuration, pairs and adapters of the command; with --run-dir the pairs are the ones the
     loop trained that iteration on."""
+    if args.out is None:
+        raise UserError("--out is required: the folder for the adapter")
+    if not args.run_dir and not args.pairs:
+        raise UserError("train on what? --run-dir RUN --iteration N (a run's pairs) or --pairs FILE.jsonl")
     base = None
     if args.run_dir:
         if args.iteration is None:

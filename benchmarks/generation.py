@@ -165,7 +165,7 @@ def measure_vllm(a, b, params, samples, distinct, result) -> dict:
             return {"error": str(e)[-2000:]}
         out: dict = {"startup_s": time.perf_counter() - started, "args": a.vllm_args}
         try:
-            engine.save_adapter(Path(tmp) / "adapter")
+            b.save_adapter(Path(tmp) / "adapter")  # the policy saves, the engine serves it
             engine.generate(samples[:1], SamplingParams(max_new_tokens=2, stop=()))  # warm-up, adapter registered
             for name, ps in (("samples", samples), ("distinct", distinct)):
                 outs, secs = timed(lambda: engine.generate(ps, params))

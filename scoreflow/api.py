@@ -74,7 +74,7 @@ def optimize(config: Any, run_dir: str | Path, *, resume: bool = False, report_t
     Raises UserError on bad input (before any model loads) and RunFailed when the run fails (its
     traceback in RUN/error.log); a spend cap or Ctrl-C ends it with status "stopped" / "interrupted"."""
     from . import config as C
-    from .cli import _info, _run
+    from .running import run_session
     from .loop import evaluate as evaluate_run, optimize as optimize_run
     from .preflight import preflight
     from .progress import Reporter
@@ -105,7 +105,7 @@ def optimize(config: Any, run_dir: str | Path, *, resume: bool = False, report_t
             latest = s.run.latest_adapter()
             evaluate_run(s, latest[0] if latest else 0)
 
-    _run(s, run_dir, work)
+    run_session(s, run_dir, work)
     status = s.run.status().get("status", "unknown")
     return RunResult(run_dir, status, [m.to_json() for m in run.read("metrics")])
 

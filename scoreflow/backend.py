@@ -1,18 +1,25 @@
 """The contract between the backend-agnostic loop and a model backend.
 
-A backend holds one base model with one LoRA adapter on it. It generates (with the adapter
-on, or off for the executor role), computes completion log-probs, trains the adapter with
-Score-DPO / DPO / SFT, and saves and loads the adapter in its framework's native format.
-Two implementations: `scoreflow.backends.cuda` (PyTorch + PEFT, CUDA or CPU) and
-`scoreflow.backends.mlx` (MLX + mlx-lm, Apple silicon or MLX's CPU build).
+Two roles. A **Sampler** generates completions, with the current adapter on or off (off: the
+base model, the executor role). A **Policy** holds one base model with one LoRA adapter on it:
+it computes completion log-probs, trains the adapter with Score-DPO / DPO / SFT, and saves and
+loads the adapter in its framework's native format. A backend (`scoreflow.backends.cuda`: PyTorch
++ PEFT, CUDA or CPU; `scoreflow.backends.mlx`: MLX + mlx-lm) is both at once: it samples from the
+model it trains. Another engine is one Sampler class that reads the Policy's saved adapters
+(`backends/cuda/vllm_server.py`: a vLLM server).
+
+Nothing here knows the loop, the configuration or the CLI; everything crosses as the plain
+dataclasses below (and JSON Lines of TrainPair, read_pairs / write_pairs).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import platform
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -44,6 +51,7 @@ class Completion:
     text: str  # decoded, cut after the first stop string (which is kept)
     tokens: int  # generated tokens, the stop string's included
     finished: bool  # stopped at a stop string or end of turn, not at max_new_tokens
+    prompt_tokens: int = 0  # the prompt's tokens (0 where the engine does not say)
 
 
 @dataclass
@@ -92,14 +100,24 @@ class TrainStats:
     history: list[StepInfo] = field(default_factory=list)
 
 
-class Backend(Protocol):
-    name: str  # "cuda" | "mlx"
-    device: str  # "cuda:0", "cpu", "gpu" ...
+class Sampler(Protocol):
+    """Generation. `adapter=False` samples the base model (the local executor's role)."""
+
+    name: str  # "cuda" | "mlx" | "vllm"
+    device: str  # "cuda:0", "cpu", "gpu", a server URL ...
     model_name: str
 
     def generate(
         self, prompts: Sequence[Messages], params: SamplingParams, *, adapter: bool = True
     ) -> list[Completion]: ...
+
+
+class Policy(Protocol):
+    """The trained model: log-probs, training, adapters."""
+
+    name: str
+    device: str
+    model_name: str
 
     def logprobs(
         self, items: Sequence[tuple[Messages, str]], *, adapter: bool = True
@@ -121,7 +139,71 @@ class Backend(Protocol):
     def load_adapter(self, path: Path | None) -> None:
         """Load an adapter saved by `save_adapter`; None resets to a freshly initialised LoRA."""
 
+    def saved_adapter(self, workdir: Path) -> Path | None:
+        """A folder in `save_adapter`'s format holding the current adapter (the one last saved or
+        loaded, else a new save under `workdir`); None while the adapter is a fresh LoRA, whose
+        outputs are the base model's. How another engine (a Sampler) follows training."""
+
+    def offloaded(self) -> AbstractContextManager[None]:
+        """A context in which this process holds the model off the accelerator and uses it not at
+        all, leaving the device to other processes (data-parallel training ranks)."""
+
     def peak_memory_mb(self) -> float: ...
+
+
+class Backend(Sampler, Policy, Protocol):
+    """An in-process backend: it samples from the model it trains."""
+
+
+class AdapterSnapshots:
+    """Policy.saved_adapter for a backend: it calls _adapter_is(path) when it saves or loads an
+    adapter (None: reset to a fresh LoRA) and _adapter_trained() when training changes it."""
+
+    _adapter_path: Path | None = None  # a saved folder equal to the current adapter
+    _adapter_dirty = False  # trained since it was saved or loaded
+    _adapter_saves = 0
+
+    def _adapter_is(self, path: Path | None) -> None:
+        self._adapter_path, self._adapter_dirty = (Path(path) if path is not None else None), False
+
+    def _adapter_trained(self) -> None:
+        self._adapter_dirty = True
+
+    def saved_adapter(self, workdir: Path) -> Path | None:
+        if self._adapter_dirty:  # trained but not saved: save a copy another engine can read
+            self._adapter_saves += 1
+            self.save_adapter(Path(workdir) / f"adapter-{self._adapter_saves}")  # type: ignore[attr-defined]
+        return self._adapter_path
+
+
+def write_pairs(path: Path, pairs: Sequence[TrainPair]) -> None:
+    """Training pairs as JSON Lines, one TrainPair's fields per line."""
+    with open(path, "w", encoding="utf-8") as f:
+        for p in pairs:
+            f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+
+
+def read_pairs(path: Path) -> list[TrainPair]:
+    """The pairs of a JSON Lines file (write_pairs' format); a malformed line is a UserError naming it."""
+    out = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise UserError(f"cannot read pairs file {path}: {e.strerror or e}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            pair = TrainPair(r["prompt"], r["chosen"], r["rejected"], float(r["score_chosen"]),
+                             float(r["score_rejected"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{path}:{n}: not a training pair ({type(e).__name__}: {e})") from None
+        if not isinstance(pair.chosen, str) or not isinstance(pair.rejected, str) or not isinstance(pair.prompt, list):
+            raise UserError(f"{path}:{n}: chosen and rejected must be texts and prompt a list of chat messages "
+                            "(a run's pairs.jsonl holds workflow slots: use --run-dir RUN --iteration N)")
+        out.append(pair)
+    return out
 
 
 BACKENDS = {

@@ -12,79 +12,16 @@ import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .errors import RunFailed, StopRun, UserError, one_line
+from .errors import RunFailed, UserError, one_line
 from .rundir import RunDir
-
-# The commands whose configuration comes from config keys (a file, flags and --set).
-CONFIG_COMMANDS = ("optimize", "evaluate", "run-workflow", "solve")
-_ALL = frozenset(CONFIG_COMMANDS)
-_OPT = frozenset({"optimize"})
-_OPT_EVAL = frozenset({"optimize", "evaluate"})
-_NO_RUN_WORKFLOW = frozenset({"optimize", "evaluate", "solve"})
-
-# Which commands each config key can affect: its section's scope unless the key has its own.
-# optimize runs the loop (and evaluates with --evaluate or run.compare); evaluate generates one
-# workflow per test problem (up to generator.max_attempts) and runs it executor.runs times;
-# run-workflow runs one given workflow once (its local executor is the generator's base model);
-# solve generates with --attempts and runs the workflow once, with the run's adapter.
-SECTION_SCOPE: dict[str, frozenset[str]] = {
-    "run": _ALL, "task": _ALL, "generator": _NO_RUN_WORKFLOW, "executor": _ALL,
-    "lora": _NO_RUN_WORKFLOW, "train": _OPT, "sandbox": _ALL,
-}
-KEY_SCOPE: dict[tuple[str, str], frozenset[str]] = {
-    ("run", "iterations"): _OPT, ("run", "problems"): _OPT, ("run", "compare"): _OPT,
-    ("run", "test_problems"): _OPT_EVAL, ("run", "judge"): _OPT_EVAL,
-    # the local executor of run-workflow is a backend on the generator's base model
-    ("generator", "model"): _ALL, ("generator", "backend"): _ALL, ("generator", "device"): _ALL,
-    ("generator", "dtype"): _ALL,
-    ("generator", "workflows_per_problem"): _OPT, ("generator", "max_attempts"): _OPT_EVAL,
-    ("generator", "engine"): _OPT_EVAL, ("generator", "vllm_python"): _OPT_EVAL,
-    ("generator", "vllm_url"): _OPT_EVAL, ("generator", "vllm_args"): _OPT_EVAL,
-    ("executor", "runs"): _OPT_EVAL,
-}
-
-
-def key_scope(section: str, key: str) -> frozenset[str]:
-    """The commands that config key `section.key` can affect (all of them for an unknown key)."""
-    return KEY_SCOPE.get((section, key), SECTION_SCOPE.get(section, _ALL))
-
-
-# (flag, section, key, type, help): flags that override the config file. Each subcommand gets the
-# flags whose key can affect it (key_scope); --set reaches every key.
-FLAGS: list[tuple[str, str, str, Callable[[str], Any], str]] = [
-    ("--task", "run", "task", str, "task: arith (built in), gsm8k, math, humaneval, mbpp, hotpotqa, drop, jsonl"),
-    ("--data", "run", "data", str, "data file or folder of AFlow-format JSON Lines"),
-    ("--iterations", "run", "iterations", int, "optimisation iterations"),
-    ("--problems", "run", "problems", int, "problems of the optimisation split per iteration (0 = all)"),
-    ("--test-problems", "run", "test_problems", int, "problems of the test split for evaluate (0 = all)"),
-    ("--seed", "run", "seed", int, "random seed"),
-    ("--preset", "run", "preset", str, "sizes: auto, demo or paper"),
-    ("--backend", "generator", "backend", str, "auto, cuda (PyTorch: CUDA or CPU) or mlx"),
-    ("--device", "generator", "device", str, "PyTorch device: auto, cpu, cuda, cuda:N"),
-    ("--model", "generator", "model", str, "generator base model (default: the embedded SmolLM2-135M)"),
-    ("-k", "generator", "workflows_per_problem", int, "workflows generated per problem"),
-    ("--executor", "executor", "kind", str, "local (a model in this process) or openai (OpenAI-compatible server)"),
-    ("--executor-model", "executor", "model", str, "executor model name or path"),
-    ("--base-url", "executor", "base_url", str, "OpenAI-compatible base URL"),
-    ("--api-key-env", "executor", "api_key_env", str, "environment variable holding the API key"),
-    ("--runs", "executor", "runs", int, "executions per workflow (r)"),
-    ("--max-cost-usd", "executor", "max_cost_usd", float, "stop cleanly at this executor spend"),
-    ("--max-tokens", "executor", "max_total_tokens", int, "stop cleanly at this many executor tokens"),
-    ("--loss", "train", "loss", str, "score-dpo, dpo or sft"),
-    ("--pairs", "train", "pairs", int, "preference pairs sampled per iteration"),
-    ("--alpha", "train", "sampling_alpha", float, "pair sampling exponent: P ~ (s_w - s_l)^alpha"),
-    ("--lr", "train", "learning_rate", float, "learning rate"),
-]
-
-
-def flag_commands(flag: str) -> frozenset[str]:
-    """The subcommands that show and accept `flag`."""
-    for f, section, key, _, _ in FLAGS:
-        if f == flag:
-            return key_scope(section, key) - {"solve"}  # solve takes the run's configuration and --set only
-    raise KeyError(flag)
+# The configuration pipeline's flags, scopes and merge live in flags.py; these names are the CLI's too.
+from .flags import (  # noqa: F401
+    CONFIG_COMMANDS, FLAGS, KEY_SCOPE, SECTION_SCOPE, build_config, config_args, flag_commands,
+    inapplicable_set_keys, key_scope, warn_inapplicable_set,
+)
+from .running import adapter_iterations, prepare_run_dir, run_session, save_traceback, start_session
 
 
 def _quiet() -> None:
@@ -108,34 +45,7 @@ def _debug_arg(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> 
 
 def _config_args(p: argparse.ArgumentParser, command: str) -> None:
     _debug_arg(p)
-    p.add_argument("--config", metavar="FILE.toml", help="configuration file (see `scoreflow config`)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any config key (a warning names keys that cannot affect this command)")
-    for flag, section, key, kind, help in FLAGS:
-        if command in flag_commands(flag):
-            p.add_argument(flag, dest=f"{section}.{key}", type=kind, default=None, help=help)
-
-
-def inapplicable_set_keys(items: list[str], command: str) -> list[str]:
-    """The known `--set` keys among `items` that cannot affect `command` (malformed or unknown keys
-    are left to the configuration's own errors)."""
-    from . import config as C
-
-    known = C.as_dict(C.Config())
-    return [f"{section}.{k}" for section, values in C.parse_set(items).items() for k in values
-            if k in known.get(section, {}) and command not in key_scope(section, k)]
-
-
-def warn_inapplicable_set(args: argparse.Namespace, command: str) -> None:
-    """One line on stderr when a --set key cannot affect `command`; the key is still set."""
-    try:
-        keys = inapplicable_set_keys(getattr(args, "set", None) or [], command)
-    except UserError:
-        return  # a malformed --set: the configuration reports it
-    if keys:
-        where = sorted({c for k in keys for c in key_scope(*k.split(".", 1))}, key=CONFIG_COMMANDS.index)
-        print(f"scoreflow: warning: --set {', '.join(keys)} cannot affect `scoreflow {command}` "
-              f"(only {', '.join(where)})", file=sys.stderr)
+    config_args(p, command)
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -153,10 +63,10 @@ def _dry_run(args: argparse.Namespace, command: str) -> int:
     from .trackers import check_installed
 
     check_installed(getattr(args, "report_to", None) or [])
-    cfg, run_dir = _prepare_run_dir(args, command)  # reads, never creates, the run directory
+    cfg, run_dir = prepare_run_dir(args, command)  # reads, never creates, the run directory
     iteration = getattr(args, "iteration", None)
     if command == "evaluate" and iteration is None:
-        iteration = max(_adapter_iterations(run_dir), default=0)
+        iteration = max(adapter_iterations(run_dir), default=0)
     print(make_plan(cfg, command, run_dir, getattr(args, "evaluate", False), iteration).text())
     return 0
 
@@ -226,8 +136,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workflows", type=Path, metavar="OUT_DIR",
                    help="write each problem's best workflow as a file for `scoreflow run-workflow`")
     from .solve import add_parser as add_solve
+    from .trainadapter import add_parser as add_train_adapter
 
     add_solve(sub, _debug_arg)
+    add_train_adapter(sub, _debug_arg)
     p = sub.add_parser("config", help="print every configuration key with its default and meaning")
     p.add_argument("--preset", default="paper", choices=("demo", "paper"))
     for name, help in (("report", "write report.md and plots for a run"), ("runs", "list runs"),
@@ -237,196 +149,14 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
-def build_config(args: argparse.Namespace, base: dict[str, dict[str, Any]] | None = None):
-    from . import config as C
-
-    layers = [base or {}]
-    if getattr(args, "config", None):
-        layers.append(C.read_toml(args.config))
-    flags: dict[str, dict[str, Any]] = {}
-    for dest, value in vars(args).items():
-        if "." in dest and value is not None:
-            section, key = dest.split(".", 1)
-            flags.setdefault(section, {})[key] = value
-    layers += [flags, C.parse_set(getattr(args, "set", []))]
-    return C.build(C.merge(*layers))
-
-
-def _reporter(args: argparse.Namespace):
-    from .trackers import with_trackers
-
-    try:
-        from .dashboard import make_reporter
-
-        base = make_reporter(plain=getattr(args, "no_dashboard", False))
-    except ImportError:
-        from .progress import Reporter
-
-        base = Reporter()
-    return with_trackers(base, getattr(args, "report_to", None))  # --report-to: trackers wrap the reporter
-
-
-def _prepare_run_dir(args: argparse.Namespace, command: str):
-    """The configuration and the run directory, new or resumed."""
-    from . import config as C
-
-    run_dir: Path | None = args.run_dir
-    snapshot = RunDir(run_dir).config_path if run_dir else None
-    has_run = snapshot is not None and snapshot.is_file()
-    if command == "evaluate":
-        _check_evaluate(args, run_dir, has_run)
-    resume = getattr(args, "resume", False) or (command == "evaluate" and has_run)
-    if resume:
-        if snapshot is None or not snapshot.is_file():
-            raise UserError(f"nothing to resume: {run_dir or '--run-dir'} holds no config.toml")
-        saved = C.read_toml(snapshot)
-        cfg = build_config(args, saved)
-        fresh = C.build(saved)
-        changed = [f"{s}.{k}" for s, v in C.as_dict(cfg).items() for k, x in v.items()
-                   if C.as_dict(fresh)[s][k] != x and (s, k) not in C.RESUMABLE]
-        if changed and not getattr(args, "force", False):
-            raise UserError(f"{run_dir} was made with another configuration ({', '.join(changed[:4])}); "
-                            "use --force to resume anyway")
-        return cfg, run_dir
-    cfg = build_config(args)
-    if run_dir is None:
-        run_dir = Path("runs") / f"{cfg.run.task}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if run_dir.is_file():
-        raise UserError(f"run directory {run_dir} is a file")
-    if run_dir.exists() and any(run_dir.iterdir()) and not getattr(args, "force", False):
-        raise UserError(f"run directory {run_dir} is not empty: use --resume to continue it or --force to replace it")
-    return cfg, run_dir
-
-
-def _adapter_iterations(run_dir: Path | None) -> list[int]:
-    return list(RunDir(run_dir).adapters()) if run_dir else []
-
-
-def _check_evaluate(args: argparse.Namespace, run_dir: Path | None, has_run: bool) -> None:
-    """Evaluate reads a run; the base model only when asked for (--iteration 0)."""
-    it = args.iteration
-    if it is not None and it < 0:
-        raise UserError(f"--iteration {it}: give 0 (the base model) or an iteration of the run")
-    if not has_run and it != 0:
-        where = (f"{run_dir} holds no run (no config.toml)" if run_dir
-                 else "evaluate needs the --run-dir of an optimize run")
-        raise UserError(f"{where}; to evaluate the base model on purpose, use --iteration 0 with a new --run-dir")
-    if it and it not in _adapter_iterations(run_dir):
-        have = ", ".join(map(str, _adapter_iterations(run_dir))) or "none"
-        raise UserError(f"{run_dir} has no adapter for iteration {it} (it has: {have})")
-
-
-def _splits(args: argparse.Namespace) -> tuple[str, ...]:
-    if args.command == "evaluate":
-        return ("test",)
-    return ("validate", "test") if getattr(args, "evaluate", False) else ("validate",)
-
-
-def _start(cfg, run_dir: Path, args: argparse.Namespace):
-    """Check everything that can be checked cheaply before loading a model, then build the session."""
-    import shutil
-
-    from .preflight import preflight
-    from .session import build_session
-
-    task = preflight(cfg, _splits(args))  # before a run directory or a model exists
-    replace = getattr(args, "force", False) and not getattr(args, "resume", False)
-    if replace and run_dir.exists() and any(run_dir.iterdir()):
-        shutil.rmtree(run_dir)
-    reporter = _reporter(args)
-    fresh = not RunDir(run_dir).has_config()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if fresh or getattr(args, "force", False):
-        RunDir(run_dir).write_config(cfg)
-    try:
-        session = build_session(cfg, run_dir, reporter, task=task)
-    except BaseException:
-        if fresh:  # nothing ran yet: leave no half-made run directory behind
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    return session
-
-
-def _info(s, run_dir: Path):
-    from .config import as_dict
-    from .progress import RunInfo
-
-    c = s.cfg
-    executor = s.executor.model or c.executor.model
-    return RunInfo(task=c.run.task, backend=s.backend.name, device=s.backend.device, generator=s.backend.model_name,
-                   executor=executor, run_dir=str(run_dir), iterations=c.run.iterations, usage=s.executor.usage,
-                   config=as_dict(c))
-
-
-def save_traceback(e: BaseException, path: Path | None = None) -> str:
-    """Append `e`'s traceback to `path` (else a new temporary file); the path written, or why not."""
-    import tempfile
-
-    text = f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} scoreflow {' '.join(sys.argv[1:])}\n" + "".join(
-        traceback.format_exception(type(e), e, e.__traceback__))
-    try:
-        if path is None:
-            fd, name = tempfile.mkstemp(prefix="scoreflow-error-", suffix=".log")
-            os.close(fd)
-            path = Path(name)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(text)
-        return str(path)
-    except OSError as err:  # a full disk: the line still says what failed
-        return f"<not saved: {err.strerror or err}>"
-
-
-def _quietly(fn: Callable[..., Any], *args: Any) -> None:
-    try:
-        fn(*args)
-    except Exception:  # recording a failure must not hide it
-        pass
-
-
-def _run(s, run_dir: Path, work: Callable[[], Any]) -> int:
-    def status(state: str, reason: str = "") -> None:
-        s.run.set_status(state, reason, usage=s.executor.usage.as_dict())
-
-    status("running")
-    with s.reporter:
-        s.reporter.start(_info(s, run_dir))
-        try:
-            work()
-        except StopRun as e:
-            status("stopped", str(e))
-            s.reporter.finish("stopped", f"{e}; continue with --resume (and a raised cap)")
-            return 0
-        except KeyboardInterrupt:
-            status("interrupted", "interrupted by the user")
-            s.reporter.finish("interrupted", f"interrupted; continue with: scoreflow optimize --resume --run-dir {run_dir}")
-            return 130
-        except UserError:
-            status("failed", "bad input")
-            raise
-        except Exception as e:
-            reason = one_line(f"{type(e).__name__}: {e}", 300)
-            log = save_traceback(e, RunDir(run_dir).error_log)
-            _quietly(status, "failed", reason)
-            s.reporter.finish("failed", f"{reason} (traceback: {log})")
-            raise RunFailed(f"run failed: {reason}; full traceback in {log}") from e
-        except BaseException as e:
-            _quietly(status, "failed", one_line(f"{type(e).__name__}: {e}", 300))
-            raise
-        finally:
-            s.close()
-        status("finished")
-        s.reporter.finish("finished", f"run directory: {run_dir}")
-    return 0
-
-
 def cmd_optimize(args: argparse.Namespace) -> int:
     from .loop import evaluate, optimize
 
     warn_inapplicable_set(args, "optimize")
     if args.dry_run:
         return _dry_run(args, "optimize")
-    cfg, run_dir = _prepare_run_dir(args, "optimize")
-    s = _start(cfg, run_dir, args)
+    cfg, run_dir = prepare_run_dir(args, "optimize")
+    s = start_session(cfg, run_dir, args)
 
     def work() -> None:
         optimize(s)
@@ -434,7 +164,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             latest = s.run.latest_adapter()
             evaluate(s, latest[0] if latest else 0)
 
-    return _run(s, run_dir, work)
+    return run_session(s, run_dir, work)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -443,18 +173,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     warn_inapplicable_set(args, "evaluate")
     if args.dry_run:
         return _dry_run(args, "evaluate")
-    cfg, run_dir = _prepare_run_dir(args, "evaluate")  # checks the run and its adapter
+    cfg, run_dir = prepare_run_dir(args, "evaluate")  # checks the run and its adapter
     iteration = args.iteration
     if iteration is None:
-        iteration = max(_adapter_iterations(run_dir), default=0)
-    s = _start(cfg, run_dir, args)
+        iteration = max(adapter_iterations(run_dir), default=0)
+    s = start_session(cfg, run_dir, args)
 
     def work() -> None:
         if iteration:
             s.backend.load_adapter(s.run.adapter_dir(iteration))
         evaluate(s, iteration)
 
-    return _run(s, run_dir, work)
+    return run_session(s, run_dir, work)
 
 
 def cmd_run_workflow(args: argparse.Namespace) -> int:
@@ -554,7 +284,13 @@ def cmd_solve(args: argparse.Namespace) -> int:
     return solve(args)
 
 
-COMMANDS = {"optimize": cmd_optimize, "evaluate": cmd_evaluate, "run-workflow": cmd_run_workflow,
+def cmd_train_adapter(args: argparse.Namespace) -> int:
+    from .trainadapter import main as train_adapter
+
+    return train_adapter(args)
+
+
+COMMANDS = {"train-adapter": cmd_train_adapter, "optimize": cmd_optimize, "evaluate": cmd_evaluate, "run-workflow": cmd_run_workflow,
             "export": cmd_export, "config": cmd_config, "report": cmd_reporting, "runs": cmd_reporting,
             "show": cmd_reporting, "solve": cmd_solve}
 

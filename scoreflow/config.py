@@ -320,3 +320,36 @@ def _toml_value(v: Any) -> str:
 def as_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     return {sf.name: {f.name: getattr(getattr(cfg, sf.name), f.name) for f in fields(getattr(cfg, sf.name))}
             for sf in fields(cfg)}
+
+
+# ---- the backend's and the sandbox's objects, built from their sections --------------------------
+
+def from_section(cls: type, section: Any, **given: Any) -> Any:
+    """`cls` (a plain dataclass of a backend or the sandbox) from the same-named keys of a config
+    section, lists as tuples; `given` sets keys the section lacks, the rest keep cls's defaults."""
+    mine = {f.name for f in fields(section)}
+    values = {}
+    for f in fields(cls):
+        if f.name in mine and f.name not in given:
+            v = getattr(section, f.name)
+            values[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**values, **given)
+
+
+def lora_config(cfg: Config):
+    from .backend import LoraConfig
+
+    return from_section(LoraConfig, cfg.lora)
+
+
+def train_config(cfg: Config, it: int):
+    """Iteration `it`'s training: the [train] keys, seeded by run.seed + it."""
+    from .backend import TrainConfig
+
+    return from_section(TrainConfig, cfg.train, seed=cfg.run.seed + it)
+
+
+def sandbox_limits(cfg: Config):
+    from .sandbox import Limits
+
+    return from_section(Limits, cfg.sandbox)

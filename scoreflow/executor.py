@@ -16,37 +16,20 @@ from abc import ABC, abstractmethod
 
 import asyncio
 import email.utils
-import hashlib
-import json
 import os
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backend import Messages, SamplingParams
+from .backend import Messages, Sampler, SamplingParams
 from .errors import StopRun, UserError
 from .sandbox import InfraError
+from .usage import PRICES, Reply, ReplyCache, Usage, price_for  # noqa: F401  (the executor's vocabulary)
 
-# USD per million (prompt, completion) tokens. Longest matching prefix wins, so dated snapshots
-# ("gpt-4o-mini-2024-07-18") take their family's price. Override with executor.price_*_per_mtok.
-PRICES: dict[str, tuple[float, float]] = {
-    "gpt-5": (1.25, 10.0), "gpt-5-mini": (0.25, 2.0), "gpt-5-nano": (0.05, 0.40),
-    "gpt-4.1": (2.0, 8.0), "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4o": (2.50, 10.0), "gpt-4o-mini": (0.15, 0.60), "gpt-4-turbo": (10.0, 30.0), "gpt-4": (30.0, 60.0),
-    "gpt-3.5-turbo": (0.50, 1.50), "o1": (15.0, 60.0), "o1-mini": (1.10, 4.40), "o3": (2.0, 8.0),
-    "o3-mini": (1.10, 4.40), "o4-mini": (1.10, 4.40),
-}
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*]{6,}")
-
-
-def price_for(model: str) -> tuple[float, float] | None:
-    """(input, output) USD per million tokens for a known model name, else None."""
-    name = model.lower().split("/")[-1]
-    best = max((k for k in PRICES if name == k or name.startswith(k + "-")), key=len, default=None)
-    return PRICES[best] if best else None
 
 
 def redact(text: str, secret: str | None = None) -> str:
@@ -54,45 +37,6 @@ def redact(text: str, secret: str | None = None) -> str:
     if secret and len(secret) >= 4:
         text = text.replace(secret, "***")
     return _KEYLIKE.sub(lambda m: m.group(1) + "-***", text)
-
-
-@dataclass
-class Reply:
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-@dataclass
-class Usage:
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    retries: int = 0
-    failures: int = 0
-    seconds: float = 0.0
-    cost_usd: float = 0.0
-    cache_hits: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def add(self, reply: Reply, seconds: float, price: tuple[float, float] = (0.0, 0.0)) -> None:
-        self.calls += 1
-        self.prompt_tokens += reply.prompt_tokens
-        self.completion_tokens += reply.completion_tokens
-        self.seconds += seconds
-        self.cost_usd += (reply.prompt_tokens * price[0] + reply.completion_tokens * price[1]) / 1e6
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Usage":
-        """Restore what an earlier session spent (for --resume): caps count it."""
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 class Executor(ABC):
@@ -168,53 +112,6 @@ class Executor(ABC):
     async def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
-
-
-class ReplyCache:
-    """Replies by sha256 of (model, messages, max_tokens, temperature, rep). Only deterministic
-    requests (temperature 0) are cached unless `sampled` is set: repeated sampled calls inside one
-    run are meant to differ. With a path, entries are appended as JSON lines and reloaded, so a
-    resumed run does not pay twice. Holds prompts and replies only, never credentials."""
-
-    def __init__(self, path: str | Path | None = None, sampled: bool = False):
-        self.sampled = sampled
-        self.entries: dict[str, Reply] = {}
-        self.inflight: dict[str, asyncio.Future] = {}
-        self.path = Path(path) if path else None
-        self._file = None
-        if self.path is not None and self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    d = json.loads(line)
-                    self.entries[d["key"]] = Reply(d["text"], int(d["prompt_tokens"]), int(d["completion_tokens"]))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a line cut short by a crash
-
-    def applies(self, temperature: float) -> bool:
-        return self.sampled or temperature == 0
-
-    @staticmethod
-    def key(model: str, messages: Messages, max_tokens: int, temperature: float, rep: int) -> str:
-        blob = json.dumps([model, list(messages), max_tokens, float(temperature), rep], sort_keys=True,
-                          ensure_ascii=False, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def get(self, key: str) -> Reply | None:
-        return self.entries.get(key)
-
-    def put(self, key: str, reply: Reply) -> None:
-        self.entries[key] = reply
-        if self.path is not None:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "a", encoding="utf-8")
-            self._file.write(json.dumps({"key": key, **asdict(reply)}, ensure_ascii=False) + "\n")
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 @dataclass
@@ -332,13 +229,14 @@ class OpenAIExecutor(Executor):
 
 
 class LocalExecutor(Executor):
-    """Answers executor calls from a backend model in this process (adapter off, i.e. the base model)."""
+    """Answers executor calls from a Sampler with the adapter off, i.e. the base model (the backend in
+    this process, or the vLLM server that generates for it)."""
 
-    def __init__(self, backend, *, temperature: float = 0.0, max_tokens: int = 512, batch_size: int = 8,
+    def __init__(self, sampler: Sampler, *, temperature: float = 0.0, max_tokens: int = 512, batch_size: int = 8,
                  gather_ms: float = 30.0, seed: int = 0):
         super().__init__()
-        self.backend = backend
-        self.model = f"local:{backend.model_name}"
+        self.sampler = sampler
+        self.model = f"local:{sampler.model_name}"
         self.temperature, self.max_tokens = temperature, max_tokens
         self.batch_size, self.gather_s = batch_size, gather_ms / 1000
         self.seed = seed
@@ -379,7 +277,7 @@ class LocalExecutor(Executor):
                                         seed=self.seed + self._batches)
                 t0 = time.monotonic()
                 try:
-                    outs = await asyncio.to_thread(self.backend.generate, [i[0] for i in items], params, adapter=False)
+                    outs = await asyncio.to_thread(self.sampler.generate, [i[0] for i in items], params, adapter=False)
                 except Exception as e:  # the model itself failed: infrastructure
                     for item in items:
                         if not item[3].done():
@@ -387,14 +285,10 @@ class LocalExecutor(Executor):
                     continue
                 dt = time.monotonic() - t0
                 for item, out in zip(items, outs):
-                    reply = Reply(out.text, self._count(item[0]), out.tokens)
+                    reply = Reply(out.text, out.prompt_tokens, out.tokens)
                     self._account(reply, dt / len(items))
                     if not item[3].done():
                         item[3].set_result(reply)
-
-    def _count(self, messages: Messages) -> int:
-        fmt = getattr(self.backend, "fmt", None)
-        return len(fmt.prompt_ids(messages)) if fmt is not None else 0
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -402,14 +296,14 @@ class LocalExecutor(Executor):
         await super().close()
 
 
-def make_executor(cfg, backend=None, seed: int = 0, *, cache_path: str | Path | None = None,
+def make_executor(cfg, sampler: Sampler | None = None, seed: int = 0, *, cache_path: str | Path | None = None,
                   retry: RetryPolicy | None = None, usage: Usage | dict | None = None) -> Executor:
     """The executor the config describes (an ExecutorConfig), with prices, caps and cache applied.
     `usage` carries what an earlier session spent (resume), so caps count it."""
     if cfg.kind == "local":
-        if backend is None:
+        if sampler is None:
             raise UserError("executor.kind = local needs a loaded backend model")
-        ex: Executor = LocalExecutor(backend, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+        ex: Executor = LocalExecutor(sampler, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
                                      batch_size=cfg.batch_size, seed=seed)
         price: tuple[float, float] | None = (0.0, 0.0)
     elif cfg.kind == "openai":

@@ -14,13 +14,13 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from .backend import SamplingParams, TrainConfig, TrainPair
-from .config import Config
+from .backend import SamplingParams, TrainPair
+from .config import Config, train_config
 from .pairs import Candidate, sample_pairs
 from .prompts import generator_messages
 from .records import Comparison, IterationMetrics, PairRecord, TestMetrics, TrainStep, WorkflowAttempt
 from .rundir import RunDir
-from .session import Session, make_task, select
+from .session import Session, make_task, run_problems
 from .stats import bootstrap
 from .tasks.base import Problem, Task
 from .workflow import extract
@@ -61,7 +61,7 @@ async def _closing(s: Session, work):
 
 async def _optimize(s: Session) -> None:
     cfg = s.cfg
-    problems = select(s.task.problems("validate"), cfg.run.problems, cfg.run.seed)
+    problems = run_problems(cfg, s.task)
     done = {m.iteration for m in s.run["metrics"].all() if isinstance(m, IterationMetrics)}
     if cfg.run.compare and not done:  # the base generator on the held-out problems, before any training
         await test_solve(s, 0)
@@ -136,7 +136,7 @@ async def generate(s: Session, it: int, problems: list[Problem], *, records: str
             params = SamplingParams(g.temperature, g.top_p, g.max_new_tokens, ("</graph>",),
                                     seed=s.cfg.run.seed * 1_000_003 + it * 10_007 + attempt * 101 + c)
             outs = await asyncio.to_thread(
-                s.backend.generate, [generator_messages(s.task, problems[p], g.hide_numbers) for p, _ in chunk], params)
+                s.sampler.generate, [generator_messages(s.task, problems[p], g.hide_numbers) for p, _ in chunk], params)
             texts += [(key, o.text, o.tokens) for key, o in zip(chunk, outs)]
             s.reporter.advance(len(chunk))
         s.reporter.stage(it, "validate", len(texts))
@@ -258,18 +258,10 @@ def train_pairs(task: Task, problems: list[Problem], workflows: dict[Key, Workfl
             for p in pairs]
 
 
-def train_config(cfg: Config, it: int) -> TrainConfig:
-    t = cfg.train
-    return TrainConfig(loss=t.loss, beta=t.beta, learning_rate=t.learning_rate, epochs=t.epochs,
-                       batch_size=t.batch_size, gradient_checkpointing=t.gradient_checkpointing,
-                       max_length=t.max_length, checkpoint_every=t.checkpoint_every, seed=cfg.run.seed + it,
-                       processes=t.processes)
-
-
 def recorded_pairs(cfg: Config, run_dir: Path, it: int) -> list[TrainPair]:
     """The training pairs of iteration `it` of an existing run, as its training step built them."""
     task = make_task(cfg)
-    problems = select(task.problems("validate"), cfg.run.problems, cfg.run.seed)
+    problems = run_problems(cfg, task)
     gen = Generated()
     run = RunDir(run_dir)
     for r in run.read("workflows"):
@@ -301,7 +293,7 @@ async def test_solve(s: Session, iteration: int) -> TestMetrics:
     old = [m for m in s.run["metrics"].all() if isinstance(m, TestMetrics) and m.iteration == iteration]
     if old:
         return old[-1]
-    problems = select(s.task.problems("test"), cfg.run.test_problems, cfg.run.seed)
+    problems = run_problems(cfg, s.task, "test")
     t0 = time.time()
     gen = await generate(s, iteration, problems, records="test_workflows", k=1)
     judging = cfg.run.judge and s.task.judged  # the reference's judged test metric, beside the exact one

@@ -143,7 +143,7 @@ def prompt_tokens(problems: list) -> int:
 
 def executor_price(ex) -> tuple[tuple[float, float] | None, str]:
     """(input, output) USD per million tokens and where it comes from; None when unknown."""
-    from .executor import price_for
+    from .usage import price_for
 
     if ex.kind == "local":
         price, source = (0.0, 0.0), "local model in this process: no charge"
@@ -183,7 +183,7 @@ def make_plan(cfg, command: str, run_dir: Path | None = None, evaluate_after: bo
     from .preflight import preflight
     from .records import IterationMetrics
     from .rundir import RunDir
-    from .session import select
+    from .session import run_problems
 
     splits = ("test",) if command == "evaluate" else (("validate", "test") if evaluate_after or cfg.run.compare
                                                        else ("validate",))
@@ -192,9 +192,9 @@ def make_plan(cfg, command: str, run_dir: Path | None = None, evaluate_after: bo
     r = cfg.run
     stages: list[Stage] = []
     notes: list[str] = []
-    test = select(task.problems("test"), r.test_problems, r.seed) if "test" in splits else []
+    test = run_problems(cfg, task, "test") if "test" in splits else []
     if command == "optimize":
-        problems = select(task.problems("validate"), r.problems, r.seed)
+        problems = run_problems(cfg, task)
         done = set()
         if run_dir is not None:
             done = {m.iteration for m in RunDir(run_dir).read("metrics") if isinstance(m, IterationMetrics)}

@@ -1,4 +1,5 @@
-"""Building what a run needs from its configuration: task, backend, executor, sandbox, runner."""
+"""Building what a run needs from its configuration: task, policy and sampler, executor, sandbox,
+runner, and the run's problems."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .backend import Backend, LoraConfig, load_backend, resolve_backend_name
-from .config import Config
+from .backend import Backend, Sampler, load_backend, resolve_backend_name
+from .config import Config, lora_config, sandbox_limits
 from .errors import UserError
 from .executor import Executor
 from .executor import make_executor as build_executor
 from .progress import Reporter
 from .rundir import RunDir
 from .runner import Runner
-from .sandbox import Limits, Sandbox
+from .sandbox import Sandbox
 from .tasks import load as load_task
 from .tasks.base import Problem, Task
 
@@ -25,15 +26,16 @@ from .tasks.base import Problem, Task
 class Session:
     cfg: Config
     task: Task
-    backend: Backend
+    backend: Backend  # the Policy: training and adapters (it samples too, for the backend engine)
     executor: Executor
     sandbox: Sandbox
     runner: Runner
     run: RunDir
     reporter: Reporter
+    sampler: Sampler  # generation: the backend itself, or another engine (vLLM) that serves its adapter
 
     def close(self) -> None:
-        close = getattr(self.backend, "close", None)  # the vLLM engine stops its server
+        close = getattr(self.sampler, "close", None)  # the vLLM engine stops its server
         if close is not None:
             close()
         self.run.close()
@@ -46,14 +48,7 @@ def make_task(cfg: Config) -> Task:
 
 
 def make_sandbox(cfg: Config) -> Sandbox:
-    s = cfg.sandbox
-    return Sandbox(Limits(timeout_s=s.timeout_s, memory_mb=s.memory_mb, cpu_s=s.cpu_s,
-                          max_output_chars=s.max_output_chars), concurrency=s.concurrency)
-
-
-def lora_config(cfg: Config) -> LoraConfig:
-    lo = cfg.lora
-    return LoraConfig(rank=lo.rank, alpha=lo.alpha, dropout=lo.dropout, targets=tuple(lo.targets))
+    return Sandbox(sandbox_limits(cfg), concurrency=cfg.sandbox.concurrency)
 
 
 def make_backend(cfg: Config) -> Backend:
@@ -63,8 +58,8 @@ def make_backend(cfg: Config) -> Backend:
     return load_backend(g.backend, g.model, device=g.device, lora=lora, seed=cfg.run.seed, dtype=g.dtype)
 
 
-def with_engine(cfg: Config, backend: Backend, workdir: Path, reporter: Reporter) -> Backend:
-    """The backend, or the backend with its generation on a vLLM server (generator.engine)."""
+def with_engine(cfg: Config, backend: Backend, workdir: Path, reporter: Reporter) -> Sampler:
+    """The sampler generator.engine names: the backend itself, or a vLLM server that serves its adapter."""
     g = cfg.generator
     engine = g.engine
     if engine == "auto":  # vLLM when asked for by its settings, or on a GPU where it is installed
@@ -87,12 +82,12 @@ def with_engine(cfg: Config, backend: Backend, workdir: Path, reporter: Reporter
     return gen
 
 
-def make_executor(cfg: Config, backend: Backend | None, run: RunDir | None = None) -> Executor:
+def make_executor(cfg: Config, sampler: Sampler | None, run: RunDir | None = None) -> Executor:
     """The executor LLM (by default the generator's base model in this process, adapter off), with
     spend caps, the reply cache and, on resume, what the run spent before."""
     usage = run.status().get("usage") if run is not None else None
     cache = run.executor_cache if run is not None else None
-    return build_executor(cfg.executor, backend=backend, seed=cfg.run.seed, cache_path=cache, usage=usage)
+    return build_executor(cfg.executor, sampler, seed=cfg.run.seed, cache_path=cache, usage=usage)
 
 
 def build_session(cfg: Config, run_dir: Path, reporter: Reporter | None = None, *,
@@ -100,12 +95,13 @@ def build_session(cfg: Config, run_dir: Path, reporter: Reporter | None = None, 
     task = task or make_task(cfg)
     run = RunDir.create(run_dir)
     reporter = reporter or Reporter()
-    backend = with_engine(cfg, make_backend(cfg), run.path, reporter)
-    executor = make_executor(cfg, backend, run)
+    backend = make_backend(cfg)
+    sampler = with_engine(cfg, backend, run.path, reporter)
+    executor = make_executor(cfg, sampler, run)
     sandbox = make_sandbox(cfg)
     runner = Runner(task, executor, sandbox, max_tokens=cfg.executor.max_tokens,
                     extract=cfg.executor.extract_answer)
-    return Session(cfg, task, backend, executor, sandbox, runner, run, reporter)
+    return Session(cfg, task, backend, executor, sandbox, runner, run, reporter, sampler)
 
 
 def select(problems: list[Problem], n: int, seed: int) -> list[Problem]:
@@ -114,3 +110,10 @@ def select(problems: list[Problem], n: int, seed: int) -> list[Problem]:
         return list(problems)
     keep = sorted(random.Random(seed).sample(range(len(problems)), n))
     return [problems[i] for i in keep]
+
+
+def run_problems(cfg: Config, task: Task, split: str = "validate") -> list[Problem]:
+    """This run's problems of `split`: run.problems of the optimisation split (validate), run.test_problems
+    of the test split, chosen with run.seed."""
+    n = cfg.run.test_problems if split == "test" else cfg.run.problems
+    return select(task.problems(split), n, cfg.run.seed)

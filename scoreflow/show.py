@@ -14,10 +14,10 @@ def _problem(run: RunData, index: int) -> Any:
     """The problem, when the run's task can be rebuilt here (its data still where it was)."""
     try:
         from . import config as C
-        from .session import make_task, select
+        from .session import make_task, run_problems
 
         cfg = C.build(run.config)
-        problems = select(make_task(cfg).problems("validate"), cfg.run.problems, cfg.run.seed)
+        problems = run_problems(cfg, make_task(cfg))
         return problems[index]
     except Exception:
         return None

@@ -4,7 +4,7 @@
   sizes (tier `fast`, or `slow` when it loads the model, or `mlx` for the MLX backend);
 - checked: it needs what a test machine lacks (a GPU, the hub, a paid API or server, a network install,
   or it is the test command itself), so it is checked offline: it parses with the program's own parser
-  (`scoreflow.cli.parser()`, ddp_train's, accelerate's), its subcommand, flags and `--set` keys exist,
+  (`scoreflow.cli.parser()`, accelerate's), its subcommand, flags and `--set` keys exist,
   an install line names extras that pyproject.toml has and packages the project knows;
 - illustrative: the doc marks the block `<!-- illustrative -->` on the line before its fence; its
   subcommand, flags and keys must still exist.
@@ -513,22 +513,10 @@ def check_accelerate(argv: list[str]) -> list[str]:
     module, rest = ns.training_script, [_expand(w) for w in ns.training_script_args]
     if module_file(module) is None:
         return [f"accelerate launch -m {module}: no such module"]
-    if module != "scoreflow.backends.cuda.ddp_train":
-        return [f"accelerate launch -m {module}: no rule for this module"]
-    problems = []
-    try:
-        from scoreflow.backends.cuda.ddp_train import parser as ddp_parser
-    except ImportError:  # no torch: its options, read from the source
-        opts = script_options("backends/cuda/ddp_train.py")
-        problems += [f"{module}: no option {w}" for w in rest if w.startswith("-") and w not in opts]
-    else:
-        try:
-            with contextlib.redirect_stderr(err):
-                args = ddp_parser().parse_args(rest)
-        except SystemExit:
-            return [f"{module}: {err.getvalue().strip().splitlines()[-1]}"]
-        problems += set_key_problems(args.set)
-    return problems
+    if module == "scoreflow.backends.cuda.ddp_train":
+        return [f"accelerate launch -m {module}: its ranks read a job file that the backend writes; "
+                "document `scoreflow train-adapter ... --set train.processes=N` instead"]
+    return [f"accelerate launch -m {module}: no rule for this module"]
 
 
 def check(cmd: Command) -> list[str]:
@@ -582,7 +570,7 @@ def lacks(cmd: Command) -> str | None:
     if prog == "bash" and argv[1:2] == ["benchmarks/gpu.sh"]:
         return "a CUDA GPU: the script's syntax and its mode checked"
     if prog == "accelerate":
-        return "several GPUs: accelerate's and ddp_train's parsers take it"
+        return "several GPUs: accelerate's parser takes it"
     if prog == "scoreflow":
         sets, dry = _sets(argv), "--dry-run" in argv
         model = _value(argv, "--model") or sets.get("generator.model", "")

@@ -1,11 +1,10 @@
 """Data-parallel training in the PyTorch backend (CPU, gloo): two ranks take the steps one process takes
 on the whole batch, `scoreflow optimize`'s train.processes path runs them under `accelerate launch`,
-and `accelerate launch -m scoreflow.backends.cuda.ddp_train` writes an adapter the backend loads."""
+and `scoreflow train-adapter` (through it) writes an adapter the backend loads."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from dataclasses import asdict, replace
@@ -19,7 +18,6 @@ pytest.importorskip("accelerate")
 
 from scoreflow.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends.cuda import distributed, load  # noqa: E402
-from scoreflow.backends.cuda.ddp_train import DONE, STEP  # noqa: E402
 
 LORA = LoraConfig(rank=4, alpha=8, dropout=0.0)  # no dropout: its masks depend on each rank's RNG
 # 7 pairs, 3 per step: over 2 ranks the shares are 1+2, 1+2 and 0+1 pairs (a rank with none included).
@@ -154,24 +152,23 @@ def test_train_processes_runs_accelerate_launch(tiny_llama, single):
     _same_lora(_lora(b), lora)
 
 
-def test_accelerate_launch_one_process_cli(tiny_llama, single, tmp_path):
+def test_train_adapter_cli_on_two_ranks(tiny_llama, single, tmp_path):
+    """`scoreflow train-adapter --pairs` with train.processes = 2 trains through the backend, which
+    launches the ranks; the adapter it writes is the single process's."""
     b = _backend(str(tiny_llama))
     b.save_adapter(tmp_path / "init")
     with open(tmp_path / "pairs.jsonl", "w") as f:
         for p in _pairs():
             f.write(json.dumps(asdict(p)) + "\n")
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
-    assert accelerate, "accelerate's console script is not installed next to this Python"
-    cmd = [accelerate, "launch", "--num_processes", "1", "--cpu", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "scoreflow.backends.cuda.ddp_train",
+    cmd = [sys.executable, "-m", "scoreflow", "train-adapter", "--backend", "cuda", "--device", "cpu",
            "--pairs", str(tmp_path / "pairs.jsonl"), "--model", str(tiny_llama), "--out", str(tmp_path / "adapter"),
-           "--init-adapter", str(tmp_path / "init"),
+           "--init-adapter", str(tmp_path / "init"), "--set", "train.processes=2",
            "--set", "lora.rank=4", "--set", "lora.alpha=8", "--set", "lora.dropout=0",
            "--set", "train.beta=0.5", "--set", "train.learning_rate=5e-3", "--set", "train.batch_size=3"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
-    assert sum(line.startswith(STEP) for line in lines) == 3 and lines[-1].startswith(DONE)
+    assert sum(line.startswith("step ") for line in lines) == 3 and lines[-1].startswith("adapter: ")
     fresh = load(str(tiny_llama), device="cpu", lora=LORA, seed=1)
     fresh.load_adapter(tmp_path / "adapter")
     _same_lora(_lora(fresh), single[1])
@@ -180,9 +177,10 @@ def test_accelerate_launch_one_process_cli(tiny_llama, single, tmp_path):
 def test_run_dir_gives_the_loops_pairs_seed_and_adapter(tmp_path):
     """--run-dir RUN --iteration N trains on what the loop trained iteration N on: the latest attempt
     of each paired workflow under the generator prompt, the loop's seed, from iteration N-1's adapter."""
+    from scoreflow import cli
     from scoreflow import config as C
-    from scoreflow.backends.cuda import ddp_train
     from scoreflow.prompts import generator_messages
+    from scoreflow.trainadapter import job_from_args
     from scoreflow.session import make_task, select
 
     cfg = C.build({"run": {"task": "arith", "problems": 3, "seed": 5}, "generator": {"model": "some/model"},
@@ -198,12 +196,13 @@ def test_run_dir_gives_the_loops_pairs_seed_and_adapter(tmp_path):
              {"iteration": 2, "problem": 2, "chosen": 1, "rejected": 0, "score_chosen": 0.5, "score_rejected": 0.0}]
     for name, records in (("workflows", workflows), ("pairs", pairs)):
         (run / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    args = ddp_train.parser().parse_args(["--run-dir", str(run), "--iteration", "2", "--out", str(tmp_path / "a"),
-                                          "--set", "train.beta=0.3"])
-    job, got = ddp_train.job_from_args(args)
+    args = cli.parser().parse_args(["train-adapter", "--run-dir", str(run), "--iteration", "2",
+                                    "--out", str(tmp_path / "a"), "--set", "train.beta=0.3"])
+    job = job_from_args(args)
+    got = job.pairs
     task = make_task(cfg)
     problems = select(task.problems("validate"), 3, 5)
     assert got == [TrainPair(generator_messages(task, problems[1]), "it2 p1 s0 a1", "it2 p1 s1 a1", 1.0, 0.5),
                    TrainPair(generator_messages(task, problems[2]), "it2 p2 s1 a1", "it2 p2 s0 a1", 0.5, 0.0)]
-    assert job.init_adapter == str(run / "adapters" / "iter-1")
-    assert (job.model, job.train["seed"], job.train["beta"], job.lora["rank"]) == ("some/model", 7, 0.3, 4)
+    assert job.init_adapter == run / "adapters" / "iter-1"
+    assert (job.cfg.generator.model, job.train.seed, job.train.beta, job.cfg.lora.rank) == ("some/model", 7, 0.3, 4)

@@ -124,8 +124,7 @@ def test_a_broken_doc_fails(tmp_path):
 def test_the_good_examples_pass():
     for text in ("scoreflow evaluate --run-dir runs/x --runs 2", 'pip install -e ".[cuda,mlx]"',
                  "scoreflow optimize ... --set generator.engine=vllm",
-                 "accelerate launch --multi_gpu --num_processes 8 -m scoreflow.backends.cuda.ddp_train "
-                 "--run-dir runs/RUN --iteration 2 --out adapter-2"):
+                 "scoreflow train-adapter --run-dir runs/RUN --iteration 2 --out adapter-2 --set train.processes=8"):
         [cmd] = D.split_commands(text, "example.md", 1, D.Block("example.md", 1, "bash", text))
         assert D.classify(cmd).problems == [], text
 

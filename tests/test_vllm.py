@@ -83,7 +83,7 @@ def test_our_peft_adapter_on_vllm_writes_what_pytorch_writes(engine, backend, tm
     folder, served per request) gives the PyTorch backend's exact text, stop strings included."""
     params = SamplingParams(temperature=0.0, max_new_tokens=40, stop=stop)
     perturb(backend, 1)
-    engine.save_adapter(tmp_path / "adapter")
+    backend.save_adapter(tmp_path / "adapter")
     ours_on, ours_off = backend.generate(PROMPTS, params), backend.generate(PROMPTS, params, adapter=False)
     theirs_on, theirs_off = engine.generate(PROMPTS, params), engine.generate(PROMPTS, params, adapter=False)
     assert texts(theirs_on) == texts(ours_on)
@@ -98,11 +98,11 @@ def test_generation_follows_training_and_loading(engine, backend, tmp_path):
     """After train() the next generate() serves the trained weights (saved for the server on the
     way); load_adapter(None) goes back to the base model."""
     params = SamplingParams(temperature=0.0, max_new_tokens=24, stop=())
-    engine.load_adapter(None)
+    backend.load_adapter(None)
     base = texts(engine.generate(PROMPTS[:1], params, adapter=False))
     assert texts(engine.generate(PROMPTS[:1], params)) == base  # a fresh LoRA is the base model
     pair = TrainPair(PROMPTS[0], "Rivers run to the sea, always.", "No.", 1.0, 0.0)
-    engine.train([pair] * 3, TrainConfig(learning_rate=5e-2, beta=1.0, checkpoint_every=0))
+    backend.train([pair] * 3, TrainConfig(learning_rate=5e-2, beta=1.0, checkpoint_every=0))
     after = engine.generate(PROMPTS[:1], params)
     assert texts(after) == texts(backend.generate(PROMPTS[:1], params))
     assert texts(after) != base

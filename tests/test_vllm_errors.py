@@ -101,10 +101,63 @@ def test_a_failure_while_generating_shows_our_servers_log(tmp_path):
     log = tmp_path / "vllm.log"
     log.write_text("RuntimeError: Unsupported CPU attention configuration: head_dim=16\n  traceback\n")
     client = vllm_server.VllmClient(f"http://127.0.0.1:{vllm_server._free_port()}", timeout_s=5)
-    backend = SimpleNamespace(name="cuda", device="cpu", model_name="m",
-                              fmt=SimpleNamespace(prompt_ids=lambda m: [1, 2, 3]))
-    gen = vllm_server.VllmGeneration(backend, client, tmp_path / "adapters",
-                                     server=SimpleNamespace(log=log, stop=lambda: None))
+    gen = vllm_server.VllmSampler(client, model_name="m", prompt_ids=lambda m: [1, 2, 3],
+                                  adapter=lambda workdir: None, workdir=tmp_path / "adapters",
+                                  server=SimpleNamespace(log=log, stop=lambda: None, url=client.url))
     with pytest.raises(UserError, match=r"cannot be reached(.|\n)*head_dim=16"):
         gen.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_new_tokens=4), adapter=False)
     gen.close()
+
+
+def test_the_sampler_follows_the_policys_adapter(tmp_path):
+    """The vLLM Sampler asks the Policy for a saved folder of its current adapter before each call:
+    none for a fresh LoRA (the base model is named), one copy saved after training (not one per call),
+    the loop's own folder once it saved or loaded one."""
+    from scoreflow.backend import AdapterSnapshots
+
+    class Policy(AdapterSnapshots):
+        def save_adapter(self, path: Path) -> None:
+            path.mkdir(parents=True)
+            (path / "adapter_model.safetensors").write_text("weights")
+            self._adapter_is(path)
+
+        def load_adapter(self, path: Path | None) -> None:
+            self._adapter_is(path)
+
+        def train(self) -> None:
+            self._adapter_trained()
+
+    class Client:
+        url = "http://127.0.0.1:9"
+
+        def __init__(self) -> None:
+            self.loaded: list[Path] = []
+            self.models: list[str] = []
+
+        def load_adapter(self, name: str, path: Path) -> None:
+            self.loaded.append(path)
+
+        def unload_adapter(self, name: str) -> None:
+            pass
+
+        def complete_all(self, model: str, ids: list, params: SamplingParams) -> list:
+            self.models.append(model)
+            return []
+
+    policy, client = Policy(), Client()
+    sampler = vllm_server.VllmSampler(client, model_name="m", prompt_ids=lambda m: [1], adapter=policy.saved_adapter,
+                                      workdir=tmp_path / "copies")
+    prompt = [[{"role": "user", "content": "hi"}]]
+    sampler.generate(prompt, SamplingParams())
+    assert client.models == [vllm_server.BASE_NAME] and client.loaded == []
+    policy.train()
+    sampler.generate(prompt, SamplingParams())
+    sampler.generate(prompt, SamplingParams())
+    assert client.loaded == [tmp_path / "copies" / "adapter-1"] and sorted(p.name for p in (tmp_path / "copies").iterdir()) == ["adapter-1"]
+    policy.save_adapter(tmp_path / "iter-1")
+    sampler.generate(prompt, SamplingParams())
+    assert client.loaded[-1] == tmp_path / "iter-1" and client.models[-1] != vllm_server.BASE_NAME
+    sampler.generate(prompt, SamplingParams(), adapter=False)
+    policy.load_adapter(None)
+    sampler.generate(prompt, SamplingParams())
+    assert client.models[-2:] == [vllm_server.BASE_NAME] * 2 and len(client.loaded) == 2

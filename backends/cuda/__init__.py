@@ -9,13 +9,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json  # noqa: E402
 import threading  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import asdict  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable, Sequence  # noqa: E402
+from typing import Callable, Iterator, Sequence  # noqa: E402
 
 import torch  # noqa: E402
 
 from scoreflow.backend import (  # noqa: E402
-    Completion, LoraConfig, Messages, SamplingParams, StepInfo, TrainConfig, TrainPair, TrainStats,
+    AdapterSnapshots, Completion, LoraConfig, Messages, SamplingParams, StepInfo, TrainConfig, TrainPair, TrainStats,
 )
 from scoreflow.chat import ChatFormat  # noqa: E402
 from scoreflow.errors import UserError  # noqa: E402
@@ -31,7 +33,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 
 
-class TorchBackend:
+class TorchBackend(AdapterSnapshots):
     name = "cuda"
 
     def __init__(self, model: str, *, device: str = "auto", lora: LoraConfig, seed: int = 0,
@@ -87,14 +89,34 @@ class TorchBackend:
               on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None) -> TrainStats:
         if not pairs:
             return TrainStats()
-        if cfg.processes > 1 and not _distributed.launched():  # data-parallel: ranks under accelerate launch
-            from .ddp_train import launch
+        try:
+            if cfg.processes > 1 and not _distributed.launched():  # data-parallel: ranks under accelerate launch
+                from .ddp_train import Job, launch
 
-            return launch(self, pairs, cfg, on_step, checkpoint_dir)
-        torch.manual_seed(cfg.seed)
+                cpu = self.torch_device.type == "cpu"
+                job = Job(model=self.base_path, pairs="", out="", lora=asdict(self.lora),
+                          dtype=str(self.dtype).removeprefix("torch."), device="cpu" if cpu else "auto")
+                return launch(self, job, pairs, cfg, on_step, checkpoint_dir)
+            torch.manual_seed(cfg.seed)
+            with self._lock:
+                return _train.train(self.model, self.fmt, self.tokenizer.pad_token_id, self.torch_device,
+                                    pairs, cfg, on_step, checkpoint_dir)
+        finally:
+            self._adapter_trained()
+
+    @contextmanager
+    def offloaded(self) -> Iterator[None]:
+        """The model waits in CPU memory (and nothing here uses it), leaving the GPU to other processes."""
         with self._lock:
-            return _train.train(self.model, self.fmt, self.tokenizer.pad_token_id, self.torch_device,
-                                pairs, cfg, on_step, checkpoint_dir)
+            if self.torch_device.type != "cuda":
+                yield
+                return
+            self.model.to("cpu")
+            torch.cuda.empty_cache()
+            try:
+                yield
+            finally:
+                self.model.to(self.torch_device)
 
     # -- adapters -----------------------------------------------------------------------------
     def save_adapter(self, path: Path) -> None:
@@ -105,6 +127,7 @@ class TorchBackend:
             cfg = json.loads(cfg_path.read_text())
             cfg["base_model_name_or_path"] = self.source.path if self.source.kind != "gguf" else self.base_path
             cfg_path.write_text(json.dumps(cfg, indent=2))
+        self._adapter_is(path)
 
     def load_adapter(self, path: Path | None) -> None:
         from peft import set_peft_model_state_dict
@@ -115,6 +138,7 @@ class TorchBackend:
                 params = dict(self.model.named_parameters())
                 for n, t in self._initial.items():
                     params[n].data.copy_(t)
+                self._adapter_is(None)
                 return
             path = Path(path)
             weights = path / ADAPTER_WEIGHTS
@@ -134,6 +158,7 @@ class TorchBackend:
             result = set_peft_model_state_dict(self.model, state)
             if getattr(result, "unexpected_keys", None):
                 raise UserError(f"adapter {path} does not fit this base model (unexpected {result.unexpected_keys[:2]})")
+            self._adapter_is(path)
 
     def peak_memory_mb(self) -> float:
         if self.torch_device.type == "cuda":

@@ -1,38 +1,33 @@
-"""Data-parallel Score-DPO training of one adapter, one process per GPU under `accelerate launch`.
+"""Data-parallel Score-DPO training of one adapter, one process (rank) per GPU under `accelerate launch`.
 
-Train iteration 2's adapter of an existing run on 8 GPUs (model, LoRA and training settings come from
-the run's config.toml, --config / --set override them; it starts from iteration 1's adapter):
-
-    accelerate launch --multi_gpu --num_processes 8 -m scoreflow.backends.cuda.ddp_train \\
-        --run-dir runs/gsm8k-20260101-120000 --iteration 2 --out adapter-iter-2
-
-or from a JSON Lines file of pairs, one per line with the fields of scoreflow.backend.TrainPair
-(prompt: chat messages, chosen, rejected, score_chosen, score_rejected):
-
-    accelerate launch --multi_gpu --num_processes 8 -m scoreflow.backends.cuda.ddp_train \\
-        --pairs pairs.jsonl --model meta-llama/Llama-3.1-8B-Instruct --out adapter --set train.batch_size=32
+`TorchBackend.train` with TrainConfig.processes = N > 1 calls `launch`: it writes the pairs and a job
+file (plain data: the Job below, TrainPair JSON Lines) to a temporary folder, runs `accelerate launch
+-m scoreflow.backends.cuda.ddp_train --job JOB` while the backend's own copy of the model is offloaded
+(Policy.offloaded), follows rank 0's step records and loads the adapter the ranks wrote. `scoreflow
+train-adapter` is the command for training one adapter by hand; it reaches this module through the
+backend's `train` too.
 
 Every rank loads the whole model on its GPU (cuda:LOCAL_RANK); distributed.py says how a step is
 shared. Rank 0 prints one `scoreflow-step {json}` line per step and a final `scoreflow-done {json}`, and
-alone writes the adapter (PEFT format) and the checkpoints. `scoreflow optimize` with
-train.processes = N > 1 runs its training step through this module: see `launch` below.
+alone writes the adapter (PEFT format) and the checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from scoreflow.backend import LoraConfig, StepInfo, TrainConfig, TrainPair, TrainStats
+from scoreflow.backend import LoraConfig, Policy, StepInfo, TrainConfig, TrainPair, TrainStats, read_pairs, write_pairs
 from scoreflow.errors import UserError
 
 from . import distributed
@@ -53,34 +48,6 @@ class Job:
     seed: int = 0  # LoRA initialisation when there is no init_adapter
     init_adapter: str | None = None
     checkpoint_dir: str | None = None
-
-
-def read_pairs(path: Path) -> list[TrainPair]:
-    out = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise UserError(f"cannot read pairs file {path}: {e.strerror or e}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-            pair = TrainPair(r["prompt"], r["chosen"], r["rejected"], float(r["score_chosen"]),
-                             float(r["score_rejected"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"{path}:{n}: not a training pair ({type(e).__name__}: {e})") from None
-        if not isinstance(pair.chosen, str) or not isinstance(pair.rejected, str) or not isinstance(pair.prompt, list):
-            raise UserError(f"{path}:{n}: chosen and rejected must be texts and prompt a list of chat messages "
-                            "(a run's pairs.jsonl holds workflow slots: use --run-dir RUN --iteration N)")
-        out.append(pair)
-    return out
-
-
-def write_pairs(path: Path, pairs: Sequence[TrainPair]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for p in pairs:
-            f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
 
 
 def run(job: Job, pairs: Sequence[TrainPair] | None = None) -> TrainStats:
@@ -129,32 +96,22 @@ def launch_command(processes: int, cpu: bool) -> list[str]:
     return cmd + ["-m", MODULE]
 
 
-def launch(backend, pairs: Sequence[TrainPair], cfg: TrainConfig,
+def launch(policy: Policy, job: Job, pairs: Sequence[TrainPair], cfg: TrainConfig,
            on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None) -> TrainStats:
-    """Train `backend`'s adapter on cfg.processes ranks under `accelerate launch`, then load the result
-    into it. The ranks start from the backend's current adapter; meanwhile this process's copy of the
-    model waits on the CPU, leaving the GPUs to them."""
+    """Train `policy`'s adapter on cfg.processes ranks under `accelerate launch`, then load the result
+    into it. `job` names the model (model, lora, dtype, device); the ranks start from the policy's
+    current adapter, and meanwhile the policy is offloaded, leaving the GPUs to them."""
     work = Path(tempfile.mkdtemp(prefix="scoreflow-ddp-"))
     try:
         write_pairs(work / "pairs.jsonl", pairs)
-        backend.save_adapter(work / "init")
-        cpu = backend.torch_device.type == "cpu"
-        job = Job(model=backend.base_path, pairs=str(work / "pairs.jsonl"), out=str(work / "out"),
-                  train={**asdict(cfg), "processes": 1}, lora=asdict(backend.lora),
-                  dtype=str(backend.dtype).removeprefix("torch."), device="cpu" if cpu else "auto",
-                  init_adapter=str(work / "init"), checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
+        policy.save_adapter(work / "init")
+        job = replace(job, pairs=str(work / "pairs.jsonl"), out=str(work / "out"), train={**asdict(cfg), "processes": 1},
+                      init_adapter=str(work / "init"), checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
         (work / "job.json").write_text(json.dumps(asdict(job)))
-        cmd = launch_command(cfg.processes, cpu) + ["--job", str(work / "job.json")]
-        with backend._lock:
-            if not cpu:
-                backend.model.to("cpu")
-                torch.cuda.empty_cache()
-            try:
-                stats = _follow(cmd, work / "launch.log", on_step)
-            finally:
-                if not cpu:
-                    backend.model.to(backend.torch_device)
-        backend.load_adapter(work / "out")
+        cmd = launch_command(cfg.processes, job.device == "cpu") + ["--job", str(work / "job.json")]
+        with policy.offloaded():
+            stats = _follow(cmd, work / "launch.log", on_step)
+        policy.load_adapter(work / "out")
         return stats
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -186,76 +143,19 @@ def _follow(cmd: list[str], log: Path, on_step: Callable[[StepInfo], None] | Non
     return TrainStats(**done, history=history)
 
 
-# ---- the command line ---------------------------------------------------------------------------
-
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=f"accelerate launch ... -m {MODULE}", allow_abbrev=False, description=(
-        "Train one adapter with Score-DPO, data-parallel over the launched processes."))
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pairs", type=Path, help="JSON Lines, one pair per line: prompt (chat messages), chosen, "
-                     "rejected, score_chosen, score_rejected")
-    src.add_argument("--run-dir", type=Path, help="an existing run: train on the pairs it sampled in --iteration")
-    src.add_argument("--job", type=Path, help=argparse.SUPPRESS)  # written by launch()
-    ap.add_argument("--iteration", type=int, help="with --run-dir: whose pairs (and whose training seed)")
-    ap.add_argument("--out", type=Path, help="folder for the adapter (PEFT format)")
-    ap.add_argument("--model", help="base model (default: generator.model of the configuration)")
-    ap.add_argument("--init-adapter", type=Path, help="adapter to start from (default: with --run-dir, the "
-                    "previous iteration's if there is one; else a fresh LoRA seeded by run.seed)")
-    ap.add_argument("--checkpoint-dir", type=Path, help="resumable checkpoints (every rank must see this folder)")
-    ap.add_argument("--config", metavar="FILE.toml", help="configuration file (see `scoreflow config`)")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config key")
-    return ap
-
-
-def job_from_args(args: argparse.Namespace) -> tuple[Job, list[TrainPair]]:
-    """The job and its pairs; with --run-dir every rank rebuilds the pairs from the run's records."""
-    from scoreflow import config as C
-    from scoreflow.loop import recorded_pairs, train_config
-    from scoreflow.session import lora_config
-
-    if args.out is None:
-        raise UserError("--out is required")
-    layers = []
-    if args.run_dir:
-        if args.iteration is None:
-            raise UserError("--run-dir needs --iteration")
-        layers.append(C.read_toml(args.run_dir / "config.toml"))
-    if args.config:
-        layers.append(C.read_toml(args.config))
-    layers.append(C.parse_set(args.set))
-    if args.model:
-        layers.append({"generator": {"model": args.model}})
-    cfg = C.build(C.merge(*layers))
-    it = args.iteration or 0
-    init = args.init_adapter
-    if args.run_dir:
-        pairs = recorded_pairs(cfg, args.run_dir, it)
-        if not pairs:
-            raise UserError(f"{args.run_dir} holds no pairs for iteration {it}")
-        previous = args.run_dir / "adapters" / f"iter-{it - 1}"
-        if init is None and previous.is_dir():
-            init = previous
-    else:
-        pairs = read_pairs(args.pairs)
-    lora = lora_config(cfg)
-    job = Job(model=cfg.generator.model, pairs=str(args.pairs or ""), out=str(args.out),
-              train=asdict(train_config(cfg, it)), lora=asdict(lora),
-              dtype=cfg.generator.dtype, device="cpu" if cfg.generator.device.startswith("cpu") else "auto",
-              seed=cfg.run.seed, init_adapter=str(init) if init else None,
-              checkpoint_dir=str(args.checkpoint_dir) if args.checkpoint_dir else None)
-    return job, pairs
-
+# ---- a rank -----------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
-    from scoreflow.cli import _quiet
-
-    _quiet()
-    args = parser().parse_args(argv)
+    """One rank of `launch`'s job (`--job JOB.json`, written by launch)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ap = argparse.ArgumentParser(prog=f"accelerate launch ... -m {MODULE}", allow_abbrev=False, description=(
+        "One rank of a data-parallel training job; `scoreflow train-adapter` is the command to train by hand."))
+    ap.add_argument("--job", type=Path, required=True, help="the job file that launch() writes")
+    args = ap.parse_args(argv)
     try:
-        if args.job:
-            run(Job(**json.loads(args.job.read_text())))
-        else:
-            run(*job_from_args(args))
+        run(Job(**json.loads(args.job.read_text())))
     except UserError as e:
         print(f"ddp_train: error: {e}", file=sys.stderr)
         return 2

@@ -64,6 +64,7 @@ def hf_generate(
                 text=text,
                 tokens=len(body) + (end is not None),
                 finished=stopped or end is not None,
+                prompt_tokens=len(encoded[i]),
             )
     return [c for c in results if c is not None]
 
@@ -121,6 +122,7 @@ def generate(
             gen = torch.Generator(device=device).manual_seed(params.seed + start)
         for i, c in zip(rows, _generate_batch(model, fmt, [encoded[i] for i in rows], params, device,
                                               tokenizer.pad_token_id, gen)):
+            c.prompt_tokens = len(encoded[i])
             results[i] = c
     return [c for c in results if c is not None]
 

@@ -1,12 +1,14 @@
 """Generation on a vLLM server that serves the current LoRA adapter per request.
 
-`VllmGeneration` wraps the PyTorch backend: training, log-probs and adapters stay in the backend;
-`generate` goes to a vLLM OpenAI-compatible server. The adapter the loop last saved or loaded is
-registered with the server by path (`/v1/load_lora_adapter`) and named in each request, so no
-merged model is ever written. With the adapter off (the executor role, or iteration 1's fresh LoRA,
-whose B matrices are zero) requests name the base model.
+`VllmSampler` is a Sampler (scoreflow/backend.py): training, log-probs and adapters stay in the
+PyTorch backend (the Policy); `generate` goes to a vLLM OpenAI-compatible server. Before each call it
+asks the policy for a saved folder of its current adapter (Policy.saved_adapter: the one the loop
+last saved or loaded, or a copy saved after training), registers it with the server by path
+(`/v1/load_lora_adapter`) and names it in each request, so no merged model is ever written. With the
+adapter off (the executor role, or iteration 1's fresh LoRA, whose B matrices are zero) requests
+name the base model.
 
-Prompts are sent as token ids from the backend's own chat format, so the server sees exactly the
+Prompts are sent as token ids from the policy's own chat format, so the server sees exactly the
 tokens that training sees. The server is either started here (`python -m
 vllm.entrypoints.openai.api_server` under `generator.vllm_python`, logging to `vllm.log` in the run
 directory) or one the user already runs (`generator.vllm_url`), which must have been started with
@@ -31,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from scoreflow.backend import Completion, Messages, SamplingParams, StepInfo, TrainConfig, TrainPair, TrainStats
+from scoreflow.backend import Completion, Messages, SamplingParams
 from scoreflow.errors import UserError
 
 BASE_NAME = "base"
@@ -180,9 +182,9 @@ class VllmClient:
         if seed is not None:
             body["seed"] = seed
         reply = json.loads(self._post("/v1/completions", body))
-        choice = reply["choices"][0]
-        return Completion(text=choice["text"], tokens=int(reply["usage"]["completion_tokens"]),
-                          finished=choice.get("finish_reason") == "stop")
+        choice, usage = reply["choices"][0], reply["usage"]
+        return Completion(text=choice["text"], tokens=int(usage["completion_tokens"]),
+                          finished=choice.get("finish_reason") == "stop", prompt_tokens=int(usage.get("prompt_tokens") or 0))
 
     def complete_all(self, model: str, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
         # One request per row, all in flight at once: the server batches them, and each row gets
@@ -194,25 +196,27 @@ class VllmClient:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-class VllmGeneration:
-    """A Backend whose `generate` runs on vLLM; everything else is the wrapped PyTorch backend's."""
+class VllmSampler:
+    """A Sampler whose generation runs on a vLLM server, with the adapter `adapter(workdir)` names
+    (Policy.saved_adapter: a saved folder, or None for the base model)."""
 
-    def __init__(self, backend, client: VllmClient, workdir: Path, server: VllmServer | None = None):
-        self.backend = backend
+    name = "vllm"
+
+    def __init__(self, client: VllmClient, *, model_name: str, prompt_ids: Callable[[Messages], list[int]],
+                 adapter: Callable[[Path], Path | None], workdir: Path, server: VllmServer | None = None):
         self.client = client
         self.server = server
-        self.workdir = Path(workdir)
-        self.name, self.device, self.model_name = backend.name, backend.device, backend.model_name
-        self._adapter: Path | None = None  # the saved adapter equal to the backend's current one
-        self._dirty = False  # trained since it was saved
+        self.model_name = model_name
+        self.device = server.url if server is not None else client.url
+        self.prompt_ids = prompt_ids
+        self.adapter = adapter
+        self.workdir = Path(workdir)  # where the policy saves copies of trained adapters for the server
         self._served: dict[str, str] = {}  # adapter key -> name registered on the server
-        self._saves = 0
 
-    # -- generation -------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Messages], params: SamplingParams, *, adapter: bool = True) -> list[Completion]:
         try:
             model = self._current_model() if adapter else BASE_NAME
-            ids = [self.backend.fmt.prompt_ids(m) for m in prompts]
+            ids = [self.prompt_ids(m) for m in prompts]
             return self.client.complete_all(model, ids, params)
         except UserError as e:
             if self.server is None:
@@ -220,47 +224,20 @@ class VllmGeneration:
             raise UserError(f"{e}\nthe end of {self.server.log}:\n{_tail(self.server.log)}") from None
 
     def _current_model(self) -> str:
-        if self._dirty:  # trained but not saved: save a copy the server can read
-            self._saves += 1
-            path = self.workdir / f"adapter-{self._saves}"
-            self.backend.save_adapter(path)
-            self._adapter, self._dirty = path, False
-        if self._adapter is None:
+        path = self.adapter(self.workdir)
+        if path is None:
             return BASE_NAME  # a fresh LoRA (B = 0) is the base model
-        weights = self._adapter / "adapter_model.safetensors"
-        key = f"{self._adapter.resolve()}:{weights.stat().st_mtime_ns}"
+        weights = path / "adapter_model.safetensors"
+        key = f"{path.resolve()}:{weights.stat().st_mtime_ns}"
         if key not in self._served:
             # Named by path and time, so that clients sharing one server (vllm_url) never clash.
             name = "adapter-" + hashlib.sha1(key.encode()).hexdigest()[:12]
             for old in list(self._served.values()):  # keep one registered: the server holds few
                 self.client.unload_adapter(old)
             self._served = {}
-            self.client.load_adapter(name, self._adapter)
+            self.client.load_adapter(name, path)
             self._served[key] = name
         return self._served[key]
-
-    # -- the backend's own work, tracked so that generation follows the adapter -------------------
-    def logprobs(self, items: Sequence[tuple[Messages, str]], *, adapter: bool = True) -> list[float]:
-        return self.backend.logprobs(items, adapter=adapter)
-
-    def train(self, pairs: Sequence[TrainPair], cfg: TrainConfig, *,
-              on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None) -> TrainStats:
-        self._dirty = True
-        return self.backend.train(pairs, cfg, on_step=on_step, checkpoint_dir=checkpoint_dir)
-
-    def save_adapter(self, path: Path) -> None:
-        self.backend.save_adapter(path)
-        self._adapter, self._dirty = Path(path), False
-
-    def load_adapter(self, path: Path | None) -> None:
-        self.backend.load_adapter(path)
-        self._adapter, self._dirty = (Path(path) if path is not None else None), False
-
-    def peak_memory_mb(self) -> float:
-        return self.backend.peak_memory_mb()
-
-    def __getattr__(self, item: str) -> Any:  # fmt, tokenizer, model ... for code that reaches in
-        return getattr(self.backend, item)
 
     def close(self) -> None:
         self.client.close()
@@ -276,23 +253,28 @@ def vllm_installed(python: str) -> bool:
     return Path(python).is_file()  # another venv's Python: its server's log tells if vLLM is missing
 
 
-def start(backend, *, python: str = "", url: str = "", extra_args: str = "", workdir: Path,
-          seed: int = 0, start_timeout_s: float = 900.0) -> VllmGeneration:
-    """Wrap `backend` (the PyTorch backend) with generation on vLLM: a server at `url`, or one
-    started here from `python` ('' = this interpreter)."""
-    if not hasattr(backend, "base_path"):
+def start(policy, *, python: str = "", url: str = "", extra_args: str = "", workdir: Path,
+          seed: int = 0, start_timeout_s: float = 900.0) -> VllmSampler:
+    """Generation on vLLM for `policy` (the PyTorch backend): a server at `url`, or one started here
+    from `python` ('' = this interpreter) on the policy's base model."""
+    if not hasattr(policy, "base_path"):
         raise UserError("generator.engine = vllm needs the PyTorch backend (--backend cuda)")
     workdir = Path(workdir)
+
+    def sampler(client: VllmClient, server: VllmServer | None = None) -> VllmSampler:
+        return VllmSampler(client, model_name=policy.model_name, prompt_ids=policy.fmt.prompt_ids,
+                           adapter=policy.saved_adapter, workdir=workdir / "vllm-adapters", server=server)
+
     if url:
-        return VllmGeneration(backend, VllmClient(url), workdir / "vllm-adapters")
+        return sampler(VllmClient(url))
     python = python or sys.executable
     if not vllm_installed(python):
         raise UserError(f"generator.engine = vllm, but vLLM is not installed for {python}: pip install vllm "
                         f"(or set generator.vllm_python to a Python that has it)")
-    dtype = str(backend.dtype).removeprefix("torch.")
-    cuda = backend.torch_device.type == "cuda"
+    dtype = str(policy.dtype).removeprefix("torch.")
+    cuda = policy.torch_device.type == "cuda"
     port = _free_port()
-    cmd = server_command(python, backend.base_path, port, lora_rank=backend.lora.rank, dtype=dtype, cuda=cuda,
+    cmd = server_command(python, policy.base_path, port, lora_rank=policy.lora.rank, dtype=dtype, cuda=cuda,
                          seed=seed, extra=extra_args)
     server = VllmServer(cmd, port, workdir / "vllm.log", start_timeout_s=start_timeout_s)
-    return VllmGeneration(backend, VllmClient(server.url), workdir / "vllm-adapters", server)
+    return sampler(VllmClient(server.url), server)

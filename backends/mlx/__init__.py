@@ -10,13 +10,14 @@ _preload_blas()  # before the first `import mlx.core`: OpenBLAS instead of the r
 
 import json  # noqa: E402
 import threading  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable, Sequence  # noqa: E402
+from typing import Callable, Iterator, Sequence  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 
 from scoreflow.backend import (  # noqa: E402
-    Completion, LoraConfig, Messages, SamplingParams, StepInfo, TrainConfig, TrainPair, TrainStats,
+    AdapterSnapshots, Completion, LoraConfig, Messages, SamplingParams, StepInfo, TrainConfig, TrainPair, TrainStats,
 )
 from scoreflow.chat import ChatFormat  # noqa: E402
 from scoreflow.models import resolve_model  # noqa: E402
@@ -33,7 +34,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 DEFAULT_LEARNING_RATE = 1e-4
 
 
-class MLXBackend:
+class MLXBackend(AdapterSnapshots):
     name = "mlx"
 
     def __init__(self, model: str, *, device: str = "auto", lora: LoraConfig, seed: int = 0,
@@ -97,8 +98,17 @@ class MLXBackend:
         if not pairs:
             return TrainStats()
         mx.random.seed(cfg.seed)
+        try:
+            with self._lock:
+                return _train.train(self.model, self.fmt, self.pad_id, pairs, cfg, on_step, checkpoint_dir)
+        finally:
+            self._adapter_trained()
+
+    @contextmanager
+    def offloaded(self) -> Iterator[None]:
+        """Unified memory: nothing to move; the model is left unused meanwhile."""
         with self._lock:
-            return _train.train(self.model, self.fmt, self.pad_id, pairs, cfg, on_step, checkpoint_dir)
+            yield
 
     # -- adapters -----------------------------------------------------------------------------
     def save_adapter(self, path: Path) -> None:
@@ -109,6 +119,7 @@ class MLXBackend:
                 mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), lora_state(self.model), metadata={"format": "mlx"})
             cfg = dict(self.adapter_config, model=self.base_path)
             (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2))
+        self._adapter_is(path)
 
     def load_adapter(self, path: Path | None) -> None:
         from scoreflow.errors import UserError
@@ -117,6 +128,7 @@ class MLXBackend:
             if path is None:
                 self.model.load_weights(list(self._initial.items()), strict=False)
                 mx.eval(self.model.trainable_parameters())
+                self._adapter_is(None)
                 return
             path = Path(path)
             weights = path / ADAPTER_WEIGHTS
@@ -140,6 +152,7 @@ class MLXBackend:
                                     f"vs {tuple(own[k].shape)}); it was trained on another model")
             self.model.load_weights([(k, v.astype(own[k].dtype)) for k, v in state.items()], strict=False)
             mx.eval(self.model.trainable_parameters())
+            self._adapter_is(path)
 
     def peak_memory_mb(self) -> float:
         peak = mx.get_peak_memory() / 2**20

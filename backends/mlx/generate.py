@@ -119,5 +119,6 @@ def generate(model: nn.Module, fmt: ChatFormat, prompts: Sequence[Messages], par
             eot = bool(toks) and toks[-1] in stop_ids
             body = toks[:-1] if eot else toks
             text, stopped = cut_at_stop(fmt.decode(body), params.stop)
-            results[i] = Completion(text=text, tokens=len(toks), finished=ended or stopped)
+            results[i] = Completion(text=text, tokens=len(toks), finished=ended or stopped,
+                                    prompt_tokens=len(encoded[i]))
     return [c for c in results if c is not None]

@@ -12,18 +12,11 @@ import pytest
 from scoreflow import training
 from scoreflow.backend import LoraConfig, StepInfo, TrainConfig, TrainPair
 
-PROMPTS = [
-    [{"role": "user", "content": "Write a workflow for: Ava has 3 apples and gets 4 more."}],
-    [{"role": "system", "content": "You design workflows."}, {"role": "user", "content": "Solve 12 * 7 with code."}],
-    [{"role": "user", "content": "Hi"}],
-]
-TEXTS = [
-    "<graph>async def run_workflow(self):\n    return await self.custom(input=self.problem)</graph>",
-    "I think the answer is 7.",
-    "<graph>async def run_workflow(self):\n    s = await self.programmer(problem=self.problem)\n    return s</graph>",
-    "No.",
-    "The total is 84 because twelve sevens are eighty-four, see the table above.",
-]
+QUESTIONS = ("Ava has 3 apples and gets 4 more. How many now?", "Solve 12 * 7 with code.", "Hi")
+PROMPTS = [[{"role": "user", "content": q}] for q in QUESTIONS]
+GRAPH = "<graph>async def run_workflow(self):\n    return await self.{}(problem=self.problem)</graph>"
+TEXTS = [GRAPH.format("custom"), "I think the answer is 7.", GRAPH.format("programmer") + "\n# one more line", "No.",
+         "The total is 84 because twelve sevens are eighty-four, see the table above."]
 
 
 def pairs() -> list[TrainPair]:
@@ -100,6 +93,9 @@ class FakeWork:
 def test_steps_and_logged_statistics():
     plan = training.Plan.make(Fmt(), pairs(), CFG)
     assert plan.steps == STEPS
+    # grouping by length (the MLX backend's rule before the skeleton) would have made other steps
+    by_length = sorted(range(7), key=lambda k: max(len(plan.enc.seqs[i]) for i in plan.index[k]))
+    assert sorted(by_length[:3]) not in plan.steps
     assert len(plan.enc.seqs) == len({(str(p.prompt), t) for p in pairs() for t in (p.chosen, p.rejected)})
     work, seen = FakeWork(), []
     stats = training.train(plan, CFG, work, on_step=seen.append)

@@ -6,7 +6,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from scoreflow.training import LOSSES, ArrayOps, preference_loss as _formula  # noqa: F401
+from scoreflow.training import ArrayOps, preference_loss as _formula
 
 OPS = ArrayOps(F.logsigmoid, torch.Tensor.detach, lambda x, v: x.clamp(min=v),
                lambda values, like: torch.tensor(values, dtype=like.dtype, device=like.device))

@@ -6,7 +6,7 @@ from functools import partial
 import mlx.core as mx
 import mlx.nn as nn
 
-from scoreflow.training import LOSSES, ArrayOps, preference_loss as _formula  # noqa: F401
+from scoreflow.training import ArrayOps, preference_loss as _formula
 
 OPS = ArrayOps(nn.log_sigmoid, mx.stop_gradient, mx.maximum, lambda values, like: mx.array(values, dtype=mx.float32))
 preference_loss = partial(_formula, ops=OPS)  # the same arguments as the formula, ops fixed

@@ -132,7 +132,8 @@ class Policy(Protocol):
         on_step: Callable[[StepInfo], None] | None = None,
         checkpoint_dir: Path | None = None,
     ) -> TrainStats:
-        """Train the current adapter on `pairs` in order; resume from `checkpoint_dir` if it holds a checkpoint."""
+        """Train the current adapter on `pairs` in order, cfg.batch_size consecutive pairs a step
+        (scoreflow.training.batches); resume from `checkpoint_dir` if it holds a checkpoint."""
 
     def save_adapter(self, path: Path) -> None: ...
 

@@ -6,14 +6,14 @@ with its completions packed after it in one row whose attention mask lets each c
 the prompt and itself; a batch is processed one prompt group at a time (gradients accumulated), so
 there is no padding on CPU, and groups are length-bucketed into padded micro-batches on GPUs.
 
-Under `accelerate launch` or torchrun, each step's pairs are split over the ranks and the LoRA
-gradients summed (see distributed.py): every rank takes the step one process would take.
+The steps, their bookkeeping, the checkpoints and the loss formula are the shared skeleton's
+(scoreflow/training.py); this module supplies the tensor work (`_Work`). Under `accelerate launch`
+or torchrun, each step's pairs are split over the ranks and the LoRA gradients summed (see
+distributed.py, `_Ranks`): every rank takes the step one process would take.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +22,12 @@ from typing import Callable, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
+from scoreflow import training
 from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
 from scoreflow.chat import ChatFormat, Encoded
-from scoreflow.rundir import atomic_dir
 
 from . import distributed
-from .loss import preference_loss
+from .loss import OPS
 
 # Tokens per packed micro-batch (summed over padded rows). On CPU one prompt group per micro-batch
 # is fastest (padding is pure waste there); GPUs want several rows at once.
@@ -205,43 +205,6 @@ def lora_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _save_checkpoint(root: Path, step: int, model, opt, history: list[StepInfo]) -> None:
-    final = root / f"step-{step:06d}"
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    opt_tensors = {}
-    state = opt.state_dict()["state"]
-    for i, n in enumerate(names):
-        for k, v in state.get(i, {}).items():
-            opt_tensors[f"{n}::{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).contiguous().cpu()
-    with atomic_dir(final) as tmp:
-        save_file({n: t.contiguous().cpu() for n, t in lora_state(model).items()}, str(tmp / "adapter.safetensors"))
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": step, "history": [vars(h) for h in history]}))
-    for old in root.glob("step-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(root: Path, model, opt) -> tuple[int, list[StepInfo]]:
-    done = sorted(root.glob("step-*")) if root.is_dir() else []
-    if not done:
-        return 0, []
-    ck = done[-1]
-    params = dict(model.named_parameters())
-    for n, t in load_file(str(ck / "adapter.safetensors")).items():
-        params[n].data.copy_(t)
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    saved = load_file(str(ck / "optimizer.safetensors"))
-    sd = opt.state_dict()
-    for i, n in enumerate(names):
-        entry = {k.split("::", 1)[1]: v for k, v in saved.items() if k.split("::", 1)[0] == n}
-        if entry:
-            sd["state"][i] = {k: (v.to(params[n].device) if k != "step" else v) for k, v in entry.items()}
-    opt.load_state_dict(sd)
-    state = json.loads((ck / "state.json").read_text())
-    return state["step"], [StepInfo(**h) for h in state["history"]]
-
-
 def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int], sft: bool, budget: int,
                    pack: bool = True):
     """Yield (rows, needed, batch positions) per micro-batch: each prompt group's unique sequences once."""
@@ -278,81 +241,108 @@ def reference_logprobs(model, enc: Encoded, pad_id: int, device: torch.device,
     return out
 
 
+class _Work:
+    """This backend's tensor work for the training skeleton: packed rows, AdamW, safetensors."""
+
+    def __init__(self, model, plan: training.Plan, cfg: TrainConfig, ref: torch.Tensor, pad_id: int,
+                 device: torch.device, budget: int):
+        self.model, self.plan, self.cfg, self.ref = model, plan, cfg, ref
+        self.pad_id, self.device, self.budget = pad_id, device, budget
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=0.0)
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def passes(self, pairs: list[int]):
+        plan = self.plan
+        for rows, needed, members, slot in _micro_batches(plan.enc, plan.index, pairs, plan.sft, self.budget,
+                                                          packable(self.model)):
+            yield training.Pass([pairs[j] for j in members], (rows, needed, slot))
+
+    def backward(self, p: training.Pass, weight: float) -> dict[str, float]:
+        rows, needed, slot = p.data
+        lp = packed_logprobs(self.model, rows, len(needed), self.pad_id, self.device)
+        w, l = self.plan.chosen(p.pairs), self.plan.rejected(p.pairs)
+        pl = None if self.plan.sft else lp[[slot[i] for i in l]]
+        loss, st = self.plan.pass_loss(self.cfg.beta, p.pairs, lp[[slot[i] for i in w]], pl,
+                                       self.ref[w].to(self.device), self.ref[l].to(self.device), OPS)
+        (loss * weight).backward()
+        return {"loss": loss.item(), **{k: float(v) for k, v in st.items()}}
+
+    def update(self, max_norm: float) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        self.opt.step()
+        return float(norm)
+
+    def save(self, adapter: Path, optimizer: Path) -> None:
+        opt_tensors = {}
+        state = self.opt.state_dict()["state"]
+        for i, n in enumerate(self.names):
+            for k, v in state.get(i, {}).items():
+                opt_tensors[f"{n}::{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).contiguous().cpu()
+        save_file({n: t.contiguous().cpu() for n, t in lora_state(self.model).items()}, str(adapter))
+        save_file(opt_tensors, str(optimizer))
+
+    def load(self, adapter: Path, optimizer: Path) -> None:
+        params = dict(self.model.named_parameters())
+        for n, t in load_file(str(adapter)).items():
+            params[n].data.copy_(t)
+        saved = load_file(str(optimizer))
+        sd = self.opt.state_dict()
+        for i, n in enumerate(self.names):
+            entry = {k.split("::", 1)[1]: v for k, v in saved.items() if k.split("::", 1)[0] == n}
+            if entry:
+                sd["state"][i] = {k: (v.to(params[n].device) if k != "step" else v) for k, v in entry.items()}
+        self.opt.load_state_dict(sd)
+
+
+@dataclass
+class _Ranks:
+    """Data-parallel ranks (distributed.py) as the skeleton's collective."""
+    rank: int
+    world: int
+    params: list
+    device: torch.device
+
+    def share(self, pairs: list[int]) -> list[int]:
+        return distributed.shard(pairs, self.rank, self.world)
+
+    def broadcast(self) -> None:
+        distributed.broadcast_params(self.params)
+
+    def all_reduce(self, sums: dict[str, float]) -> dict[str, float]:
+        distributed.all_reduce_grads(self.params)
+        return distributed.all_reduce_sums(sums, self.device)
+
+
 def train(
     model, fmt: ChatFormat, pad_id: int, device: torch.device, pairs: Sequence[TrainPair], cfg: TrainConfig,
     on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None,
     token_budget: int | None = None,
 ) -> TrainStats:
-    """Train the adapter on `pairs` in order, cfg.batch_size pairs per optimiser step. token_budget:
+    """Train the adapter on `pairs` by the skeleton's steps (scoreflow.training). token_budget:
     padded tokens per micro-batch (None: one prompt group at a time on CPU, GPU_TOKEN_BUDGET on CUDA).
     Launched as several ranks, each computes its share of every batch and only rank 0 writes checkpoints."""
     t0 = time.time()
-    enc = Encoded(fmt, cfg.max_length)
-    index = [(enc.add(p.prompt, p.chosen), enc.add(p.prompt, p.rejected)) for p in pairs]
-    order = list(range(len(pairs)))
-    batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)] * cfg.epochs
+    plan = training.Plan.make(fmt, pairs, cfg)
     rank, world = distributed.setup(device)
-    shares = [distributed.shard(b, rank, world) for b in batches]
-    wanted = None if world == 1 else sorted({i for share in shares for k in share for i in index[k]})
-    ref = reference_logprobs(model, enc, pad_id, device, wanted)
+    ranks = None
+    if world > 1:
+        ranks = _Ranks(rank, world, [p for p in model.parameters() if p.requires_grad], device)
+    wanted = None if ranks is None else plan.sequences(k for b in plan.steps for k in ranks.share(b))
+    ref = reference_logprobs(model, plan.enc, pad_id, device, wanted)
     budget = token_budget if token_budget is not None else (GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    work = _Work(model, plan, cfg, ref, pad_id, device, budget)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    start, history = (0, [])
-    if checkpoint_dir is not None:
-        start, history = _load_checkpoint(checkpoint_dir, model, opt)
-    if world > 1:
-        distributed.broadcast_params(params)  # every rank starts from rank 0's adapter
     model.train()
-    tokens = 0
-    sft = cfg.loss == "sft"
     try:
-        for step in range(start, len(batches)):
-            ts = time.time()
-            batch, mine = batches[step], shares[step]
-            opt.zero_grad(set_to_none=True)
-            sums = {"loss": 0.0, "margin": 0.0, "chosen_reward": 0.0, "rejected_reward": 0.0}
-            for micro, needed, members, slot in _micro_batches(enc, index, mine, sft, budget, packable(model)):
-                lp = packed_logprobs(model, micro, len(needed), pad_id, device)
-                group = [pairs[mine[j]] for j in members]
-                w = [index[mine[j]][0] for j in members]
-                l = [index[mine[j]][1] for j in members]
-                pw = lp[[slot[i] for i in w]]
-                pl = ref[l].to(device) if sft else lp[[slot[i] for i in l]]
-                sw = torch.tensor([p.score_chosen for p in group], device=device, dtype=lp.dtype)
-                sl = torch.tensor([p.score_rejected for p in group], device=device, dtype=lp.dtype)
-                ntok = torch.tensor([len(enc.seqs[i]) - enc.prompt_lens[i] for i in w], device=device, dtype=lp.dtype)
-                loss, st = preference_loss(cfg.loss, cfg.beta, pw, pl, ref[w].to(device), ref[l].to(device), sw, sl, ntok)
-                # The batch loss is the mean over all its pairs: weight each micro-batch's mean by its share.
-                (loss * (len(members) / len(batch))).backward()
-                sums["loss"] += loss.item() * len(members)
-                for k in ("margin", "chosen_reward", "rejected_reward"):
-                    sums[k] += float(st[k]) * len(members)
-            if world > 1:  # every rank now holds the whole batch's gradient and statistics
-                distributed.all_reduce_grads(params)
-                sums = distributed.all_reduce_sums(sums, device)
-            norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf"))
-            opt.step()
-            tokens += sum(len(enc.seqs[index[k][0]]) + (0 if sft else len(enc.seqs[index[k][1]])) for k in batch)
-            n = len(batch)
-            info = StepInfo(step + 1, len(batches), sums["loss"] / n, sums["margin"] / n, sums["chosen_reward"] / n,
-                            sums["rejected_reward"] / n, time.time() - ts, float(norm))
-            history.append(info)
-            if on_step:
-                on_step(info)
-            if rank == 0 and checkpoint_dir is not None and cfg.checkpoint_every \
-                    and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < len(batches):
-                _save_checkpoint(checkpoint_dir, step + 1, model, opt, history)
+        return training.train(plan, cfg, work, on_step=on_step, checkpoint_dir=checkpoint_dir, collective=ranks,
+                              started=t0)
     finally:
         model.eval()
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_disable()
-    n = max(1, len(history))
-    return TrainStats(
-        steps=len(history), loss=sum(h.loss for h in history) / n, margin=sum(h.margin for h in history) / n,
-        seconds=time.time() - t0, tokens=tokens, history=history,
-    )

@@ -13,15 +13,15 @@ at the end; padding sits after every scored position, so it changes nothing). Th
 completion is scored from the prompt's last position. In training the cache is built inside the
 differentiated function, so gradients reach the prompt's keys and values (LoRA on q/v_proj moves
 them), and one optimiser step runs one prompt's pairs per forward/backward pass, the gradients
-summed with each pass weighted by its share of the batch. `plain_sequence_logprobs` (every
+summed with each pass weighted by its share of the batch. The steps themselves, their bookkeeping,
+the checkpoints and the loss formula are the shared skeleton's (scoreflow/training.py); this module
+supplies the tensor work (`_Work`). `plain_sequence_logprobs` (every
 sequence in full) is the reference computation and the fallback for models whose layers do not
 use mlx-lm's plain KVCache.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,11 +33,11 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from scoreflow import training
 from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
 from scoreflow.chat import ChatFormat, Encoded
-from scoreflow.rundir import atomic_dir
 
-from .loss import LOSSES, preference_loss
+from .loss import OPS
 from .model import adapter_disabled, lora_state
 
 REF_CHUNK = 4  # sequences per forward pass when only scoring on the plain path
@@ -288,45 +288,6 @@ def checkpointed_layers(model: nn.Module, enabled: bool) -> Iterator[None]:
             layer.__class__ = cls
 
 
-def make_batches(enc: Encoded, index: list[tuple[int, int]], batch_size: int, epochs: int) -> list[list[int]]:
-    """Pairs in order at batch size 1; larger batches group pairs of similar length (within windows
-    of 8 batches, so the order stays roughly the given one) to cut padding."""
-    n = len(index)
-    if batch_size <= 1:
-        one = [[k] for k in range(n)]
-    else:
-        one = []
-        span = batch_size * 8
-        for w in range(0, n, span):
-            window = sorted(range(w, min(n, w + span)),
-                            key=lambda k: max(len(enc.seqs[index[k][0]]), len(enc.seqs[index[k][1]])))
-            one += [window[i:i + batch_size] for i in range(0, len(window), batch_size)]
-    return one * epochs
-
-
-def _save_checkpoint(root: Path, step: int, model: nn.Module, opt: optim.Optimizer,
-                     history: list[StepInfo]) -> None:
-    final = root / f"step-{step:06d}"
-    with atomic_dir(final) as tmp:
-        mx.save_safetensors(str(tmp / "adapter.safetensors"), lora_state(model))
-        mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(opt.state)))
-        (tmp / "state.json").write_text(json.dumps({"step": step, "history": [vars(h) for h in history]}))
-    for old in root.glob("step-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _load_checkpoint(root: Path, model: nn.Module, opt: optim.Optimizer) -> tuple[int, list[StepInfo]]:
-    done = sorted(root.glob("step-*")) if root.is_dir() else []
-    if not done:
-        return 0, []
-    ck = done[-1]
-    model.load_weights(list(mx.load(str(ck / "adapter.safetensors")).items()), strict=False)
-    opt.state = tree_unflatten(list(mx.load(str(ck / "optimizer.safetensors")).items()))
-    state = json.loads((ck / "state.json").read_text())
-    return state["step"], [StepInfo(**h) for h in state["history"]]
-
-
 def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int], shared: bool) -> list[list[int]]:
     """Pairs of a batch per forward/backward pass: those of one prompt together (shared), or all."""
     if not shared:
@@ -338,83 +299,75 @@ def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int],
     return list(groups.values())
 
 
+class _Work:
+    """This backend's tensor work for the training skeleton: one prompt's pairs per pass, AdamW, safetensors."""
+
+    def __init__(self, model: nn.Module, plan: training.Plan, cfg: TrainConfig, ref: mx.array, pad_id: int,
+                 shared: bool):
+        self.model, self.plan, self.shared, self.grads = model, plan, shared, None
+        self.opt = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=0.0, bias_correction=True)
+        self.opt.init(model.trainable_parameters())
+        enc = plan.enc
+
+        def loss_fn(pairs: list[int], weight: float):
+            """The pass's mean loss times its weight (differentiated), the loss and the statistics."""
+            w, l = plan.chosen(pairs), plan.rejected(pairs)
+            ids = w if plan.sft else w + l
+            lp = sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad_id, shared)
+            pl = None if plan.sft else lp[len(w):]
+            loss, st = plan.pass_loss(cfg.beta, pairs, lp[:len(w)], pl, ref[mx.array(w)], ref[mx.array(l)], OPS)
+            return loss * weight, loss, st
+
+        self.value_and_grad = nn.value_and_grad(model, loss_fn)
+
+    def zero_grad(self) -> None:
+        self.grads = None
+
+    def passes(self, pairs: list[int]) -> list[training.Pass]:
+        return [training.Pass(m) for m in _micro_batches(self.plan.enc, self.plan.index, pairs, self.shared)]
+
+    def backward(self, p: training.Pass, weight: float) -> dict[str, float]:
+        (_, loss, st), g = self.value_and_grad(p.pairs, weight)
+        self.grads = g if self.grads is None else tree_map(mx.add, self.grads, g)
+        mx.eval(self.grads, loss, st)  # one pass's graph at a time
+        return {"loss": loss.item(), **{k: v.item() for k, v in st.items()}}
+
+    def update(self, max_norm: float) -> float:
+        grads, norm = optim.clip_grad_norm(self.grads, max_norm)
+        self.opt.update(self.model, grads)
+        mx.eval(self.model.trainable_parameters(), self.opt.state, norm)
+        return norm.item()
+
+    def save(self, adapter: Path, optimizer: Path) -> None:
+        mx.save_safetensors(str(adapter), lora_state(self.model))
+        mx.save_safetensors(str(optimizer), dict(tree_flatten(self.opt.state)))
+
+    def load(self, adapter: Path, optimizer: Path) -> None:
+        self.model.load_weights(list(mx.load(str(adapter)).items()), strict=False)
+        self.opt.state = tree_unflatten(list(mx.load(str(optimizer)).items()))
+
+
 def train(
     model: nn.Module, fmt: ChatFormat, pad_id: int, pairs: Sequence[TrainPair], cfg: TrainConfig,
     on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None,
     shared: bool | None = None,
 ) -> TrainStats:
-    """Train the adapter on `pairs`, cfg.batch_size pairs per optimiser step. shared: run each
+    """Train the adapter on `pairs` by the skeleton's steps (scoreflow.training). shared: run each
     distinct prompt once per pass (None: wherever the model allows; False: the plain path)."""
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"unknown loss {cfg.loss!r}; expected one of {LOSSES}")
     t0 = time.time()
+    plan = training.Plan.make(fmt, pairs, cfg)
     shared = shareable(model) if shared is None else shared
-    enc = Encoded(fmt, cfg.max_length)
-    index = [(enc.add(p.prompt, p.chosen), enc.add(p.prompt, p.rejected)) for p in pairs]
-
     # Reference log-probs: once per unique sequence, with the LoRA update scaled to zero.
     model.eval()
     with adapter_disabled(model):
-        ref_map = scored(model, enc, range(len(enc.seqs)), pad_id, shared)
-    ref = mx.array([ref_map[i] for i in range(len(enc.seqs))])
-
-    opt = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=0.0, bias_correction=True)
-    opt.init(model.trainable_parameters())
-    batches = make_batches(enc, index, cfg.batch_size, cfg.epochs)
-    start, history = (0, [])
-    if checkpoint_dir is not None:
-        start, history = _load_checkpoint(Path(checkpoint_dir), model, opt)
-    sft = cfg.loss == "sft"
-
-    def loss_fn(micro: list[int], share: float):
-        """The batch's mean loss restricted to the pairs `micro`, times their share of the batch."""
-        w = [index[k][0] for k in micro]
-        l = [index[k][1] for k in micro]
-        ids = w if sft else w + l
-        lp = sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad_id, shared)
-        pw = lp[:len(w)]
-        ref_w, ref_l = ref[mx.array(w)], ref[mx.array(l)]
-        pl = ref_l if sft else lp[len(w):]
-        sw = mx.array([pairs[k].score_chosen for k in micro], dtype=mx.float32)
-        sl = mx.array([pairs[k].score_rejected for k in micro], dtype=mx.float32)
-        ntok = mx.array([enc.completion_len(i) for i in w], dtype=mx.float32)
-        loss, st = preference_loss(cfg.loss, cfg.beta, pw, pl, ref_w, ref_l, sw, sl, ntok)
-        return loss * share, st
-
-    value_and_grad = nn.value_and_grad(model, loss_fn)
-    tokens = 0
+        ref_map = scored(model, plan.enc, range(len(plan.enc.seqs)), pad_id, shared)
+    ref = mx.array([ref_map[i] for i in range(len(plan.enc.seqs))])
+    work = _Work(model, plan, cfg, ref, pad_id, shared)
     model.train()
     try:
         with checkpointed_layers(model, cfg.gradient_checkpointing):
-            for step in range(start, len(batches)):
-                ts = time.time()
-                batch = batches[step]
-                grads, sums = None, {"loss": 0.0, "margin": 0.0, "chosen_reward": 0.0, "rejected_reward": 0.0}
-                for micro in _micro_batches(enc, index, batch, shared):
-                    share = len(micro) / len(batch)
-                    (loss, st), g = value_and_grad(micro, share)
-                    grads = g if grads is None else tree_map(mx.add, grads, g)
-                    mx.eval(grads, loss, st)  # one pass's graph at a time
-                    sums["loss"] += loss.item()
-                    for k in ("margin", "chosen_reward", "rejected_reward"):
-                        sums[k] += st[k].item() * share
-                max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-                grads, norm = optim.clip_grad_norm(grads, max_norm)
-                opt.update(model, grads)
-                mx.eval(model.trainable_parameters(), opt.state, norm)
-                tokens += sum(len(enc.seqs[index[k][0]]) + (0 if sft else len(enc.seqs[index[k][1]])) for k in batch)
-                info = StepInfo(step + 1, len(batches), sums["loss"], sums["margin"], sums["chosen_reward"],
-                                sums["rejected_reward"], time.time() - ts, norm.item())
-                history.append(info)
-                if on_step:
-                    on_step(info)
-                if checkpoint_dir is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
-                        and step + 1 < len(batches):
-                    _save_checkpoint(Path(checkpoint_dir), step + 1, model, opt, history)
+            return training.train(plan, cfg, work, on_step=on_step,
+                                  checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
+                                  started=t0)
     finally:
         model.eval()
-    n = max(1, len(history))
-    return TrainStats(
-        steps=len(history), loss=sum(h.loss for h in history) / n, margin=sum(h.margin for h in history) / n,
-        seconds=time.time() - t0, tokens=tokens, history=history,
-    )

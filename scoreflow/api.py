@@ -80,7 +80,7 @@ def optimize(config: Any, run_dir: str | Path, *, resume: bool = False, report_t
     from .progress import Reporter
     from .rundir import RunDir
     from .session import build_session
-    from .trackers import with_trackers
+    from .tracker_backends import with_trackers
 
     run_dir = Path(run_dir)
     run = RunDir(run_dir)

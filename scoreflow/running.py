@@ -18,7 +18,7 @@ from .rundir import RunDir
 
 
 def make_reporter(args: argparse.Namespace):
-    from .trackers import with_trackers
+    from .tracker_backends import with_trackers
 
     try:
         from .dashboard import make_reporter as dashboard_reporter

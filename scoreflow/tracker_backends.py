@@ -1,4 +1,4 @@
-"""The four trackers behind `--report-to` (see trackers.py for what each receives). Each imports its
+"""The four trackers behind `--report-to` (see trackers.py for what each receives) and `with_trackers`, which wraps a reporter in them. Each imports its
 package only when the run starts; local files go inside the run directory unless the tracker's own
 environment variables say otherwise (WANDB_MODE=offline, MLFLOW_TRACKING_URI, TRACKIO_DIR, ...)."""
 
@@ -12,7 +12,9 @@ import os
 import time
 from typing import Any
 
-from .trackers import RunContext, Tracker, env_or, histogram_counts, tracker_dir
+from .progress import Reporter
+from .trackers import (RunContext, Tracker, TrackingReporter, check_installed, env_or, histogram_counts,
+                       tracker_dir)
 
 PROJECT = "scoreflow"
 _STATUS = {"finished": "FINISHED", "stopped": "FINISHED", "interrupted": "KILLED", "failed": "FAILED"}
@@ -193,4 +195,18 @@ class TrackioTracker(Tracker):
                 self.run.finish()
 
 
-__all__ = ["TensorBoardTracker", "WandbTracker", "MlflowTracker", "TrackioTracker"]
+__all__ = ["TensorBoardTracker", "WandbTracker", "MlflowTracker", "TrackioTracker", "make_trackers", "with_trackers"]
+
+
+def make_trackers(names: list[str]) -> list[Tracker]:
+    check_installed(names)
+    kinds = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": MlflowTracker,
+             "trackio": TrackioTracker}
+    return [kinds[n]() for n in dict.fromkeys(names)]  # a name given twice counts once
+
+
+def with_trackers(inner: Reporter, names: list[str] | None) -> Reporter:
+    """`inner` itself without trackers, else a TrackingReporter around it."""
+    if not names:
+        return inner
+    return TrackingReporter(inner, make_trackers(list(names)))

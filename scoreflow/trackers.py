@@ -71,22 +71,6 @@ def check_installed(names: list[str]) -> None:
         require(name, f"--report-to {name}")
 
 
-def make_trackers(names: list[str]) -> list[Tracker]:
-    from . import tracker_backends as tb
-
-    check_installed(names)
-    kinds = {"tensorboard": tb.TensorBoardTracker, "wandb": tb.WandbTracker, "mlflow": tb.MlflowTracker,
-             "trackio": tb.TrackioTracker}
-    return [kinds[n]() for n in dict.fromkeys(names)]  # a name given twice counts once
-
-
-def with_trackers(inner: Reporter, names: list[str] | None) -> Reporter:
-    """`inner` itself without trackers, else a TrackingReporter around it."""
-    if not names:
-        return inner
-    return TrackingReporter(inner, make_trackers(list(names)))
-
-
 def _numbers(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """The numeric fields of a metrics record, nested dicts flattened with '/'; lists and text left out."""
     out: dict[str, float] = {}

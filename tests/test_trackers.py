@@ -20,7 +20,8 @@ from fake_backend import FakeBackend, write_task
 from scoreflow import cli
 from scoreflow.backend import StepInfo
 from scoreflow.progress import Reporter, RunInfo
-from scoreflow.trackers import TRACKERS, TrackingReporter, histogram_counts, make_trackers, sample_workflows
+from scoreflow.tracker_backends import make_trackers
+from scoreflow.trackers import TRACKERS, TrackingReporter, histogram_counts, sample_workflows
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["--problems", "2", "-k", "2", "--pairs", "3", "--iterations", "2", "--runs", "1",

@@ -1,6 +1,7 @@
-"""The four trackers behind `--report-to` (see trackers.py for what each receives) and `with_trackers`, which wraps a reporter in them. Each imports its
-package only when the run starts; local files go inside the run directory unless the tracker's own
-environment variables say otherwise (WANDB_MODE=offline, MLFLOW_TRACKING_URI, TRACKIO_DIR, ...)."""
+"""The four trackers behind `--report-to` (see trackers.py for what each receives), and `with_trackers`,
+which wraps a reporter in the asked-for ones. Each imports its package only when the run starts; local
+files go inside the run directory unless the tracker's own environment variables say otherwise
+(WANDB_MODE=offline, MLFLOW_TRACKING_URI, TRACKIO_DIR, ...)."""
 
 from __future__ import annotations
 

@@ -69,6 +69,9 @@ class GeneratorConfig:
     max_new_tokens: int = opt(1000, "token limit per workflow", min=1)
     hide_numbers: bool = opt(False, "show the generator each problem with its numbers as \"some\" (the executor still sees "
                              "them), so that workflows are written for the problem's kind and cannot copy its numbers")
+    explore_examples: bool = opt(False, "in optimisation, workflow j of problem i sees the few-shot examples rotated by "
+                                 "i + j, so the k samples start from different methods (a small model copies the last "
+                                 "example); training, evaluation and solve use the examples in their order")
     max_attempts: int = opt(3, "generation rounds for a slot whose workflow is invalid", min=1)
     batch_size: int = opt(8, "workflows generated per batch (the vllm engine sends a batch's rows at once: "
                           "raise it, e.g. to 256, on a GPU)", min=1)
@@ -170,7 +173,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {
         "run": {"iterations": 2, "problems": 4, "test_problems": 16, "compare": True},
         "generator": {"workflows_per_problem": 4, "temperature": 0.5, "max_new_tokens": 160, "max_attempts": 1,
-                      "hide_numbers": True},
+                      "hide_numbers": True, "explore_examples": True},
         "executor": {"runs": 1, "max_tokens": 160},
         "train": {"pairs": 12, "max_length": 1024, "invalid_as_zero": True, "valid_floor": 0.5},
     },

@@ -81,7 +81,7 @@ async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
     cfg = s.cfg
     t0 = time.time()
     used0 = (s.executor.usage.calls, s.executor.usage.tokens)
-    gen = await generate(s, it, problems)
+    gen = await generate(s, it, problems, explore=True)
     workflows = gen.valid
     scores = await execute(s, it, problems, workflows)
     candidates = dict(scores)
@@ -116,8 +116,9 @@ def _save_usage(s: Session) -> None:
 # ---- 1-2. generate and validate ----------------------------------------------------------------
 
 async def generate(s: Session, it: int, problems: list[Problem], *, records: str = "workflows",
-             k: int | None = None) -> Generated:
-    """k workflows per problem; invalid ones regenerated up to `max_attempts` times."""
+             k: int | None = None, explore: bool = False) -> Generated:
+    """k workflows per problem; invalid ones regenerated up to `max_attempts` times. `explore`: the
+    optimisation's samples, which see the examples rotated with `generator.explore_examples`."""
     g = s.cfg.generator
     k = k or g.workflows_per_problem
     gen = Generated()
@@ -135,8 +136,9 @@ async def generate(s: Session, it: int, problems: list[Problem], *, records: str
             chunk = todo[c:c + g.batch_size]
             params = SamplingParams(g.temperature, g.top_p, g.max_new_tokens, ("</graph>",),
                                     seed=s.cfg.run.seed * 1_000_003 + it * 10_007 + attempt * 101 + c)
-            outs = await asyncio.to_thread(
-                s.sampler.generate, [generator_messages(s.task, problems[p], g.hide_numbers) for p, _ in chunk], params)
+            rotate = explore and g.explore_examples  # the k samples start from different examples
+            messages = [generator_messages(s.task, problems[p], g.hide_numbers, p + j if rotate else 0) for p, j in chunk]
+            outs = await asyncio.to_thread(s.sampler.generate, messages, params)
             texts += [(key, o.text, o.tokens) for key, o in zip(chunk, outs)]
             s.reporter.advance(len(chunk))
         s.reporter.stage(it, "validate", len(texts))

@@ -42,11 +42,15 @@ def _answer(source: str) -> str:
     return f"<graph>\n{source.strip()}\n</graph>"
 
 
-def generator_messages(task: Task, problem: Problem, hide: bool = False) -> Messages:
+def generator_messages(task: Task, problem: Problem, hide: bool = False, rotate: int = 0) -> Messages:
+    """The chat for `problem`; `rotate` shows the few-shot examples rotated by that many places (0: in
+    their order, the prompt that training and evaluation use)."""
     attrs = " `self.entry_point` is the name of the function to write." if task.family == "code" else ""
     messages: Messages = [{"role": "system", "content": SYSTEM.format(
         description=task.description, attrs=attrs, operators=documentation(task), template=task.template.strip())}]
-    for question, source in task.examples:
+    n = len(task.examples)
+    examples = task.examples[rotate % n:] + task.examples[:rotate % n] if n else task.examples
+    for question, source in examples:
         messages.append({"role": "user", "content": _user(question, hide)})
         messages.append({"role": "assistant", "content": _answer(source)})
     messages.append({"role": "user", "content": _user(problem.question, hide)})

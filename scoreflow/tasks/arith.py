@@ -14,32 +14,38 @@ SIZES = {"validate": 60, "test": 200}
 SEEDS = {"validate": 1001, "test": 2002}
 
 
-# Few-shot workflows: each a general method (no number of its problem), each returning what an
-# operator produced; four structures for the generator to choose among and vary.
+# Few-shot workflows: each a general method for one kind of problem (no number of its problem), each
+# returning what an operator produced, in several structures. The last one suits every kind; a small
+# generator copies the last example, so with `generator.explore_examples` each sample of a problem
+# starts from another one (see prompts.generator_messages).
 EXAMPLES = (
-    ("Mia has 12 pencils and buys 3 packs of 4 pencils. How many pencils does she have?",
+    ("Sam has 9 shells. Sam gets 4 more. How many shells does Sam have now?",
      '''async def run_workflow(self):
-    steps = await self.custom(input=self.problem, instruction="List the quantities and the operations needed.")
-    result = await self.programmer(problem=self.problem, analysis=steps)
-    answer = await self.custom(input=self.problem + "\\nComputed result: " + result, instruction="State the final number.")
+    answer = await self.custom(input=self.problem, instruction="Add the number gained to the number there was. Answer with the number only.")
     return answer'''),
-    ("A box holds 6 eggs. How many eggs are in 7 boxes?",
-     '''async def run_workflow(self):
-    solutions = []
-    for i in range(3):
-        solution = await self.custom(input=self.problem, instruction="Work it out carefully and end with the number.")
-        solutions.append(solution)
-    best = await self.sc_ensemble(solutions=solutions, problem=self.problem)
-    return best'''),
-    ("Leo has 30 stamps and gives 8 to his sister. How many stamps does Leo have left?",
+    ("Leo has 30 stamps and gives away 8 of them. How many stamps are left?",
      '''async def run_workflow(self):
     result = await self.programmer(problem=self.problem, analysis="Subtract what is given away from what there was.")
     return result'''),
+    ("Nia buys 7 boxes with 6 eggs in each box. How many eggs does Nia buy?",
+     '''async def run_workflow(self):
+    solutions = []
+    for i in range(3):
+        solution = await self.custom(input=self.problem, instruction="Multiply the number of boxes by the number in each box. Answer with the number only.")
+        solutions.append(solution)
+    best = await self.sc_ensemble(solutions=solutions, problem=self.problem)
+    return best'''),
     ("21 cookies are shared equally among 3 children. How many cookies does each child get?",
      '''async def run_workflow(self):
     draft = await self.custom(input=self.problem, instruction="Divide the total by the number of children. Answer with the number only.")
     checked = await self.review(problem=self.problem, solution=draft)
     return checked'''),
+    ("Mia has 12 pencils, buys 5 more and then gives 4 away. How many pencils does Mia have?",
+     '''async def run_workflow(self):
+    steps = await self.custom(input=self.problem, instruction="List the quantities and the operations needed.")
+    result = await self.programmer(problem=self.problem, analysis=steps)
+    answer = await self.custom(input=self.problem + "\\nComputed result: " + result, instruction="State the final number.")
+    return answer'''),
 )
 
 

@@ -317,7 +317,9 @@ def test_real_run_in_a_terminal(real):
     m = _metrics(real.pty_dir)
     for name in ("generate", "validate", "execute", "pairs", "train"):
         assert re.search(rf"^✔ {name}\b", final, re.M), (name, final)
-    row = next(line for line in final.splitlines() if line.split()[:1] == ["1"])
+    lines = final.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["iter", "valid", "1st"])
+    row = next(line for line in lines[header:] if line.split()[:1] == ["1"])  # the finished table's row
     assert row.split()[:6] == ["1", f"{m['valid_rate']:.0%}", f"{m['first_attempt_valid_rate']:.0%}",
                                f"{m['mean_score']:.3f}" if m["valid"] else "–", f"{m['solve_rate']:.3f}",
                                str(m["pairs"])], (row, m)

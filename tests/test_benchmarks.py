@@ -33,11 +33,22 @@ def test_dpo_step_quick(tiny_llama):
         pytest.skip("trl is a benchmark-only dependency: pip install torch==2.13.0 trl")
     out = _run("dpo_step.py", "--model", str(tiny_llama), "--device", "cpu")
     assert out["benchmark"] == "dpo_step"
-    for key in ("date", "device", "sizes", "ours", "trl", "ratio", "peak_mb_ratio", "targets"):
-        assert key in out
-    for side in ("ours", "trl"):
+    for key in ("date", "device", "sizes", "ours", "trl", "trl_best", "ratio", "peak_mb_ratio", "ratio_vs_trl_best",
+                "peak_mb_ratio_vs_trl_best", "ratio_vs_trl_best_train_only", "targets"):
+        assert key in out, key
+    for side in ("ours", "trl", "trl_best"):
+        assert "error" not in out[side], out[side]
         assert out[side]["pairs_per_s"] > 0 and out[side]["peak_mb"] > 0
     assert out["sizes"]["pairs"] == out["sizes"]["steps"] * out["sizes"]["batch_size"]
+    # trl in both configurations: its defaults recompute the reference each step; its best precomputes
+    # it (timed, inside the trainer's constructor) and says whether padding-free ran and why not.
+    assert out["trl"]["config"]["precompute_ref_log_probs"] is False and out["trl"]["precompute_seconds"] == 0
+    best = out["trl_best"]["config"]
+    assert best["precompute_ref_log_probs"] is True and out["trl_best"]["precompute_seconds"] > 0
+    assert best["padding_free"] is False and "CUDA" in best["padding_free_off_because"]  # a CPU run
+    assert out["trl_best"]["seconds"] >= out["trl_best"]["train_seconds"]
+    for key in ("ratio>=2.0", "peak<=trl", "ratio_vs_trl_best>=1.5", "peak<=trl_best"):
+        assert key in out["targets"], key
 
 
 def test_generation_quick(tiny_llama):

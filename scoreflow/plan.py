@@ -41,7 +41,7 @@ class Phase:
 
     @property
     def calls(self) -> int:
-        return math.ceil(self.runs * self.calls_per_run)
+        return math.ceil(round(self.runs * self.calls_per_run, 9))  # 20 x 2.2 is 44.000000000000007 in floats
 
     @property
     def prompt_tokens(self) -> int:

@@ -40,9 +40,10 @@ SIZES = ["--iterations", "2", "--problems", "4", "-k", "4", "--runs", "1", "--pa
 def hand_estimate() -> dict:
     """Arith with the SIZES above and gpt-4o-mini ($0.15 in, $0.60 out per million tokens), worked out
     by hand from the rules in scoreflow/plan.py's docstring."""
-    # arith's four example workflows make 3 (custom, programmer, custom), 4 (3 x custom in a loop,
-    # sc_ensemble), 1 (programmer) and 2 (custom, review) operator calls: 2.5 per run; +1 extraction.
-    per_run, scored = 2.5, 3.5
+    # arith's five example workflows make 1 (custom), 1 (programmer), 4 (3 x custom in a loop,
+    # sc_ensemble), 2 (custom, review) and 3 (custom, programmer, custom) operator calls: 2.2 per run;
+    # +1 extraction. A phase's calls are rounded up.
+    per_run, scored = 2.2, 3.2
     task = ArithTask()
     val = select(task.problems("validate"), 4, 0)  # demo: 4 problems, seed 0
     test = select(task.problems("test"), 20, 0)  # demo: 20 test problems
@@ -50,20 +51,20 @@ def hand_estimate() -> dict:
     val_prompt = math.ceil(sum(len(p.inputs) for p in val) / len(val) / 4) + 100
     test_prompt = math.ceil(sum(len(p.inputs) for p in test) / len(test) / 4) + 100
     # one iteration: 4 problems x k=4 = 16 workflows, 1 attempt each, r = 1, 160-token completions
-    it = [(16 * per_run, toy_prompt, 48), (16 * 1 * scored, val_prompt, 160)]
+    it = [(math.ceil(16 * per_run), toy_prompt, 48), (math.ceil(16 * 1 * scored), val_prompt, 160)]
     # run.compare: the base and the trained generator, 1 workflow per test problem each
-    ev = [(20 * per_run, toy_prompt, 48), (20 * 1 * scored, test_prompt, 160)]
+    ev = [(round(20 * per_run), toy_prompt, 48), (round(20 * 1 * scored), test_prompt, 160)]
     phases = it * 2 + ev * 2  # 2 iterations, 2 evaluations
     calls = sum(c for c, _, _ in phases)
     prompt = sum(c * p for c, p, _ in phases)
     completion = sum(c * o for c, _, o in phases)
     return {"calls": calls, "tokens": prompt + completion, "cost": (prompt * 0.15 + completion * 0.60) / 1e6,
-            "iteration_calls": 16 * per_run + 16 * scored}
+            "iteration_calls": math.ceil(16 * per_run) + math.ceil(16 * scored)}
 
 
 def test_estimate_matches_the_hand_computation(tmp_path):
     hand = hand_estimate()
-    assert hand["calls"] == 2 * (40 + 56) + 2 * (50 + 70)
+    assert hand["calls"] == 2 * (36 + 52) + 2 * (44 + 64)
     with FakeOpenAI() as server:
         flags = ["optimize", "--dry-run", "--executor", "openai", "--executor-model", "gpt-4o-mini",
                  "--base-url", server.base_url, "--run-dir", str(tmp_path / "run"), *SIZES]
@@ -72,7 +73,7 @@ def test_estimate_matches_the_hand_computation(tmp_path):
         res = subprocess.run([sys.executable, "-c", PROBE, *flags], cwd=tmp_path, capture_output=True, text=True,
                              timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert server.requests == []  # no executor call (GET /models is the only request it saw)
-    assert plan.price == (0.15, 0.60) and plan.calls_per_run == 2.5
+    assert plan.price == (0.15, 0.60) and plan.calls_per_run == pytest.approx(2.2)
     assert plan.total_calls() == hand["calls"] and plan.total_tokens() == hand["tokens"]
     assert plan.total_cost() == pytest.approx(hand["cost"], rel=1e-12)
     assert plan.stages[0].calls() == hand["iteration_calls"] and plan.stages[0].count == 2
@@ -94,10 +95,10 @@ def test_price_override_and_evaluate(tmp_path, capsys):
         assert server.requests == []
     out = capsys.readouterr().out
     assert rc == 0 and "the base model" in out and "$2 in / $8 out" in out
-    # 10 test problems: 10 toy runs x 2.5 calls (104 + 48 tokens) and 10 runs x 3.5 calls (r = 1, 160 tokens)
+    # 10 test problems: 10 toy runs x 2.2 calls (104 + 48 tokens) and 10 runs x 3.2 calls (r = 1, 160 tokens)
     test = select(ArithTask().problems("test"), 10, 0)
     prompt = math.ceil(sum(len(p.inputs) for p in test) / len(test) / 4) + 100
-    cost = (25 * (104 * 2 + 48 * 8) + 35 * (prompt * 2 + 160 * 8)) / 1e6
+    cost = (22 * (104 * 2 + 48 * 8) + 32 * (prompt * 2 + 160 * 8)) / 1e6
     assert f"cost at most ${cost:,.4f}" in out
     assert not (tmp_path / "new").exists()
 

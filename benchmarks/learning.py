@@ -30,7 +30,7 @@ from scoreflow import loop  # noqa: E402
 from scoreflow.config import build  # noqa: E402
 from scoreflow.records import IterationMetrics, TestMetrics  # noqa: E402
 from scoreflow.rundir import RunDir, read_jsonl  # noqa: E402
-from scoreflow.session import build_session, select  # noqa: E402
+from scoreflow.session import build_session, run_problems  # noqa: E402
 from scoreflow.stats import bootstrap  # noqa: E402
 from scoreflow.workflow import gold_in_source  # noqa: E402
 
@@ -49,7 +49,7 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
     s = build_session(cfg, run_dir)
     s.run.write_config(cfg)  # a run directory like optimize's: report and show read it
     s.run.set_status("running")
-    problems = select(s.task.problems("validate"), cfg.run.problems, seed)
+    problems = run_problems(cfg, s.task)
 
     async def work() -> None:
         await loop.test_solve(s, 0)
@@ -68,7 +68,7 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
         s.run.set_status("finished")
     finally:
         s.close()
-    return summarise_run(run_dir, cfg.run.iterations, s.task.problems("test"), cfg)
+    return summarise_run(run_dir, cfg.run.iterations, run_problems(cfg, s.task, "test"), cfg)
 
 
 def reuse(source: Path, run_dir: Path) -> None:
@@ -87,9 +87,8 @@ def reuse(source: Path, run_dir: Path) -> None:
     dst.close()
 
 
-def summarise_run(run_dir: Path, iterations: int, test: list, cfg) -> dict:
+def summarise_run(run_dir: Path, iterations: int, problems: list, cfg) -> dict:
     metrics = list(read_jsonl(run_dir / "metrics.jsonl"))
-    problems = select(test, cfg.run.test_problems, cfg.run.seed)
     ev = {m["iteration"]: m for m in metrics if m.get("kind") == "evaluate"}
     its = {m["iteration"]: m for m in metrics if m.get("kind") == "iteration"}
     sources = {(r["iteration"], r["problem"]): r["source"] for r in read_jsonl(run_dir / "test_workflows.jsonl")

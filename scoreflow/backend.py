@@ -63,9 +63,12 @@ class TrainPair:
     score_rejected: float
 
 
+LOSSES = ("score-dpo", "dpo", "sft")  # the training losses (the formulas: training.preference_loss)
+
+
 @dataclass
 class TrainConfig:
-    loss: str = "score-dpo"  # "score-dpo" | "dpo" | "sft"
+    loss: str = "score-dpo"  # one of LOSSES
     beta: float = 0.1
     learning_rate: float = 1e-4
     epochs: int = 1

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .backend import LOSSES
 from .errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -118,7 +119,7 @@ class LoraSection:
 
 @dataclass
 class TrainSection:
-    loss: str = opt("score-dpo", "score-dpo, dpo, or sft (winners only)", choices=("score-dpo", "dpo", "sft"))
+    loss: str = opt("score-dpo", "score-dpo, dpo, or sft (winners only)", choices=LOSSES)
     beta: float = opt(0.1, "preference loss beta", min=0)
     pairs: int = opt(2000, "N: pairs sampled per iteration, with replacement", min=1)
     invalid_as_zero: bool = opt(False, "workflows still invalid after max_attempts enter pairs with score 0, "

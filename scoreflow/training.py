@@ -29,11 +29,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Protocol, Sequence, TypeVar
 
-from .backend import StepInfo, TrainConfig, TrainPair, TrainStats
+from .backend import LOSSES, StepInfo, TrainConfig, TrainPair, TrainStats
 from .chat import ChatFormat, Encoded
 from .rundir import atomic_dir
 
-LOSSES = ("score-dpo", "dpo", "sft")
 STATS = ("loss", "margin", "chosen_reward", "rejected_reward")  # logged per step, weighted batch means
 ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE = "adapter.safetensors", "optimizer.safetensors", "state.json"
 

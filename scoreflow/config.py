@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .backend import LOSSES
+from .backend import LOSSES, LoraConfig, TrainConfig
 from .errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -340,16 +340,12 @@ def from_section(cls: type, section: Any, **given: Any) -> Any:
     return cls(**values, **given)
 
 
-def lora_config(cfg: Config):
-    from .backend import LoraConfig
-
+def lora_config(cfg: Config) -> LoraConfig:
     return from_section(LoraConfig, cfg.lora)
 
 
-def train_config(cfg: Config, it: int):
+def train_config(cfg: Config, it: int) -> TrainConfig:
     """Iteration `it`'s training: the [train] keys, seeded by run.seed + it."""
-    from .backend import TrainConfig
-
     return from_section(TrainConfig, cfg.train, seed=cfg.run.seed + it)
 
 

@@ -217,6 +217,51 @@ def test_training_rows_run_each_prompt_once_per_step(backend):
     assert sorted(len(m[2]) for m in micro) == [1, 3]
 
 
+def test_attention_by_segments_equals_mask(backend, monkeypatch):
+    """On CPU a lone packed row's attention runs by segments (prompt causal, each completion over the
+    prompt and itself): the same log-probs and gradients as the row's custom mask."""
+    from scoreflow.backends.cuda import attention
+
+    pairs = _pairs()
+    enc, _ = _encode(backend, pairs)
+    rows = T.group_rows(enc.seqs, enc.prompt_lens, range(len(enc.seqs)), None)
+    row = max(rows, key=lambda r: len(r.completions))
+    assert len(row.completions) >= 3
+    if backend.torch_device.type != "cpu":
+        pytest.skip("attention by segments is for CPU")
+    calls = []
+    real = attention.segment_attention
+
+    def spy(*a, segments=None, **k):
+        calls.append(segments)
+        return real(*a, segments=segments, **k)
+
+    monkeypatch.setattr(attention, "segment_attention", spy)
+    attention._registered = False  # register the spy
+    _randomise(backend, 7)
+    model, pad, dev = backend.model, backend.tokenizer.pad_token_id, backend.torch_device
+    model.train()
+    out = {}
+    try:
+        for mode in ("segments", "mask"):
+            if mode == "mask":
+                monkeypatch.setattr(T, "_segments", lambda *a: None)
+            model.zero_grad(set_to_none=True)
+            lp = T.packed_logprobs(model, [row], len(enc.seqs), pad, dev)[row.out]
+            (lp * torch.linspace(1, -1, len(lp), dtype=lp.dtype)).sum().backward()
+            out[mode] = (lp.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    finally:
+        model.eval()
+        monkeypatch.undo()
+        attention._registered = False
+    assert calls and all(s == [len(row.prompt), *map(len, row.completions)] for s in calls)
+    assert model.get_base_model().config._attn_implementation == "sdpa"  # restored
+    _close(out["segments"][0], out["mask"][0])
+    for n, g in out["mask"][1].items():
+        assert g.abs().max() > 0
+        _close(out["segments"][1][n], g)
+
+
 @pytest.mark.parametrize("mode", ["eager", "unpacked"])
 def test_other_attention_paths_equal_plain(backend, mode, monkeypatch):
     """Eager attention takes an additive mask; kernels with no custom masks fall back to one sequence a row."""

@@ -14,6 +14,7 @@ distributed.py, `_Ranks`): every rank takes the step one process would take.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from scoreflow import training
 from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
 from scoreflow.chat import ChatFormat, Encoded
 
-from . import distributed
+from . import attention, distributed
 from .loss import OPS
 
 # Tokens per packed micro-batch (summed over padded rows). On CPU one prompt group per micro-batch
@@ -115,6 +116,16 @@ def _mask_for(model, allowed: torch.Tensor) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
+def _segments(model, rows: Sequence[Row], device: torch.device) -> list[int] | None:
+    """The segment lengths (prompt, then each completion) of a lone row on CPU, for attention by
+    segments (attention.py); None where the custom mask is used instead."""
+    decoder = _parts(model)[0]
+    if len(rows) != 1 or device.type != "cpu" or _attn_impl(model) != "sdpa" or not packable(model) or (
+            torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False) for m in decoder.modules())):
+        return None
+    return [len(rows[0].prompt), *(len(c) for c in rows[0].completions)]
+
+
 def packed_logprobs(model, rows: Sequence[Row], n_out: int, pad_id: int, device: torch.device) -> torch.Tensor:
     """Summed completion log-probs for packed rows (right-padded to one width), as a vector of n_out."""
     decoder, head, softcap = _parts(model)
@@ -141,7 +152,10 @@ def packed_logprobs(model, rows: Sequence[Row], n_out: int, pad_id: int, device:
             owner += [o] * n
             at += n
     seg = seg.to(device)
-    if packable(model):
+    segments = _segments(model, rows, device)
+    if segments:  # no (W, W) mask: the attention runs by segments
+        mask = None
+    elif packable(model):
         # Built on the device: a width x width mask per row is tens of MB, slow to make on a host CPU.
         causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
         same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
@@ -151,7 +165,9 @@ def packed_logprobs(model, rows: Sequence[Row], n_out: int, pad_id: int, device:
     else:  # one completion per row: a plain padding mask does
         assert all(len(r.completions) == 1 for r in rows)
         mask = (seg >= 0).long()
-    hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask).last_hidden_state
+    with attention.by_segments(decoder.config) if segments else contextlib.nullcontext():
+        hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask,
+                         **({"segments": segments} if segments else {})).last_hidden_state
     sel = hidden[torch.tensor(hid_rows, device=device), torch.tensor(hid_cols, device=device)]
     lp = _token_logprobs(head, softcap, sel, torch.tensor(targets, device=device))
     return torch.zeros(n_out, device=device, dtype=lp.dtype).index_add(0, torch.tensor(owner, device=device), lp)

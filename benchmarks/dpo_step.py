@@ -9,10 +9,10 @@ every step) and at its best (`precompute_ref_log_probs=True`, timed with the pre
 trl runs in the trainer's constructor; plus `padding_free=True` where the installed trl supports it
 for this model and device, else the reason is reported). Ours runs Score-DPO through
 `Backend.train` (reference once per unique sequence, shared prompt once), timed whole.
-With --backend mlx the MLX backend's `train` runs the same pairs and configuration in a third
+With --backend mlx the MLX backend's `train` runs the same pairs and configuration in its own
 subprocess; its pairs/s and peak memory are reported as ratios against our PyTorch backend.
 
-    python benchmarks/dpo_step.py            # full: SmolLM2-135M, 1k-token prompts, 15 pairs (~20 min on 2 CPU cores)
+    python benchmarks/dpo_step.py            # full: SmolLM2-135M, 1k-token prompts, 15 pairs (~30 min on 2 CPU cores)
     python benchmarks/dpo_step.py --quick    # tiny sizes, for CI
     python benchmarks/dpo_step.py --backend mlx --only ours,mlx   # MLX vs the PyTorch backend (no trl)
 

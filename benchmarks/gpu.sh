@@ -41,7 +41,7 @@ case "${1:-small}" in
     bench 240 execution.py
     ;;
   8b)
-    bench 420 dpo_step.py --model random:llama-3.1-8b "${tok[@]}" --problems 8 --batch-size 8 --steps 8 \
+    bench 600 dpo_step.py --model random:llama-3.1-8b "${tok[@]}" --problems 8 --batch-size 8 --steps 8 \
       --gradient-checkpointing on
     bench 300 generation.py --model random:llama-3.1-8b "${tok[@]}" --batch-size 8 --max-new-tokens 128
     ;;

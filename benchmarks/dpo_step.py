@@ -22,6 +22,7 @@ Prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -99,6 +100,29 @@ def _train_config(spec: dict):
                        checkpoint_every=0)
 
 
+@contextlib.contextmanager
+def profiled(spec: dict, side: str):
+    """With --profile DIR: torch's profiler around the training call, its op table written to
+    DIR/<side>.txt (host time first, then device time on CUDA). Profiled timings are not the benchmark's."""
+    if not spec.get("profile"):
+        yield
+        return
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if spec["device"].startswith("cuda") else [])
+    with profile(activities=acts) as prof:
+        yield
+    table = prof.key_averages()
+    text = [f"{side}: {spec['steps']} steps, batch {spec['batch_size']}, {spec['model']}",
+            table.table(sort_by="self_cpu_time_total", row_limit=25)]
+    if len(acts) > 1:
+        text.append(table.table(sort_by="self_cuda_time_total", row_limit=15))
+        torch.cuda.synchronize()
+    Path(spec["profile"]).mkdir(parents=True, exist_ok=True)
+    Path(spec["profile"], f"{side}.txt").write_text("\n".join(text))
+
+
 def worker_ours(spec: dict) -> dict:
     import torch
 
@@ -112,7 +136,8 @@ def worker_ours(spec: dict) -> dict:
     if b.torch_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    stats = b.train(pairs, cfg)
+    with profiled(spec, "ours"):
+        stats = b.train(pairs, cfg)
     seconds = time.perf_counter() - t0
     assert stats.steps == spec["steps"], stats.steps
     peak = torch.cuda.max_memory_allocated() / 2**20 if b.torch_device.type == "cuda" else peak_rss_mb()
@@ -202,7 +227,8 @@ def worker_trl(spec: dict, best: bool = False) -> dict:
         if device.type == "cuda" and not best:
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        result = trainer.train()
+        with profiled(spec, "trl_best" if best else "trl"):
+            result = trainer.train()
         train_seconds = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
@@ -286,6 +312,8 @@ def main() -> None:
                     help="comma-separated sides to run, from ours, trl (trl's defaults), trl_best (trl at its best), mlx "
                          "(default: ours,trl,trl_best, plus mlx with --backend mlx)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", default=None, metavar="DIR",
+                    help="write each side's torch profile (op table of its training call) to DIR/<side>.txt")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -315,7 +343,7 @@ def main() -> None:
     spec = {"model": model, "device": device, "dtype": dtype, "pairs": data["pairs"], "batch_size": a.batch_size, "steps": steps,
             "gradient_checkpointing": a.gradient_checkpointing == "on", "max_length": 2048,
             "mlx_model": a.mlx_model or model, "mlx_device": a.mlx_device,
-            "mlx_dtype": dtype if a.mlx_dtype == "same" else a.mlx_dtype}
+            "mlx_dtype": dtype if a.mlx_dtype == "same" else a.mlx_dtype, "profile": a.profile}
     result = {
         "benchmark": "dpo_step", "date": today(), "device": device_info(device), "torch": torch.__version__,
         "quick": a.quick, "model": a.model or Path(model).name, "dtype": dtype,

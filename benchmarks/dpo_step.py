@@ -135,15 +135,21 @@ def worker_ours(spec: dict) -> dict:
     loaded = rss_mb()
     if b.torch_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    kernels = contextlib.nullcontext()
+    if spec.get("sdpa", "auto") != "auto":  # A/B of SDPA's attention kernels on our packed rows
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        kernels = sdpa_kernel(getattr(SDPBackend, spec["sdpa"].upper()))
     t0 = time.perf_counter()
-    with profiled(spec, "ours"):
+    with profiled(spec, "ours"), kernels:
         stats = b.train(pairs, cfg)
     seconds = time.perf_counter() - t0
     assert stats.steps == spec["steps"], stats.steps
     peak = torch.cuda.max_memory_allocated() / 2**20 if b.torch_device.type == "cuda" else peak_rss_mb()
     return {"seconds": seconds, "steps": stats.steps, "peak_mb": peak, "loaded_mb": loaded,
             "first_loss": stats.history[0].loss, "last_loss": stats.history[-1].loss, "threads": torch.get_num_threads(),
-            "median_step_s": statistics.median(h.seconds for h in stats.history)}
+            "median_step_s": statistics.median(h.seconds for h in stats.history),
+            "steps_seconds": sum(h.seconds for h in stats.history), "sdpa": spec.get("sdpa", "auto")}
 
 
 def padding_free_support(device: str) -> tuple[bool, str]:
@@ -312,6 +318,9 @@ def main() -> None:
                     help="comma-separated sides to run, from ours, trl (trl's defaults), trl_best (trl at its best), mlx "
                          "(default: ours,trl,trl_best, plus mlx with --backend mlx)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sdpa", default="auto", choices=["auto", "efficient_attention", "flash_attention", "math",
+                                                        "cudnn_attention"],
+                    help="our side only: restrict SDPA to one attention kernel (auto: torch's choice)")
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="write each side's torch profile (op table of its training call) to DIR/<side>.txt")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -343,7 +352,7 @@ def main() -> None:
     spec = {"model": model, "device": device, "dtype": dtype, "pairs": data["pairs"], "batch_size": a.batch_size, "steps": steps,
             "gradient_checkpointing": a.gradient_checkpointing == "on", "max_length": 2048,
             "mlx_model": a.mlx_model or model, "mlx_device": a.mlx_device,
-            "mlx_dtype": dtype if a.mlx_dtype == "same" else a.mlx_dtype, "profile": a.profile}
+            "mlx_dtype": dtype if a.mlx_dtype == "same" else a.mlx_dtype, "profile": a.profile, "sdpa": a.sdpa}
     result = {
         "benchmark": "dpo_step", "date": today(), "device": device_info(device), "torch": torch.__version__,
         "quick": a.quick, "model": a.model or Path(model).name, "dtype": dtype,
@@ -367,7 +376,7 @@ def main() -> None:
     for k, r in runs.items():
         result[k] = {"pairs_per_s": n_pairs / r["seconds"], "seconds": r["seconds"], "peak_mb": r["peak_mb"],
                      "loaded_mb": r["loaded_mb"], "first_loss": r["first_loss"], "last_loss": r["last_loss"],
-                     **{f: r[f] for f in ("median_step_s", "train_seconds", "precompute_seconds", "config", "threads",
+                     **{f: r[f] for f in ("median_step_s", "steps_seconds", "sdpa", "train_seconds", "precompute_seconds", "config", "threads",
                                           "peak_rss_mb", "mlx_device", "mlx_dtype", "quantized", "openblas",
                                           "openblas_threads") if f in r}}
     if "mlx" in runs and "ours" in runs:

@@ -135,13 +135,8 @@ def worker_ours(spec: dict) -> dict:
     loaded = rss_mb()
     if b.torch_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    kernels = contextlib.nullcontext()
-    if spec.get("sdpa", "auto") != "auto":  # A/B of SDPA's attention kernels on our packed rows
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        kernels = sdpa_kernel(getattr(SDPBackend, spec["sdpa"].upper()))
     t0 = time.perf_counter()
-    with profiled(spec, "ours"), kernels:
+    with profiled(spec, "ours"):
         stats = b.train(pairs, cfg)
     seconds = time.perf_counter() - t0
     assert stats.steps == spec["steps"], stats.steps
@@ -149,7 +144,7 @@ def worker_ours(spec: dict) -> dict:
     return {"seconds": seconds, "steps": stats.steps, "peak_mb": peak, "loaded_mb": loaded,
             "first_loss": stats.history[0].loss, "last_loss": stats.history[-1].loss, "threads": torch.get_num_threads(),
             "median_step_s": statistics.median(h.seconds for h in stats.history),
-            "steps_seconds": sum(h.seconds for h in stats.history), "sdpa": spec.get("sdpa", "auto")}
+            "steps_seconds": sum(h.seconds for h in stats.history)}
 
 
 def padding_free_support(device: str) -> tuple[bool, str]:
@@ -280,6 +275,16 @@ def worker_mlx(spec: dict) -> dict:
 WORKERS = {"ours": worker_ours, "trl": worker_trl, "trl_best": worker_trl_best, "mlx": worker_mlx}
 
 
+def warm_up(device: str) -> None:
+    """One throwaway process that uses the GPU first: on a fresh machine the first process to run
+    CUDA and cuDNN kernels paid ~13 s that later ones did not (an H200: ours 6.5 pairs/s when first,
+    19.5 after), which would otherwise fall on whichever side runs first."""
+    code = ("import torch; x = torch.randn(1, 4, 512, 64, device=%r, dtype=torch.bfloat16, requires_grad=True); "
+            "torch.nn.functional.scaled_dot_product_attention(x, x, x, is_causal=True).sum().backward(); "
+            "torch.cuda.synchronize()" % device)
+    subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=600)
+
+
 def run_worker(kind: str, spec_path: str, timeout: float) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--spec", spec_path],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -318,9 +323,6 @@ def main() -> None:
                     help="comma-separated sides to run, from ours, trl (trl's defaults), trl_best (trl at its best), mlx "
                          "(default: ours,trl,trl_best, plus mlx with --backend mlx)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sdpa", default="auto", choices=["auto", "efficient_attention", "flash_attention", "math",
-                                                        "cudnn_attention"],
-                    help="our side only: restrict SDPA to one attention kernel (auto: torch's choice)")
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="write each side's torch profile (op table of its training call) to DIR/<side>.txt")
     ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -352,7 +354,7 @@ def main() -> None:
     spec = {"model": model, "device": device, "dtype": dtype, "pairs": data["pairs"], "batch_size": a.batch_size, "steps": steps,
             "gradient_checkpointing": a.gradient_checkpointing == "on", "max_length": 2048,
             "mlx_model": a.mlx_model or model, "mlx_device": a.mlx_device,
-            "mlx_dtype": dtype if a.mlx_dtype == "same" else a.mlx_dtype, "profile": a.profile, "sdpa": a.sdpa}
+            "mlx_dtype": dtype if a.mlx_dtype == "same" else a.mlx_dtype, "profile": a.profile}
     result = {
         "benchmark": "dpo_step", "date": today(), "device": device_info(device), "torch": torch.__version__,
         "quick": a.quick, "model": a.model or Path(model).name, "dtype": dtype,
@@ -361,6 +363,8 @@ def main() -> None:
                   "steps": steps, "lora": "r=8 alpha=16 q_proj,v_proj",
                   "gradient_checkpointing": a.gradient_checkpointing == "on"},
     }
+    if device.startswith("cuda"):
+        warm_up(device)
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = os.path.join(tmp, "spec.json")
         Path(spec_path).write_text(json.dumps(spec))
@@ -376,7 +380,7 @@ def main() -> None:
     for k, r in runs.items():
         result[k] = {"pairs_per_s": n_pairs / r["seconds"], "seconds": r["seconds"], "peak_mb": r["peak_mb"],
                      "loaded_mb": r["loaded_mb"], "first_loss": r["first_loss"], "last_loss": r["last_loss"],
-                     **{f: r[f] for f in ("median_step_s", "steps_seconds", "sdpa", "train_seconds", "precompute_seconds", "config", "threads",
+                     **{f: r[f] for f in ("median_step_s", "steps_seconds", "train_seconds", "precompute_seconds", "config", "threads",
                                           "peak_rss_mb", "mlx_device", "mlx_dtype", "quantized", "openblas",
                                           "openblas_threads") if f in r}}
     if "mlx" in runs and "ours" in runs:

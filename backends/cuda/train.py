@@ -126,6 +126,17 @@ def _segments(model, rows: Sequence[Row], device: torch.device) -> list[int] | N
     return [len(rows[0].prompt), *(len(c) for c in rows[0].completions)]
 
 
+def _kernels(mask, device: torch.device):
+    """SDPA kernels for a custom boolean mask on CUDA: the memory-efficient one (math where it cannot
+    run, e.g. float64). torch otherwise picks cuDNN's, whose per-shape setup costs host time every step:
+    on an H200, 135M model, 16 steps of 8 pairs, 24.6 pairs/s against 19.5 (benchmarks/RESULTS.md)."""
+    if device.type != "cuda" or mask is None or mask.dtype != torch.bool:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def packed_logprobs(model, rows: Sequence[Row], n_out: int, pad_id: int, device: torch.device) -> torch.Tensor:
     """Summed completion log-probs for packed rows (right-padded to one width), as a vector of n_out."""
     decoder, head, softcap = _parts(model)
@@ -165,7 +176,7 @@ def packed_logprobs(model, rows: Sequence[Row], n_out: int, pad_id: int, device:
     else:  # one completion per row: a plain padding mask does
         assert all(len(r.completions) == 1 for r in rows)
         mask = (seg >= 0).long()
-    with attention.by_segments(decoder.config) if segments else contextlib.nullcontext():
+    with attention.by_segments(decoder.config) if segments else _kernels(mask, device):
         hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask,
                          **({"segments": segments} if segments else {})).last_hidden_state
     sel = hidden[torch.tensor(hid_rows, device=device), torch.tensor(hid_cols, device=device)]

@@ -18,17 +18,41 @@ from scoreflow import cli
 from scoreflow.config import ExecutorConfig, build
 from scoreflow.plan import executor_price, make_plan, workflow_calls
 from scoreflow.session import select
+from scoreflow.tasks import arith
 from scoreflow.tasks.arith import ArithTask
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
-import json, sys
+import json, os, sys
 from scoreflow.cli import main
+from scoreflow.tasks import arith
+arith.EXAMPLES = tuple(tuple(e) for e in json.loads(os.environ["PINNED_EXAMPLES"]))
 rc = main(sys.argv[1:])
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "mlx", "mlx_lm", "peft", "vllm")
                or m.startswith("scoreflow.backends."))
 print(json.dumps({"rc": rc, "heavy": heavy}))
 """
+
+
+# Example workflows of 1 (custom), 1 (programmer), 4 (3 x custom in a loop, sc_ensemble), 2 (custom,
+# review) and 3 (custom, programmer, custom) operator calls, pinned so that the hand computation does
+# not follow changes to arith's own examples.
+PINNED_EXAMPLES = tuple((f"Question {i}?", "async def run_workflow(self):\n" + body) for i, body in enumerate([
+    "    return await self.custom(input=self.problem, instruction=\"Answer.\")",
+    "    return await self.programmer(problem=self.problem, analysis=\"None\")",
+    "    xs = []\n    for i in range(3):\n        xs.append(await self.custom(input=self.problem, instruction=\"Solve.\"))\n"
+    "    return await self.sc_ensemble(solutions=xs, problem=self.problem)",
+    "    d = await self.custom(input=self.problem, instruction=\"Solve.\")\n"
+    "    return await self.review(problem=self.problem, solution=d)",
+    "    s = await self.custom(input=self.problem, instruction=\"Plan.\")\n"
+    "    r = await self.programmer(problem=self.problem, analysis=s)\n"
+    "    return await self.custom(input=self.problem + r, instruction=\"State the number.\")",
+]))
+
+
+@pytest.fixture(autouse=True)
+def pinned_examples(monkeypatch):
+    monkeypatch.setattr(arith, "EXAMPLES", PINNED_EXAMPLES)
 
 
 # The demo preset's sizes, spelled out so that the hand computation does not follow preset changes.
@@ -40,9 +64,8 @@ SIZES = ["--iterations", "2", "--problems", "4", "-k", "4", "--runs", "1", "--pa
 def hand_estimate() -> dict:
     """Arith with the SIZES above and gpt-4o-mini ($0.15 in, $0.60 out per million tokens), worked out
     by hand from the rules in scoreflow/plan.py's docstring."""
-    # arith's five example workflows make 1 (custom), 1 (programmer), 4 (3 x custom in a loop,
-    # sc_ensemble), 2 (custom, review) and 3 (custom, programmer, custom) operator calls: 2.2 per run;
-    # +1 extraction. A phase's calls are rounded up.
+    # PINNED_EXAMPLES make 1, 1, 4, 2 and 3 operator calls: 2.2 per run; +1 extraction. A phase's
+    # calls are rounded up.
     per_run, scored = 2.2, 3.2
     task = ArithTask()
     val = select(task.problems("validate"), 4, 0)  # demo: 4 problems, seed 0
@@ -71,7 +94,8 @@ def test_estimate_matches_the_hand_computation(tmp_path):
         cfg = cli.build_config(cli.parser().parse_args(flags))
         plan = make_plan(cfg, "optimize")
         res = subprocess.run([sys.executable, "-c", PROBE, *flags], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                             timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT),
+                                  "PINNED_EXAMPLES": json.dumps(PINNED_EXAMPLES)})
         assert server.requests == []  # no executor call (GET /models is the only request it saw)
     assert plan.price == (0.15, 0.60) and plan.calls_per_run == pytest.approx(2.2)
     assert plan.total_calls() == hand["calls"] and plan.total_tokens() == hand["tokens"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,22 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
     return summarise_run(run_dir, cfg.run.iterations, run_problems(cfg, s.task, "test"), cfg)
 
 
+# What each arith problem kind asks (the generator sees the kind in words, its numbers hidden), and the
+# words by which a workflow's instructions name an operation: a diagnostic of whether the generator
+# tailors its workflow to the problem, apart from whether the executor then gets the number right.
+KINDS = (("div", "shared equally"), ("mul", "boxes with"), ("two", "then gives"), ("sub", "gives away"), ("add", ""))
+OPERATIONS = {"add": r"\badd|\bsum\b|\bplus\b", "sub": r"subtract|minus|take away|difference",
+              "mul": r"multipl|times|product", "div": r"divid|split"}
+
+
+def names_operation(question: str, source: str | None) -> bool:
+    """Whether the workflow's string literals name exactly the operations of the question's kind."""
+    kind = next(k for k, words in KINDS if words in question)
+    named = {op for op, rx in OPERATIONS.items()
+             if re.search(rx, " ".join(re.findall(r'"([^"]*)"', source or "")).lower())}
+    return named == ({"add", "sub"} if kind == "two" else {kind})
+
+
 def reuse(source: Path, run_dir: Path) -> None:
     """Start from another loss's run of the same seed: its base-generator evaluation and its first
     iteration's workflows, executions and sampled pairs (none of which depends on the loss), so that
@@ -105,7 +122,9 @@ def summarise_run(run_dir: Path, iterations: int, problems: list, cfg) -> dict:
                         "test_solved_with_gold_in_source": sum(gold_in_source(sources[(it, p)], problems[p].answer)
                                                                for p in solved),
                         "test_rule_rejected_share": mean(r["reason"].startswith("problem-specific") for r in tw)
-                        if tw else 0.0})
+                        if tw else 0.0,
+                        "test_operation_named": sum(names_operation(problems[p].question, sources.get((it, p)))
+                                                    for p in range(len(e["scores"])))})
         if it in its:
             m = its[it]
             wf = [r for r in read_jsonl(run_dir / "workflows.jsonl") if r["iteration"] == it]
@@ -130,7 +149,8 @@ def combine(runs: list[dict], iterations: int) -> list[dict]:
                      "test_valid_rate": mean(g["test_valid_rate"] for g in got),
                      "test_solved": sum(g["test_solved"] for g in got),
                      "test_solved_with_gold_in_source": sum(g["test_solved_with_gold_in_source"] for g in got),
-                     "rule_rejected_share": mean(g.get("rule_rejected_share", 0.0) for g in got)})
+                     "rule_rejected_share": mean(g.get("rule_rejected_share", 0.0) for g in got),
+                     "test_operation_named_share": mean(g["test_operation_named"] / len(g["scores"]) for g in got)})
     return rows
 
 

@@ -324,7 +324,9 @@ def test_real_run_in_a_terminal(real):
                                f"{m['mean_score']:.3f}" if m["valid"] else "–", f"{m['solve_rate']:.3f}",
                                str(m["pairs"])], (row, m)
     assert f"Workflows {m['valid']}/{m['workflows']} valid · {m['workflows'] - m['valid']} rejected" in final
-    assert re.search(r"^finished · 1 iteration · \d+ executor calls", final, re.M), final
+    # "best mean score" appears once a valid workflow was scored
+    best = f"best mean score {m['mean_score']:.3f} · " if m["valid"] else ""
+    assert re.search(rf"^finished · 1 iteration · {re.escape(best)}\d+ executor calls", final, re.M), final
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ base generator) and after every iteration, over several seeds.
     python benchmarks/learning.py --seeds 0 1 2 --iterations 3 --loss score-dpo
     python benchmarks/learning.py --loss dpo --iterations 1 --reuse-from runs/learning   # the same pairs, another loss
     python benchmarks/learning.py --quick            # one seed, one small iteration: the machinery only
+    python benchmarks/learning.py --combine A.json B.json --out C.json   # runs made apart, summarised as one
 
 Prints one JSON object (also written to benchmarks/results/learning-<loss>.json with --out) with, per
 iteration: the test solve rate with a bootstrap 95% CI over problems and seeds, its difference from
@@ -150,8 +151,46 @@ def combine(runs: list[dict], iterations: int) -> list[dict]:
                      "test_solved": sum(g["test_solved"] for g in got),
                      "test_solved_with_gold_in_source": sum(g["test_solved_with_gold_in_source"] for g in got),
                      "rule_rejected_share": mean(g.get("rule_rejected_share", 0.0) for g in got),
-                     "test_operation_named_share": mean(g["test_operation_named"] / len(g["scores"]) for g in got)})
+                     "test_operation_named_share": mean(g["test_operation_named"] / len(g["scores"]) for g in got)
+                     if all("test_operation_named" in g for g in got) else None})  # absent in older files
     return rows
+
+
+def compare_losses(runs: list[dict], base_loss: str = "score-dpo") -> list[dict]:
+    """Each other loss minus `base_loss` at each iteration both evaluated, paired on the same seeds
+    and test problems (a bootstrap over both, as for the difference from iteration 0)."""
+    by_loss: dict[str, dict[int, dict]] = {}
+    for r in runs:
+        by_loss.setdefault(r["loss"], {})[r["seed"]] = {row["iteration"]: row for row in r["iterations"]}
+    base = by_loss.get(base_loss, {})
+    out = []
+    for loss, seeds in by_loss.items():
+        common = sorted(set(seeds) & set(base))
+        if loss == base_loss or not common:
+            continue
+        its = sorted(set.intersection(*({i for i, row in seeds[s].items() if "scores" in row} for s in common)))
+        for it in its:
+            if it == 0 or not all("scores" in base[s].get(it, {}) for s in common):
+                continue
+            out.append({"loss": loss, "minus": base_loss, "iteration": it, "seeds": common,
+                        "difference": bootstrap([seeds[s][it]["scores"] for s in common],
+                                                [base[s][it]["scores"] for s in common]).as_dict()})
+    return out
+
+
+def combined(paths: list[Path]) -> dict:
+    """Runs written by separate invocations (other seeds, other losses) summarised as if one had run
+    them all: per loss, the same summary as one invocation's; across losses, their paired differences."""
+    files = [json.loads(p.read_text()) for p in paths]
+    runs = [{**r, "loss": f["loss"]} for f in files for r in f["runs"]]
+    iterations = max(f["iterations"] for f in files)
+    losses = list(dict.fromkeys(r["loss"] for r in runs))
+    return {"benchmark": "learning", "date": today(), "task": "arith", "combined_from": [str(p) for p in paths],
+            "commands": [c for f in files for c in ([f["command"]] if "command" in f else f.get("commands", []))],
+            "losses": losses, "iterations": iterations,
+            "seeds": {loss: sorted({r["seed"] for r in runs if r["loss"] == loss}) for loss in losses},
+            "summary": {loss: combine([r for r in runs if r["loss"] == loss], iterations) for loss in losses},
+            "loss_differences": compare_losses(runs), "runs": runs}
 
 
 def plot(rows_by_loss: dict[str, list[dict]], path: Path) -> None:
@@ -194,7 +233,17 @@ def main() -> None:
     ap.add_argument("--reuse-from", type=Path, help="a --runs-dir of score-dpo runs of the same seeds: reuse their "
                     "base evaluation and first iteration's workflows, scores and pairs (compare losses on the same pairs)")
     ap.add_argument("--quick", action="store_true", help="one seed, one iteration of 2 problems: the machinery only")
+    ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
+                    help="summarise the runs of earlier --out files as one (other seeds, other losses); runs nothing")
     args = ap.parse_args()
+    if args.combine:
+        result = combined(args.combine)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+            plot(result["summary"], args.out.with_suffix(".png"))
+        emit({k: v for k, v in result.items() if k != "runs"})
+        return
     if args.eval_at is None:
         args.eval_at = list(range(1, args.iterations + 1))
     if args.quick:

@@ -148,8 +148,48 @@ def test_learning_quick(tmp_path):
         assert r["test_solved_with_gold_in_source"] == 0
     assert rows[0]["difference_from_iteration_0"]["value"] == 0
     assert (tmp_path / "learning.png").is_file()
-    dpo = _run("learning.py", "--loss", "dpo", "--runs-dir", str(runs), "--reuse-from", str(runs), timeout=900)
+    dpo = _run("learning.py", "--loss", "dpo", "--runs-dir", str(runs), "--reuse-from", str(runs),
+               "--out", str(tmp_path / "learning-dpo.json"), timeout=900)
     assert dpo["summary"][0]["test_solve_rate"] == rows[0]["test_solve_rate"]  # the same base evaluation
     first = [json.loads(x) for x in (runs / "score-dpo-seed0" / "pairs.jsonl").read_text().splitlines()]
     again = [json.loads(x) for x in (runs / "dpo-seed0" / "pairs.jsonl").read_text().splitlines()]
     assert first == again  # the same pairs, another loss
+    both = _run("learning.py", "--combine", str(tmp_path / "learning.json"), str(tmp_path / "learning-dpo.json"),
+                "--out", str(tmp_path / "losses.json"))
+    assert both["losses"] == ["score-dpo", "dpo"] and both["summary"]["dpo"] == dpo["summary"]
+    (diff,) = both["loss_differences"]
+    assert diff["iteration"] == 1 and diff["seeds"] == [0]
+    want = dpo["summary"][1]["test_solve_rate"]["value"] - rows[1]["test_solve_rate"]["value"]
+    assert abs(diff["difference"]["value"] - want) < 1e-9
+    assert (tmp_path / "losses.png").is_file()
+
+
+def test_learning_combine_pairs_losses_on_seeds_and_problems(tmp_path):
+    """--combine: runs written apart are summarised as one; losses are compared on the seeds both
+    ran, problem by problem."""
+    def run(loss: str, seed: int, base: list[float], after: list[float]) -> dict:
+        its = [{"iteration": 0, "scores": base, "test_solve_rate": sum(base) / len(base), "test_valid_rate": 1.0,
+                "test_solved": sum(base), "test_solved_with_gold_in_source": 0},
+               {"iteration": 1, "scores": after, "test_solve_rate": sum(after) / len(after), "test_valid_rate": 1.0,
+                "test_solved": sum(after), "test_solved_with_gold_in_source": 0}]
+        return {"loss": loss, "iterations": 1, "command": f"python benchmarks/learning.py --loss {loss}",
+                "runs": [{"seed": seed, "iterations": its}]}
+
+    files = []
+    for i, (loss, seed, base, after) in enumerate([
+            ("score-dpo", 0, [0, 1, 0, 0], [1, 1, 0, 0]), ("score-dpo", 1, [0, 0, 0, 0], [0, 0, 0, 0]),
+            ("sft", 0, [0, 1, 0, 0], [1, 1, 1, 1]), ("sft", 1, [0, 0, 0, 0], [0, 0, 1, 0]),
+            ("dpo", 2, [0, 0, 0, 0], [1, 1, 1, 1])]):  # no score-dpo run of seed 2: nothing to pair with
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(run(loss, seed, [float(x) for x in base], [float(x) for x in after])))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning.py"), "--combine", *map(str, files),
+                           "--out", str(tmp_path / "all.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "all.json").read_text())
+    assert out["seeds"] == {"score-dpo": [0, 1], "sft": [0, 1], "dpo": [2]}
+    assert out["summary"]["score-dpo"][1]["test_solve_rate"]["value"] == 0.25  # 2 of 8
+    assert out["summary"]["sft"][1]["difference_from_iteration_0"]["value"] == 4 / 8  # 5 of 8 minus 1 of 8
+    (diff,) = out["loss_differences"]
+    assert diff["loss"] == "sft" and diff["seeds"] == [0, 1] and diff["difference"]["value"] == 3 / 8
+    assert diff["difference"]["low"] <= 3 / 8 <= diff["difference"]["high"]
+    assert len(out["commands"]) == 5

@@ -61,6 +61,9 @@ def test_generation_quick(tiny_llama):
         assert out[case]["ratio"] > 0
         assert out[case]["batched"]["workflows_per_s"] > 0 and out[case]["naive"]["workflows_per_s"] > 0
         assert out[case]["batched"]["tokens"] > 0
+    arith = out["arith"]
+    assert arith["shared_tokens"] > 0.8 * arith["prompt_tokens"] and arith["ratio"] > 0
+    assert arith["same_text"] == arith["rows"]
 
 
 def test_execution_quick():

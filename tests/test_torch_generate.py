@@ -40,6 +40,38 @@ def test_greedy_equals_transformers_generate(backend, stop):
     assert all(c.tokens <= 24 for c in ours)
 
 
+LONG = "You write short answers. " * 12  # a common opening of well over MIN_SHARED tokens
+SHARED = [[{"role": "system", "content": LONG}, {"role": "user", "content": q}]
+          for q in ("Hi", "Ava has 3 apples and gets 4 more. How many apples does she have now?", "Name a colour.")]
+
+
+def test_common_prefix_leaves_every_prompt_a_token_of_its_own():
+    assert G.common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert G.common_prefix([[1, 2, 3], [1, 2, 3]]) == 2
+    assert G.common_prefix([[7], [7, 8]]) == 0
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_shared_opening_is_prefilled_once_with_the_same_outputs(backend, temperature, monkeypatch):
+    """Prompts of different lengths that open alike: the common prefix prefilled once, each row's own
+    part after it (its padding in the middle) gives transformers' greedy outputs, and the same samples
+    as prefilling each prompt whole."""
+    fmt = backend.fmt
+    assert G.common_prefix([fmt.prompt_ids(m) for m in SHARED]) >= G.MIN_SHARED
+    prompts = [SHARED[0], SHARED[1], SHARED[2], SHARED[1]]
+    params = SamplingParams(temperature=temperature, max_new_tokens=16, stop=(), seed=3)
+    calls = []
+    real = backend.model.forward
+    monkeypatch.setattr(backend.model, "forward", lambda *a, **kw: calls.append(kw["input_ids"].shape) or real(*a, **kw))
+    ours = _run(backend, G.generate, prompts, params, 4)
+    assert calls[0][0] == 1 and calls[1][1] < calls[0][1]  # the prefix once, then only the rows' own tokens
+    monkeypatch.setattr(G, "MIN_SHARED", 10**6)  # whole prompts, as before the sharing
+    whole = _run(backend, G.generate, prompts, params, 4)
+    assert ours == whole
+    if temperature == 0:
+        assert ours == [_run(backend, G.hf_generate, [p], params, 1)[0] for p in prompts]
+
+
 def test_stops_limits_and_counts(backend):
     params = SamplingParams(temperature=0.0, max_new_tokens=10, stop=())
     outs = _run(backend, G.generate, PROMPTS, params, 8)

@@ -1,8 +1,9 @@
 """Batched sampled generation with left padding, stop strings and per-row token counts.
 
 `generate` is a small decoding loop of its own: identical prompts (the k samples per problem that
-ScoreFlow draws) are prefilled once and their KV cache shared, and finished rows leave the batch
-so the rest decode at the size they need. `hf_generate` is transformers' `generate`, kept as the
+ScoreFlow draws) are prefilled once and their KV cache shared; distinct prompts that open alike (the
+generator prompt's instructions and few-shot examples, ~97% of its tokens, before each problem) prefill
+that common prefix once; and finished rows leave the batch so the rest decode at the size they need. `hf_generate` is transformers' `generate`, kept as the
 reference (greedy outputs must agree) and as the benchmarks' one-at-a-time baseline.
 """
 
@@ -132,16 +133,26 @@ def _generate_batch(model, fmt: ChatFormat, prompts: list[list[int]], params: Sa
     unique: dict[tuple[int, ...], int] = {}
     source = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
     keys = list(unique)
-    width = max(len(k) for k in keys)
-    ids = torch.full((len(keys), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(keys), width), dtype=torch.long)
-    for r, k in enumerate(keys):
-        ids[r, width - len(k):] = torch.tensor(k)
-        mask[r, width - len(k):] = 1
-    ids, mask = ids.to(device), mask.to(device)
     cache = DynamicCache()
     cache_kw, keep_kw = _forward_kwargs(model)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    # The rows are [shared prefix][left padding][own suffix]: the padding sits where each suffix begins,
+    # masked out, and positions run on without a gap, as with plain left padding (shared = 0).
+    shared = common_prefix(keys) if len(keys) > 1 else 0
+    if shared < MIN_SHARED:
+        shared = 0
+    else:
+        model(input_ids=torch.tensor([keys[0][:shared]], device=device), use_cache=True, **{cache_kw: cache},
+              **({"logits_to_keep": 1} if keep_kw else {}))
+        cache.batch_select_indices(torch.zeros(len(keys), dtype=torch.long, device=device))
+    width = max(len(k) for k in keys) - shared
+    ids = torch.full((len(keys), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(keys), shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for r, k in enumerate(keys):
+        ids[r, width - (len(k) - shared):] = torch.tensor(k[shared:])
+        mask[r, shared + width - (len(k) - shared):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache},
                 **({"logits_to_keep": 1} if keep_kw else {}))
     pick = torch.tensor(source, device=device)
@@ -184,6 +195,20 @@ def _generate_batch(model, fmt: ChatFormat, prompts: list[list[int]], params: Sa
         if done[i] is None:
             done[i] = _finish(fmt, tokens[i], params.stop, eos=False)
     return [c for c in done if c is not None]
+
+
+# Below this many common tokens a separate prefill costs more than it saves.
+MIN_SHARED = 32
+
+
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """The number of leading tokens all prompts share, leaving each at least one token of its own
+    (the last prompt token's logits start the decoding)."""
+    n = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    for p in prompts[1:]:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return max(n, 0)
 
 
 def _finish(fmt: ChatFormat, body: list[int], stops: Sequence[str], *, eos: bool) -> Completion:

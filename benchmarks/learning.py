@@ -6,6 +6,8 @@ base generator) and after every iteration, over several seeds.
     python benchmarks/learning.py --loss dpo --iterations 1 --reuse-from runs/learning   # the same pairs, another loss
     python benchmarks/learning.py --quick            # one seed, one small iteration: the machinery only
     python benchmarks/learning.py --combine A.json B.json --out C.json   # runs made apart, summarised as one
+    python benchmarks/learning.py --heldout --tag epochs3 --set train.epochs=3 --reuse-from runs/learning
+        # choose a setting: the same pairs, scored on validate problems the run does not train on
 
 Prints one JSON object (also written to benchmarks/results/learning-<loss>.json with --out) with, per
 iteration: the test solve rate with a bootstrap 95% CI over problems and seeds, its difference from
@@ -47,8 +49,10 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
         user.setdefault(section, {})[name] = value
     cfg = build(user)
     if args.reuse_from:
-        reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir)
+        reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir, evaluations=not args.heldout)
     s = build_session(cfg, run_dir)
+    if args.heldout:  # evaluate on validate problems this run does not train on, never on the test split
+        s.task = HeldOut(s.task, [p.id for p in run_problems(cfg, s.task)])
     s.run.write_config(cfg)  # a run directory like optimize's: report and show read it
     s.run.set_status("running")
     problems = run_problems(cfg, s.task)
@@ -89,17 +93,35 @@ def names_operation(question: str, source: str | None) -> bool:
     return named == ({"add", "sub"} if kind == "two" else {kind})
 
 
-def reuse(source: Path, run_dir: Path) -> None:
-    """Start from another loss's run of the same seed: its base-generator evaluation and its first
-    iteration's workflows, executions and sampled pairs (none of which depends on the loss), so that
-    the losses are compared on exactly the same pairs."""
+class HeldOut:
+    """The task with its test split replaced by the validate problems a run does not train on: where
+    settings are chosen (`--heldout`), so that the test split is only ever scored."""
+
+    def __init__(self, task, training_ids: list[str]):
+        self.task, self.training_ids = task, set(training_ids)
+
+    def problems(self, split: str) -> list:
+        if split == "test":
+            return [p for p in self.task.problems("validate") if p.id not in self.training_ids]
+        return self.task.problems(split)
+
+    def __getattr__(self, name: str):
+        return getattr(self.task, name)
+
+
+def reuse(source: Path, run_dir: Path, evaluations: bool = True) -> None:
+    """Start from another run of the same seed: its base-generator evaluation (unless `evaluations`
+    is off) and its first iteration's workflows, executions and sampled pairs (none of which depends
+    on the loss or the training settings), so that losses and settings are compared on exactly the
+    same pairs."""
     src, dst = RunDir(source), RunDir(run_dir)
     if dst["metrics"].path.is_file():
         return  # resuming this run
-    keep = {"metrics": lambda r: isinstance(r, TestMetrics) and r.iteration == 0,
-            "test_workflows": lambda r: r.iteration == 0, "test_executions": lambda r: r.iteration == 0,
-            "workflows": lambda r: r.iteration == 1, "executions": lambda r: r.iteration == 1,
+    keep = {"workflows": lambda r: r.iteration == 1, "executions": lambda r: r.iteration == 1,
             "pairs": lambda r: r.iteration == 1}
+    if evaluations:
+        keep.update({"metrics": lambda r: isinstance(r, TestMetrics) and r.iteration == 0,
+                     "test_workflows": lambda r: r.iteration == 0, "test_executions": lambda r: r.iteration == 0})
     for name, wanted in keep.items():
         dst[name].rewrite(r for r in src.read(name) if wanted(r))
     dst.close()
@@ -156,41 +178,48 @@ def combine(runs: list[dict], iterations: int) -> list[dict]:
     return rows
 
 
-def compare_losses(runs: list[dict], base_loss: str = "score-dpo") -> list[dict]:
-    """Each other loss minus `base_loss` at each iteration both evaluated, paired on the same seeds
-    and test problems (a bootstrap over both, as for the difference from iteration 0)."""
-    by_loss: dict[str, dict[int, dict]] = {}
+def compare_settings(runs: list[dict], base: str) -> list[dict]:
+    """Each other setting minus `base` at each iteration both evaluated, paired on the same seeds and
+    problems (a bootstrap over both, as for the difference from iteration 0)."""
+    by_setting: dict[str, dict[int, dict]] = {}
     for r in runs:
-        by_loss.setdefault(r["loss"], {})[r["seed"]] = {row["iteration"]: row for row in r["iterations"]}
-    base = by_loss.get(base_loss, {})
+        by_setting.setdefault(r["setting"], {})[r["seed"]] = {row["iteration"]: row for row in r["iterations"]}
+    ref = by_setting.get(base, {})
     out = []
-    for loss, seeds in by_loss.items():
-        common = sorted(set(seeds) & set(base))
-        if loss == base_loss or not common:
+    for setting, seeds in by_setting.items():
+        common = sorted(set(seeds) & set(ref))
+        if setting == base or not common:
             continue
         its = sorted(set.intersection(*({i for i, row in seeds[s].items() if "scores" in row} for s in common)))
         for it in its:
-            if it == 0 or not all("scores" in base[s].get(it, {}) for s in common):
+            if it == 0 or not all("scores" in ref[s].get(it, {}) for s in common):
                 continue
-            out.append({"loss": loss, "minus": base_loss, "iteration": it, "seeds": common,
+            out.append({"setting": setting, "minus": base, "iteration": it, "seeds": common,
                         "difference": bootstrap([seeds[s][it]["scores"] for s in common],
-                                                [base[s][it]["scores"] for s in common]).as_dict()})
+                                                [ref[s][it]["scores"] for s in common]).as_dict()})
     return out
 
 
+def setting_name(result: dict) -> str:
+    """A run's setting: its loss, its --tag, and whether it was evaluated on held-out validate problems."""
+    heldout = result.get("evaluated_on", "test") != "test"
+    return "-".join(filter(None, [result["loss"], result.get("tag", ""), "heldout" * heldout]))
+
+
 def combined(paths: list[Path]) -> dict:
-    """Runs written by separate invocations (other seeds, other losses) summarised as if one had run
-    them all: per loss, the same summary as one invocation's; across losses, their paired differences."""
+    """Runs written by separate invocations (other seeds, losses or settings) summarised as if one had
+    run them all: per setting, the same summary as one invocation's; each other setting minus the first
+    file's, paired on the seeds both ran."""
     files = [json.loads(p.read_text()) for p in paths]
-    runs = [{**r, "loss": f["loss"]} for f in files for r in f["runs"]]
+    runs = [{**r, "setting": setting_name(f)} for f in files for r in f["runs"]]
     iterations = max(f["iterations"] for f in files)
-    losses = list(dict.fromkeys(r["loss"] for r in runs))
+    settings = list(dict.fromkeys(r["setting"] for r in runs))
     return {"benchmark": "learning", "date": today(), "task": "arith", "combined_from": [str(p) for p in paths],
             "commands": [c for f in files for c in ([f["command"]] if "command" in f else f.get("commands", []))],
-            "losses": losses, "iterations": iterations,
-            "seeds": {loss: sorted({r["seed"] for r in runs if r["loss"] == loss}) for loss in losses},
-            "summary": {loss: combine([r for r in runs if r["loss"] == loss], iterations) for loss in losses},
-            "loss_differences": compare_losses(runs), "runs": runs}
+            "settings": settings, "iterations": iterations,
+            "seeds": {name: sorted({r["seed"] for r in runs if r["setting"] == name}) for name in settings},
+            "summary": {name: combine([r for r in runs if r["setting"] == name], iterations) for name in settings},
+            "differences": compare_settings(runs, settings[0]), "runs": runs}
 
 
 def plot(rows_by_loss: dict[str, list[dict]], path: Path) -> None:
@@ -232,6 +261,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the JSON here (and a PNG beside it)")
     ap.add_argument("--reuse-from", type=Path, help="a --runs-dir of score-dpo runs of the same seeds: reuse their "
                     "base evaluation and first iteration's workflows, scores and pairs (compare losses on the same pairs)")
+    ap.add_argument("--heldout", action="store_true",
+                    help="evaluate on the validate problems the run does not train on instead of the test split "
+                         "(for choosing settings)")
+    ap.add_argument("--tag", default="", help="a name for this setting: runs go to <loss>-<tag>-seed<N>")
     ap.add_argument("--quick", action="store_true", help="one seed, one iteration of 2 problems: the machinery only")
     ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",
                     help="summarise the runs of earlier --out files as one (other seeds, other losses); runs nothing")
@@ -254,10 +287,11 @@ def main() -> None:
     t0 = time.time()
     runs = []
     for seed in args.seeds:
-        run_dir = args.runs_dir / f"{args.loss}-seed{seed}"
+        run_dir = args.runs_dir / "-".join(filter(None, [args.loss, args.tag, "heldout" * args.heldout, f"seed{seed}"]))
         runs.append(one_seed(args, seed, run_dir))
     rows = combine(runs, args.iterations)
     result = {"benchmark": "learning", "date": today(), "machine": device_info(), "task": "arith",
+              "evaluated_on": "validate problems not trained on" if args.heldout else "test", "tag": args.tag,
               "loss": args.loss, "seeds": args.seeds, "iterations": args.iterations,
               "command": " ".join(["python", "benchmarks/learning.py", *sys.argv[1:]]),
               "summary": rows, "runs": runs, "seconds": round(time.time() - t0, 1)}

@@ -159,8 +159,8 @@ def test_learning_quick(tmp_path):
     assert first == again  # the same pairs, another loss
     both = _run("learning.py", "--combine", str(tmp_path / "learning.json"), str(tmp_path / "learning-dpo.json"),
                 "--out", str(tmp_path / "losses.json"))
-    assert both["losses"] == ["score-dpo", "dpo"] and both["summary"]["dpo"] == dpo["summary"]
-    (diff,) = both["loss_differences"]
+    assert both["settings"] == ["score-dpo", "dpo"] and both["summary"]["dpo"] == dpo["summary"]
+    (diff,) = both["differences"]
     assert diff["iteration"] == 1 and diff["seeds"] == [0]
     want = dpo["summary"][1]["test_solve_rate"]["value"] - rows[1]["test_solve_rate"]["value"]
     assert abs(diff["difference"]["value"] - want) < 1e-9
@@ -168,8 +168,8 @@ def test_learning_quick(tmp_path):
 
 
 def test_learning_combine_pairs_losses_on_seeds_and_problems(tmp_path):
-    """--combine: runs written apart are summarised as one; losses are compared on the seeds both
-    ran, problem by problem."""
+    """--combine: runs written apart are summarised as one; each setting is compared with the first
+    file's on the seeds both ran, problem by problem."""
     def run(loss: str, seed: int, base: list[float], after: list[float]) -> dict:
         its = [{"iteration": 0, "scores": base, "test_solve_rate": sum(base) / len(base), "test_valid_rate": 1.0,
                 "test_solved": sum(base), "test_solved_with_gold_in_source": 0},
@@ -189,10 +189,32 @@ def test_learning_combine_pairs_losses_on_seeds_and_problems(tmp_path):
                            "--out", str(tmp_path / "all.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads((tmp_path / "all.json").read_text())
+    assert out["settings"] == ["score-dpo", "sft", "dpo"]
     assert out["seeds"] == {"score-dpo": [0, 1], "sft": [0, 1], "dpo": [2]}
     assert out["summary"]["score-dpo"][1]["test_solve_rate"]["value"] == 0.25  # 2 of 8
     assert out["summary"]["sft"][1]["difference_from_iteration_0"]["value"] == 4 / 8  # 5 of 8 minus 1 of 8
-    (diff,) = out["loss_differences"]
-    assert diff["loss"] == "sft" and diff["seeds"] == [0, 1] and diff["difference"]["value"] == 3 / 8
+    (diff,) = out["differences"]
+    assert diff["setting"] == "sft" and diff["minus"] == "score-dpo" and diff["seeds"] == [0, 1] and diff["difference"]["value"] == 3 / 8
     assert diff["difference"]["low"] <= 3 / 8 <= diff["difference"]["high"]
     assert len(out["commands"]) == 5
+
+
+def test_heldout_evaluates_on_validate_problems_the_run_does_not_train_on():
+    """learning.py --heldout: the evaluations' problems are the validate split less the run's own
+    training problems, so that settings are chosen without the test split."""
+    spec = importlib.util.spec_from_file_location("learning_bench", ROOT / "benchmarks" / "learning.py")
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+    from scoreflow.config import build
+    from scoreflow.session import make_task, run_problems
+
+    cfg = build({"run": {"task": "arith", "seed": 3, "problems": 12, "test_problems": 20}})
+    task = make_task(cfg)
+    training = run_problems(cfg, task)
+    held = learning.HeldOut(task, [p.id for p in training])
+    evaluated = run_problems(cfg, held, "test")
+    validate_ids = {p.id for p in task.problems("validate")}
+    assert len(evaluated) == 20 and {p.id for p in evaluated} <= validate_ids - {p.id for p in training}
+    assert not {p.id for p in evaluated} & {p.id for p in task.problems("test")}
+    assert run_problems(cfg, held) == training  # training is unchanged
+    assert held.score(evaluated[0], evaluated[0].answer) == 1.0  # the rest is the task's own

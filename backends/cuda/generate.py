@@ -2,9 +2,10 @@
 
 `generate` is a small decoding loop of its own: identical prompts (the k samples per problem that
 ScoreFlow draws) are prefilled once and their KV cache shared; distinct prompts that open alike (the
-generator prompt's instructions and few-shot examples, ~97% of its tokens, before each problem) prefill
-that common prefix once; and finished rows leave the batch so the rest decode at the size they need. `hf_generate` is transformers' `generate`, kept as the
-reference (greedy outputs must agree) and as the benchmarks' one-at-a-time baseline.
+generator prompt's instructions and few-shot examples, ~97% of its tokens, before each problem)
+prefill that common prefix once; and finished rows leave the batch so the rest decode at the size
+they need. `hf_generate` is transformers' `generate`, kept as the reference (greedy outputs must
+agree) and as the benchmarks' one-at-a-time baseline.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def _generate_batch(model, fmt: ChatFormat, prompts: list[list[int]], params: Sa
     return [c for c in done if c is not None]
 
 
-# Below this many common tokens a separate prefill costs more than it saves.
+# Below this many common tokens the prompts are prefilled whole: a separate call would save little.
 MIN_SHARED = 32
 
 

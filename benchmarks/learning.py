@@ -190,20 +190,19 @@ def compare_settings(runs: list[dict], base: str) -> list[dict]:
         common = sorted(set(seeds) & set(ref))
         if setting == base or not common:
             continue
-        its = sorted(set.intersection(*({i for i, row in seeds[s].items() if "scores" in row} for s in common)))
-        for it in its:
-            if it == 0 or not all("scores" in ref[s].get(it, {}) for s in common):
-                continue
+        both = set.intersection(*({i for i in seeds[s] if "scores" in seeds[s][i] and "scores" in ref[s].get(i, {})}
+                                  for s in common))
+        for it in sorted(both - {0}):
             out.append({"setting": setting, "minus": base, "iteration": it, "seeds": common,
                         "difference": bootstrap([seeds[s][it]["scores"] for s in common],
                                                 [ref[s][it]["scores"] for s in common]).as_dict()})
     return out
 
 
-def setting_name(result: dict) -> str:
-    """A run's setting: its loss, its --tag, and whether it was evaluated on held-out validate problems."""
-    heldout = result.get("evaluated_on", "test") != "test"
-    return "-".join(filter(None, [result["loss"], result.get("tag", ""), "heldout" * heldout]))
+def setting_name(loss: str, tag: str = "", heldout: bool = False) -> str:
+    """A setting's name: its loss, its --tag, and whether it is evaluated on held-out validate problems
+    (the run directories are `<name>-seed<N>`)."""
+    return "-".join(filter(None, [loss, tag, "heldout" * heldout]))
 
 
 def combined(paths: list[Path]) -> dict:
@@ -211,7 +210,8 @@ def combined(paths: list[Path]) -> dict:
     run them all: per setting, the same summary as one invocation's; each other setting minus the first
     file's, paired on the seeds both ran."""
     files = [json.loads(p.read_text()) for p in paths]
-    runs = [{**r, "setting": setting_name(f)} for f in files for r in f["runs"]]
+    runs = [{**r, "setting": setting_name(f["loss"], f.get("tag", ""), f.get("evaluated_on", "test") != "test")}
+            for f in files for r in f["runs"]]
     iterations = max(f["iterations"] for f in files)
     settings = list(dict.fromkeys(r["setting"] for r in runs))
     return {"benchmark": "learning", "date": today(), "task": "arith", "combined_from": [str(p) for p in paths],
@@ -271,11 +271,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.combine:
         result = combined(args.combine)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(result, indent=1) + "\n")
-            plot(result["summary"], args.out.with_suffix(".png"))
-        emit({k: v for k, v in result.items() if k != "runs"})
+        write(result, args.out, result["summary"])
         return
     if args.eval_at is None:
         args.eval_at = list(range(1, args.iterations + 1))
@@ -287,7 +283,7 @@ def main() -> None:
     t0 = time.time()
     runs = []
     for seed in args.seeds:
-        run_dir = args.runs_dir / "-".join(filter(None, [args.loss, args.tag, "heldout" * args.heldout, f"seed{seed}"]))
+        run_dir = args.runs_dir / f"{setting_name(args.loss, args.tag, args.heldout)}-seed{seed}"
         runs.append(one_seed(args, seed, run_dir))
     rows = combine(runs, args.iterations)
     result = {"benchmark": "learning", "date": today(), "machine": device_info(), "task": "arith",
@@ -295,10 +291,15 @@ def main() -> None:
               "loss": args.loss, "seeds": args.seeds, "iterations": args.iterations,
               "command": " ".join(["python", "benchmarks/learning.py", *sys.argv[1:]]),
               "summary": rows, "runs": runs, "seconds": round(time.time() - t0, 1)}
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        plot({args.loss: rows}, args.out.with_suffix(".png"))
+    write(result, args.out, {args.loss: rows})
+
+
+def write(result: dict, out: Path | None, curves: dict[str, list[dict]]) -> None:
+    """The JSON (and its learning curve beside it) to `out` if given; the summary, without the runs, printed."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        plot(curves, out.with_suffix(".png"))
     emit({k: v for k, v in result.items() if k != "runs"})
 
 

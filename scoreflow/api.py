@@ -209,8 +209,8 @@ class Solver:
             todo = [i for i, c in enumerate(chosen) if c[0] is None]
             if not todo:
                 break
-            params = SamplingParams(g.temperature, g.top_p, g.max_new_tokens, ("</graph>",),
-                                    seed=self.cfg.run.seed * 1_000_003 + attempt * 101)
+            params = SamplingParams(g.temperature if attempt else g.test_temperature, g.top_p, g.max_new_tokens,
+                                    ("</graph>",), seed=self.cfg.run.seed * 1_000_003 + attempt * 101)
             outs = []
             for c in range(0, len(todo), g.batch_size):
                 chunk = todo[c:c + g.batch_size]

@@ -66,6 +66,10 @@ class GeneratorConfig:
     dtype: str = opt("auto", "auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16")
     workflows_per_problem: int = opt(8, "k: workflows generated per problem per iteration", min=1)
     temperature: float = opt(0.2, "sampling temperature", min=0)
+    test_temperature: float = opt(0.0, "temperature of the one workflow per problem that test-split evaluation and "
+                                  "`solve` generate (0 = greedy: the generator's most likely workflow, so that a "
+                                  "base-vs-trained comparison carries no sampling noise); a retry of an invalid one "
+                                  "samples at `temperature`", min=0)
     top_p: float = opt(0.95, "nucleus sampling p", min=0)
     max_new_tokens: int = opt(1000, "token limit per workflow", min=1)
     hide_numbers: bool = opt(False, "show the generator each problem with its numbers as \"some\" (the executor still sees "

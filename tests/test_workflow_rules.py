@@ -104,3 +104,37 @@ def test_gold_in_source():
     assert not wf.gold_in_source(HARD_CODED, 19)
     ensemble = "async def run_workflow(self):\n    xs = [await self.custom(input=self.problem, instruction='x') for _ in range(3)]\n    return xs[0]"
     assert not wf.gold_in_source(ensemble, 3)  # a loop count is not an answer
+
+
+def test_arith_examples_are_methods_for_their_kind():
+    """Each few-shot example holds no number of its problem: run in the sandbox with an executor
+    that reads the numbers faithfully, it solves every problem of its own kind, and another kind's
+    example fails them (the reward measures the generator's choice of operation)."""
+    import asyncio
+    import re
+
+    from scoreflow.executor import Executor, Reply
+    from scoreflow.runner import Runner
+    from scoreflow.sandbox import Sandbox
+    from scoreflow.tasks.arith import EXAMPLES, ArithTask
+
+    class Reader(Executor):
+        async def _chat(self, messages, max_tokens, temperature):
+            return Reply(" ".join(re.findall(r"\d+", messages[-1]["content"])), 10, 5)
+
+    def kind_of(question: str) -> int:  # the example (0-4) written for this kind of problem
+        return (0 if "more. How many" in question else 1 if "gives away" in question else
+                2 if "boxes with" in question else 3 if "shared equally" in question else 4)
+
+    task = ArithTask()
+    problems = task.problems("validate")[:20]
+    assert [kind_of(q) for q, _ in EXAMPLES] == [0, 1, 2, 3, 4]
+    runner = Runner(task, Reader(), Sandbox())
+
+    async def scores(source: str) -> list[float]:
+        return [(await runner.run(source, p)).score for p in problems]
+
+    for k, (_, source) in enumerate(EXAMPLES):
+        got = asyncio.run(scores(source))
+        assert all(s == 1.0 for p, s in zip(problems, got) if kind_of(p.question) == k), (k, got)
+        assert sum(got) < len(problems), k  # not every kind's arithmetic is the same

@@ -101,6 +101,7 @@ class TrainStats:
     seconds: float = 0.0
     tokens: int = 0
     history: list[StepInfo] = field(default_factory=list)
+    truncated: int = 0  # training sequences whose completion was cut at max_length
 
 
 class Sampler(Protocol):

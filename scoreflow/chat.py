@@ -60,7 +60,8 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
 
 class Encoded:
     """Token ids of every unique (prompt, completion) in a set of pairs, cut to max_length. Shared by
-    both backends, so they train on exactly the same tokens."""
+    both backends, so they train on exactly the same tokens. `truncated` counts completions that lost
+    tokens to the cut: a pair whose texts differ only after it teaches nothing."""
 
     def __init__(self, fmt: ChatFormat, max_length: int):
         self.fmt, self.max_length = fmt, max_length
@@ -68,13 +69,16 @@ class Encoded:
         self.prompt_lens: list[int] = []
         self._index: dict[tuple[str, str], int] = {}
         self._prompts: dict[str, list[int]] = {}
+        self.truncated = 0
 
     def add(self, prompt: Messages, completion: str) -> int:
         ptext = self.fmt.render(prompt)
         key = (ptext, completion)
         if key not in self._index:
             pids = self._prompts.setdefault(ptext, self.fmt.encode_text(ptext))
-            cids = self.fmt.completion_ids(completion)[: max(1, self.max_length - len(pids))]
+            whole = self.fmt.completion_ids(completion)
+            cids = whole[: max(1, self.max_length - len(pids))]
+            self.truncated += len(cids) < len(whole)
             self._index[key] = len(self.seqs)
             self.seqs.append(pids + cids)
             self.prompt_lens.append(len(pids))

@@ -247,7 +247,10 @@ def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, Wor
         s.reporter.advance()
 
     if batch:
-        s.backend.train(batch, train_config(s.cfg, it), on_step=on_step, checkpoint_dir=ck)
+        stats = s.backend.train(batch, train_config(s.cfg, it), on_step=on_step, checkpoint_dir=ck)
+        if stats.truncated:  # the texts of a pair differ near their end: cut there, the pair teaches nothing
+            s.reporter.log(f"warning: {stats.truncated} training sequences were cut at train.max_length = "
+                           f"{t.max_length} tokens; raise it so that whole workflows are trained on")
     adapter.parent.mkdir(parents=True, exist_ok=True)
     s.backend.save_adapter(adapter)
     shutil.rmtree(ck, ignore_errors=True)

@@ -246,4 +246,4 @@ def train(plan: Plan, cfg: TrainConfig, work: TensorWork, *, on_step: Callable[[
     n = max(1, len(history))
     return TrainStats(steps=len(history), loss=sum(h.loss for h in history) / n,
                       margin=sum(h.margin for h in history) / n, seconds=time.time() - started, tokens=tokens,
-                      history=history)
+                      history=history, truncated=plan.enc.truncated)

@@ -284,3 +284,21 @@ def test_other_attention_paths_equal_plain(backend, mode, monkeypatch):
             _close(lora_fast[n], lora_plain[n])
     finally:
         base.set_attn_implementation("sdpa")
+
+
+def test_completions_cut_at_max_length_are_counted(backend):
+    """A completion cut at train.max_length loses the end where a pair's workflows differ; training
+    counts such sequences (the loop warns), and none at a limit that holds them all."""
+    pairs = _pairs()
+    enc, _ = _encode(backend, pairs)
+    longest_prompt = max(enc.prompt_lens)
+    limit = longest_prompt + 8  # every prompt fits; completions longer than 8 tokens after the longest are cut
+    cut = {(backend.fmt.render(p.prompt), c) for p in pairs for c in (p.chosen, p.rejected)
+           if len(backend.fmt.encode_text(backend.fmt.render(p.prompt))) + len(backend.fmt.completion_ids(c)) > limit}
+    assert cut
+    cfg = TrainConfig(loss="score-dpo", learning_rate=1e-4, max_length=limit)
+    assert T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs,
+                   cfg).truncated == len(cut)
+    cfg = TrainConfig(loss="score-dpo", learning_rate=1e-4, max_length=2048)
+    assert T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs,
+                   cfg).truncated == 0

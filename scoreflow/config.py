@@ -180,7 +180,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "generator": {"workflows_per_problem": 4, "temperature": 0.5, "max_new_tokens": 160, "max_attempts": 1,
                       "hide_numbers": True, "explore_examples": True},
         "executor": {"runs": 1, "max_tokens": 160},
-        "train": {"pairs": 12, "max_length": 1024, "invalid_as_zero": True, "valid_floor": 0.5},
+        "train": {"pairs": 12, "invalid_as_zero": True, "valid_floor": 0.5},
     },
 }
 

@@ -19,6 +19,7 @@ The settings are the product's demo preset unless flags change them; nothing is 
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import re
@@ -77,19 +78,27 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
     return summarise_run(run_dir, cfg.run.iterations, run_problems(cfg, s.task, "test"), cfg)
 
 
-# What each arith problem kind asks (the generator sees the kind in words, its numbers hidden), and the
-# words by which a workflow's instructions name an operation: a diagnostic of whether the generator
-# tailors its workflow to the problem, apart from whether the executor then gets the number right.
+# What each arith problem kind asks (the generator sees the kind in words, its numbers hidden), and how
+# a workflow names an operation (in its instructions) or applies one (in its code, to the numbers the
+# executor read): a diagnostic of whether the generator tailors its workflow to the problem, apart
+# from whether the executor then gets the number right.
 KINDS = (("div", "shared equally"), ("mul", "boxes with"), ("two", "then gives"), ("sub", "gives away"), ("add", ""))
 OPERATIONS = {"add": r"\badd|\bsum\b|\bplus\b", "sub": r"subtract|minus|take away|difference",
               "mul": r"multipl|times|product", "div": r"divid|split"}
+CODE_OPERATIONS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.FloorDiv: "div", ast.Div: "div"}
 
 
 def names_operation(question: str, source: str | None) -> bool:
-    """Whether the workflow's string literals name exactly the operations of the question's kind."""
+    """Whether the workflow's string literals name, or its arithmetic applies, exactly the operations
+    of the question's kind."""
     kind = next(k for k, words in KINDS if words in question)
     named = {op for op, rx in OPERATIONS.items()
              if re.search(rx, " ".join(re.findall(r'"([^"]*)"', source or "")).lower())}
+    try:
+        named |= {CODE_OPERATIONS[type(n.op)] for n in ast.walk(ast.parse(source or ""))
+                  if isinstance(n, ast.BinOp) and type(n.op) in CODE_OPERATIONS}
+    except SyntaxError:
+        pass
     return named == ({"add", "sub"} if kind == "two" else {kind})
 
 

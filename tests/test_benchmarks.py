@@ -218,3 +218,20 @@ def test_heldout_evaluates_on_validate_problems_the_run_does_not_train_on():
     assert not {p.id for p in evaluated} & {p.id for p in task.problems("test")}
     assert run_problems(cfg, held) == training  # training is unchanged
     assert held.score(evaluated[0], evaluated[0].answer) == 1.0  # the rest is the task's own
+
+
+def test_the_operation_diagnostic_reads_instructions_and_code():
+    """learning.py's operation diagnostic: the operation a workflow names in its instruction or
+    applies in its code must be exactly its problem kind's."""
+    spec = importlib.util.spec_from_file_location("learning_bench", ROOT / "benchmarks" / "learning.py")
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+    from scoreflow.tasks.arith import EXAMPLES
+
+    add, sub, mul, div, two = (q for q, _ in EXAMPLES)
+    code = [source for _, source in EXAMPLES]
+    assert [learning.names_operation(q, code[i]) for i, q in enumerate((add, sub, mul, div, two))] == [True] * 5
+    assert not learning.names_operation(add, code[2]) and not learning.names_operation(two, code[0])
+    said = 'async def run_workflow(self):\n    return await self.custom(input=self.problem, instruction="Multiply them.")'
+    assert learning.names_operation(mul, said) and not learning.names_operation(div, said)
+    assert not learning.names_operation(add, "not python (")

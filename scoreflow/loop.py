@@ -133,9 +133,9 @@ async def generate(s: Session, it: int, problems: list[Problem], *, records: str
             continue
         s.reporter.stage(it, "generate", len(todo))
         texts: list[tuple[Key, str, int]] = []
+        temp = g.temperature if temperature is None or attempt else temperature
         for c in range(0, len(todo), g.batch_size):
             chunk = todo[c:c + g.batch_size]
-            temp = g.temperature if temperature is None or attempt else temperature
             params = SamplingParams(temp, g.top_p, g.max_new_tokens, ("</graph>",),
                                     seed=s.cfg.run.seed * 1_000_003 + it * 10_007 + attempt * 101 + c)
             rotate = explore and g.explore_examples  # the k samples start from different examples
@@ -302,7 +302,8 @@ async def test_solve(s: Session, iteration: int) -> TestMetrics:
         return old[-1]
     problems = run_problems(cfg, s.task, "test")
     t0 = time.time()
-    gen = await generate(s, iteration, problems, records="test_workflows", k=1, temperature=cfg.generator.test_temperature)
+    gen = await generate(s, iteration, problems, records="test_workflows", k=1,
+                         temperature=cfg.generator.test_temperature)
     judging = cfg.run.judge and s.task.judged  # the reference's judged test metric, beside the exact one
     scores = await execute(s, iteration, problems, gen.valid, records="test_executions", judge=judging)
     per_problem = [scores.get((p, 0), 0.0) for p in range(len(problems))]

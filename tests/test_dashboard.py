@@ -32,7 +32,7 @@ from scoreflow.progress import RunInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S")
-TINY = ["--problems", "1", "-k", "2", "--iterations", "1", "--pairs", "2", "--set", "generator.max_new_tokens=64",
+TINY = ["--problems", "1", "-k", "2", "--iterations", "1", "--pairs", "2", "--set", "generator.max_new_tokens=128",
         "--set", "executor.max_tokens=32", "--set", "generator.max_attempts=1",
         "--set", "run.compare=false"]
 ITERATION_1 = {"kind": "iteration", "iteration": 1, "problems": 2, "workflows": 8, "valid": 3, "valid_rate": 0.375,

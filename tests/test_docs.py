@@ -27,7 +27,7 @@ DATA_DIR = Path(os.environ.get("SCOREFLOW_TEST_DATA", ROOT.parent / "shared" / "
 
 # Small sizes appended to a run of the embedded model, where the command does not set them itself and
 # the subcommand takes them (scoreflow.cli: per-command flags). None: a flag without a value.
-_GEN = [("--set", "generator.max_new_tokens=64"), ("--set", "executor.max_tokens=24"),
+_GEN = [("--set", "generator.max_new_tokens=128"), ("--set", "executor.max_tokens=24"),
         ("--set", "generator.max_attempts=1"), ("--no-dashboard", None)]
 SMALL: dict[str, list[tuple[str, str | None]]] = {
     "optimize": [("--iterations", "1"), ("--problems", "1"), ("-k", "2"), ("--test-problems", "1"),

@@ -209,7 +209,7 @@ class Solver:
             todo = [i for i, c in enumerate(chosen) if c[0] is None]
             if not todo:
                 break
-            params = SamplingParams(g.temperature if attempt else g.test_temperature, g.top_p, g.max_new_tokens,
+            params = SamplingParams(g.attempt_temperature(attempt, test=True), g.top_p, g.max_new_tokens,
                                     ("</graph>",), seed=self.cfg.run.seed * 1_000_003 + attempt * 101)
             outs = []
             for c in range(0, len(todo), g.batch_size):

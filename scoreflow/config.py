@@ -90,6 +90,11 @@ class GeneratorConfig:
                          "'--gpu-memory-utilization 0.5' (default 0.4 on CUDA, leaving room for training)")
 
 
+    def attempt_temperature(self, attempt: int, test: bool) -> float:
+        """A test workflow's first attempt at `test_temperature`; optimisation samples and every retry
+        at `temperature` (a greedy retry would only repeat itself)."""
+        return self.test_temperature if test and attempt == 0 else self.temperature
+
 @dataclass
 class ExecutorConfig:
     kind: str = opt("local", "local (a backend model in this process) or openai (any OpenAI-compatible server)",

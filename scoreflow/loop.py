@@ -116,10 +116,10 @@ def _save_usage(s: Session) -> None:
 # ---- 1-2. generate and validate ----------------------------------------------------------------
 
 async def generate(s: Session, it: int, problems: list[Problem], *, records: str = "workflows",
-             k: int | None = None, explore: bool = False, temperature: float | None = None) -> Generated:
+             k: int | None = None, explore: bool = False, test: bool = False) -> Generated:
     """k workflows per problem; invalid ones regenerated up to `max_attempts` times. `explore`: the
-    optimisation's samples, which see the examples rotated with `generator.explore_examples`.
-    `temperature`: the first attempt's, if not the generator's (retries sample at the generator's)."""
+    optimisation's samples, which see the examples rotated with `generator.explore_examples`. `test`:
+    the test split's, first attempted at `generator.test_temperature`."""
     g = s.cfg.generator
     k = k or g.workflows_per_problem
     gen = Generated()
@@ -133,10 +133,10 @@ async def generate(s: Session, it: int, problems: list[Problem], *, records: str
             continue
         s.reporter.stage(it, "generate", len(todo))
         texts: list[tuple[Key, str, int]] = []
-        temp = g.temperature if temperature is None or attempt else temperature
         for c in range(0, len(todo), g.batch_size):
             chunk = todo[c:c + g.batch_size]
-            params = SamplingParams(temp, g.top_p, g.max_new_tokens, ("</graph>",),
+            params = SamplingParams(g.attempt_temperature(attempt, test), g.top_p, g.max_new_tokens,
+                                    ("</graph>",),
                                     seed=s.cfg.run.seed * 1_000_003 + it * 10_007 + attempt * 101 + c)
             rotate = explore and g.explore_examples  # the k samples start from different examples
             messages = [generator_messages(s.task, problems[p], g.hide_numbers, p + j if rotate else 0) for p, j in chunk]
@@ -302,8 +302,7 @@ async def test_solve(s: Session, iteration: int) -> TestMetrics:
         return old[-1]
     problems = run_problems(cfg, s.task, "test")
     t0 = time.time()
-    gen = await generate(s, iteration, problems, records="test_workflows", k=1,
-                         temperature=cfg.generator.test_temperature)
+    gen = await generate(s, iteration, problems, records="test_workflows", k=1, test=True)
     judging = cfg.run.judge and s.task.judged  # the reference's judged test metric, beside the exact one
     scores = await execute(s, iteration, problems, gen.valid, records="test_executions", judge=judging)
     per_problem = [scores.get((p, 0), 0.0) for p in range(len(problems))]

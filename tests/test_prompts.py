@@ -75,19 +75,3 @@ def test_optimisation_samples_explore_and_training_and_evaluation_use_the_order(
     off = _run(tmp_path / "off", monkeypatch, explore=False)
     assert len(off.prompts) == 10 and all(p == qs for p in off.prompts)
 
-
-def test_the_loop_warns_when_training_sequences_were_cut(tmp_path, monkeypatch, capsys):
-    from scoreflow import cli
-    from scoreflow.backend import TrainStats
-
-    class Cut(FakeBackend):
-        def train(self, pairs, cfg, **kw):
-            stats = super().train(pairs, cfg, **kw)
-            return TrainStats(steps=stats.steps, truncated=3)
-
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: Cut())
-    task = write_task(tmp_path)
-    assert cli.main(["optimize", *task, "--run-dir", str(tmp_path / "run"), "--iterations", "1", "--problems", "2",
-                     "-k", "3", "--no-dashboard", "--set", "train.max_length=512"]) == 0
-    out = capsys.readouterr()
-    assert "3 training sequences were cut at train.max_length = 512 tokens" in out.out + out.err

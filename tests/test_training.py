@@ -244,3 +244,22 @@ def test_same_pairs_same_seed_same_steps_on_both_backends(tiny_llama, monkeypatc
     m_steps, m_seqs, _ = mlx_steps(tiny_llama, monkeypatch)
     assert [sorted(s) for s in t_steps] == [sorted(s) for s in m_steps] == STEPS
     assert t_seqs == m_seqs and len(t_seqs) == 6
+
+
+def test_the_loop_warns_when_training_sequences_were_cut(tmp_path, monkeypatch, capsys):
+    from fake_backend import FakeBackend, write_task
+
+    from scoreflow import cli
+    from scoreflow.backend import TrainStats
+
+    class Cut(FakeBackend):
+        def train(self, pairs, cfg, **kw):
+            stats = super().train(pairs, cfg, **kw)
+            return TrainStats(steps=stats.steps, truncated=3)
+
+    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: Cut())
+    task = write_task(tmp_path)
+    assert cli.main(["optimize", *task, "--run-dir", str(tmp_path / "run"), "--iterations", "1", "--problems", "2",
+                     "-k", "3", "--no-dashboard", "--set", "train.max_length=512"]) == 0
+    out = capsys.readouterr()
+    assert "3 training sequences were cut at train.max_length = 512 tokens" in out.out + out.err

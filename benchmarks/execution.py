@@ -152,14 +152,22 @@ async def sandbox_overhead(runs: int) -> dict:
             "runs": runs, "statuses": sorted(statuses)}
 
 
+ENSEMBLE = '''async def run_workflow(self):
+    first = await self.custom(input=self.problem, instruction="Solve step by step and end with the number.")
+    second = await self.custom(input=self.problem, instruction="Answer with the number only.")
+    third = await self.custom(input=self.problem, instruction="Check each step, then give the number.")
+    best = await self.sc_ensemble(solutions=[first, second, third], problem=self.problem)
+    return best'''
+
+
 def local_workflows() -> list[str]:
-    """arith's template (one Custom call) and its ensemble example (three Custom calls and a
-    ScEnsemble call): call counts that do not depend on what the model answers, so both backends do
-    the same work. (The Programmer example retries on failing code, which would not.)"""
-    from scoreflow.tasks.arith import EXAMPLES
+    """arith's template (one Custom call) and an ensemble (three Custom calls and a ScEnsemble
+    call): call counts and statuses that do not depend on what the model answers, so both backends
+    do the same work. (arith's examples parse the reply into numbers and Programmer retries on
+    failing code, which would not.)"""
     from scoreflow.tasks.families import MATH_TEMPLATE
 
-    return [MATH_TEMPLATE, EXAMPLES[1][1]]
+    return [MATH_TEMPLATE, ENSEMBLE]
 
 
 def worker_local(kind: str, spec: dict) -> dict:

@@ -53,17 +53,17 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
         reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir, evaluations=not args.heldout)
     s = build_session(cfg, run_dir)
     if args.heldout:  # evaluate on validate problems this run does not train on, never on the test split
-        s.task = HeldOut(s.task, [p.id for p in run_problems(cfg, s.task)])
+        s.task = HeldOut(s.task, [p.id for it in range(1, cfg.run.iterations + 1)
+                                  for p in run_problems(cfg, s.task, iteration=it)])
     s.run.write_config(cfg)  # a run directory like optimize's: report and show read it
     s.run.set_status("running")
-    problems = run_problems(cfg, s.task)
 
     async def work() -> None:
         await loop.test_solve(s, 0)
         done = {m.iteration for m in s.run["metrics"].all() if isinstance(m, IterationMetrics)}
         for it in range(1, cfg.run.iterations + 1):
             if it not in done:
-                await loop._iteration(s, it, problems)
+                await loop._iteration(s, it, run_problems(cfg, s.task, iteration=it))
             else:
                 s.backend.load_adapter(s.run.adapter_dir(it))
             if it in args.eval_at or it == cfg.run.iterations:

@@ -33,6 +33,9 @@ class RunConfig:
     data: str = opt("", "data file or folder of AFlow-format JSON Lines ('' = $SCOREFLOW_DATA or the cache)")
     iterations: int = opt(3, "optimisation iterations (generate, execute, pairs, train)", min=1)
     problems: int = opt(0, "problems of the optimisation split used per iteration (0 = all)", min=0)
+    fresh_problems: bool = opt(False, "with `problems` below the split's size: each iteration takes the next "
+                               "`problems` problems not used yet (cycling through the split) instead of the same "
+                               "ones, so that later iterations do not fit the first iteration's problems")
     test_problems: int = opt(0, "problems of the test split used by `evaluate` (0 = all)", min=0)
     compare: bool = opt(False, "evaluate the base generator before training and the trained one after it on "
                         "test_problems held-out problems, and report the difference with its 95% CI")

@@ -61,7 +61,6 @@ async def _closing(s: Session, work):
 
 async def _optimize(s: Session) -> None:
     cfg = s.cfg
-    problems = run_problems(cfg, s.task)
     done = {m.iteration for m in s.run["metrics"].all() if isinstance(m, IterationMetrics)}
     if cfg.run.compare and not done:  # the base generator on the held-out problems, before any training
         await test_solve(s, 0)
@@ -71,7 +70,7 @@ async def _optimize(s: Session) -> None:
         s.reporter.log(f"resumed with the adapter of iteration {latest[0]}")
     for it in range(1, cfg.run.iterations + 1):
         if it not in done:
-            await _iteration(s, it, problems)
+            await _iteration(s, it, run_problems(cfg, s.task, iteration=it))
     if cfg.run.compare:
         await test_solve(s, cfg.run.iterations)
         compare(s, 0, cfg.run.iterations)
@@ -268,7 +267,7 @@ def train_pairs(task: Task, problems: list[Problem], workflows: dict[Key, Workfl
 def recorded_pairs(cfg: Config, run_dir: Path, it: int) -> list[TrainPair]:
     """The training pairs of iteration `it` of an existing run, as its training step built them."""
     task = make_task(cfg)
-    problems = run_problems(cfg, task)
+    problems = run_problems(cfg, task, iteration=it)
     gen = Generated()
     run = RunDir(run_dir)
     for r in run.read("workflows"):

@@ -108,12 +108,26 @@ def select(problems: list[Problem], n: int, seed: int) -> list[Problem]:
     """`n` problems chosen with `seed` (all when n is 0 or larger than the split), in file order."""
     if n <= 0 or n >= len(problems):
         return list(problems)
-    keep = sorted(random.Random(seed).sample(range(len(problems)), n))
-    return [problems[i] for i in keep]
+    return [problems[i] for i in sorted(random.Random(seed).sample(range(len(problems)), n))]
 
 
-def run_problems(cfg: Config, task: Task, split: str = "validate") -> list[Problem]:
-    """This run's problems of `split`: run.problems of the optimisation split (validate), run.test_problems
-    of the test split, chosen with run.seed."""
-    n = cfg.run.test_problems if split == "test" else cfg.run.problems
-    return select(task.problems(split), n, cfg.run.seed)
+def select_fresh(problems: list[Problem], n: int, seed: int, iteration: int) -> list[Problem]:
+    """Iteration `iteration`'s `n` problems when each iteration takes fresh ones: the first iteration's
+    are `select`'s, later ones the next `n` of a seeded order of the rest, cycling through the split."""
+    if n <= 0 or n >= len(problems):
+        return list(problems)
+    first = sorted(random.Random(seed).sample(range(len(problems)), n))
+    rest = sorted(set(range(len(problems))) - set(first))
+    random.Random(seed + 1).shuffle(rest)
+    order, start = first + rest, (iteration - 1) * n
+    return [problems[i] for i in sorted(order[(start + j) % len(order)] for j in range(n))]
+
+
+def run_problems(cfg: Config, task: Task, split: str = "validate", iteration: int = 1) -> list[Problem]:
+    """This run's problems of `split`: run.problems of the optimisation split (validate) for `iteration`,
+    run.test_problems of the test split, chosen with run.seed."""
+    if split == "test":
+        return select(task.problems(split), cfg.run.test_problems, cfg.run.seed)
+    if cfg.run.fresh_problems:
+        return select_fresh(task.problems(split), cfg.run.problems, cfg.run.seed, iteration)
+    return select(task.problems(split), cfg.run.problems, cfg.run.seed)

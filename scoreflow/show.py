@@ -10,14 +10,14 @@ from .records import Execution, WorkflowAttempt
 from .rundir import RunData
 
 
-def _problem(run: RunData, index: int) -> Any:
+def _problem(run: RunData, index: int, iteration: int) -> Any:
     """The problem, when the run's task can be rebuilt here (its data still where it was)."""
     try:
         from . import config as C
         from .session import make_task, run_problems
 
         cfg = C.build(run.config)
-        problems = run_problems(cfg, make_task(cfg))
+        problems = run_problems(cfg, make_task(cfg), iteration=iteration)
         return problems[index]
     except Exception:
         return None
@@ -68,7 +68,7 @@ def show(run: RunData, problem: str, iteration: int | None, console: Any) -> Non
     head.append(", ")
     head.append(f"{len(rejected)} rejected", style="red")
     console.print(head)
-    p = _problem(run, index)
+    p = _problem(run, index, iteration)
     if p is not None and p.id == pid:
         console.print(Text(p.question.strip(), style="italic"))
         console.print(Text(f"expected answer: {str(p.answer)[:200]}", style="dim"))

@@ -50,7 +50,8 @@ def _run(tmp_path, monkeypatch, fresh: bool) -> tuple[TrainLog, dict[int, set[st
     return backend, seen
 
 
-def test_the_loop_trains_each_iteration_on_its_own_problems(tmp_path, monkeypatch):
+def test_the_loop_trains_each_iteration_on_its_own_problems(tmp_path, monkeypatch, capsys):
+    from scoreflow import cli
     from scoreflow.config import build
     from scoreflow.loop import recorded_pairs
     from scoreflow.rundir import RunDir
@@ -67,6 +68,14 @@ def test_the_loop_trains_each_iteration_on_its_own_problems(tmp_path, monkeypatc
     for it in (1, 2):
         assert [(p.prompt, p.chosen, p.rejected) for p in recorded_pairs(cfg, run, it)] == \
             [(p.prompt, p.chosen, p.rejected) for p in b.trained[it - 1]]
+
+    # `show` prints each iteration's own problem beside its workflows.
+    for it, question in ((1, questions[0]), (2, questions[1])):
+        capsys.readouterr()
+        assert cli.main(["show", str(run), "--problem", "0", "--iteration", str(it)]) == 0
+        shown = capsys.readouterr().out
+        asked = next(iter(question)).split("Problem:")[-1].strip().splitlines()[0]
+        assert asked and asked in shown, (asked, shown[:500])
 
     (tmp_path / "same").mkdir()
     _, same = _run(tmp_path / "same", monkeypatch, fresh=False)

@@ -108,7 +108,11 @@ def select(problems: list[Problem], n: int, seed: int) -> list[Problem]:
     """`n` problems chosen with `seed` (all when n is 0 or larger than the split), in file order."""
     if n <= 0 or n >= len(problems):
         return list(problems)
-    return [problems[i] for i in sorted(random.Random(seed).sample(range(len(problems)), n))]
+    return [problems[i] for i in _chosen(len(problems), n, seed)]
+
+
+def _chosen(total: int, n: int, seed: int) -> list[int]:
+    return sorted(random.Random(seed).sample(range(total), n))
 
 
 def select_fresh(problems: list[Problem], n: int, seed: int, iteration: int) -> list[Problem]:
@@ -116,7 +120,7 @@ def select_fresh(problems: list[Problem], n: int, seed: int, iteration: int) -> 
     are `select`'s, later ones the next `n` of a seeded order of the rest, cycling through the split."""
     if n <= 0 or n >= len(problems):
         return list(problems)
-    first = sorted(random.Random(seed).sample(range(len(problems)), n))
+    first = _chosen(len(problems), n, seed)
     rest = sorted(set(range(len(problems))) - set(first))
     random.Random(seed + 1).shuffle(rest)
     order, start = first + rest, (iteration - 1) * n

@@ -163,8 +163,22 @@ def summarise_run(run_dir: Path, iterations: int, problems: list, cfg) -> dict:
             row.update({k: m.get(k) for k in ("valid_rate", "first_attempt_valid_rate", "mean_score", "solve_rate",
                                                "pairs", "unique_pairs", "steps", "loss", "seconds")})
             row["rule_rejected_share"] = mean(r["reason"].startswith("problem-specific") for r in wf) if wf else 0.0
+            row.update(diversity(wf, [r for r in read_jsonl(run_dir / "pairs.jsonl") if r["iteration"] == it]))
         out["iterations"].append(row)
     return out
+
+
+def diversity(workflows: list[dict], pairs: list[dict]) -> dict:
+    """How varied an iteration's samples were: distinct valid workflows among a problem's k (mean over
+    problems), how many problems the drawn pairs came from, and the most drawn problem's pairs. Samples
+    that narrow to one workflow per problem leave few problems with pairs, all pulling one way."""
+    sources: dict[int, set[str]] = {}
+    for r in workflows:
+        if r["valid"]:
+            sources.setdefault(r["problem"], set()).add(r["source"])
+    per_problem = [sum(p["problem"] == q for p in pairs) for q in {p["problem"] for p in pairs}]
+    return {"distinct_workflows": mean(len(v) for v in sources.values()) if sources else 0.0,
+            "problems_in_pairs": len(per_problem), "top_problem_pairs": max(per_problem, default=0)}
 
 
 def combine(runs: list[dict], iterations: int) -> list[dict]:

@@ -235,3 +235,15 @@ def test_the_operation_diagnostic_reads_instructions_and_code():
     said = 'async def run_workflow(self):\n    return await self.custom(input=self.problem, instruction="Multiply them.")'
     assert learning.names_operation(mul, said) and not learning.names_operation(div, said)
     assert not learning.names_operation(add, "not python (")
+
+
+def test_the_diversity_diagnostic_counts_distinct_samples_and_problems_in_pairs():
+    spec = importlib.util.spec_from_file_location("learning_bench", ROOT / "benchmarks" / "learning.py")
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+    wf = [{"problem": 0, "valid": True, "source": "a"}, {"problem": 0, "valid": True, "source": "b"},
+          {"problem": 0, "valid": True, "source": "a"}, {"problem": 0, "valid": False, "source": "c"},
+          {"problem": 1, "valid": True, "source": "a"}, {"problem": 1, "valid": True, "source": "a"}]
+    pairs = [{"problem": 0}, {"problem": 0}, {"problem": 2}]
+    assert learning.diversity(wf, pairs) == {"distinct_workflows": 1.5, "problems_in_pairs": 2, "top_problem_pairs": 2}
+    assert learning.diversity([], []) == {"distinct_workflows": 0.0, "problems_in_pairs": 0, "top_problem_pairs": 0}

@@ -142,8 +142,8 @@ class TrainSection:
     sampling_alpha: float = opt(3.0, "pairs drawn with probability proportional to (s_w - s_l)^alpha (0 = uniform)", min=0)
     learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights", min=0)
     lr_decay: float = opt(1.0, "iteration i trains at learning_rate x lr_decay^(i-1) (1 = the same every iteration): "
-                          "later iterations sample from a sharper generator, so their pairs cover fewer problems "
-                          "and should move it less", min=0)
+                          "0.5 kept the later iterations' samples, and so their pairs, spread over more problems "
+                          "(benchmarks/RESULTS.md, seventh pass)", min=0)
     epochs: int = opt(1, "passes over the sampled pairs", min=1)
     batch_size: int = opt(1, "pairs per optimiser step", min=1)
     gradient_checkpointing: bool = opt(False, "recompute activations: 2-3x less memory, 10-20% slower")

@@ -25,6 +25,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from statistics import mean
 
@@ -142,6 +143,7 @@ def summarise_run(run_dir: Path, iterations: int, problems: list, cfg) -> dict:
     its = {m["iteration"]: m for m in metrics if m.get("kind") == "iteration"}
     sources = {(r["iteration"], r["problem"]): r["source"] for r in read_jsonl(run_dir / "test_workflows.jsonl")
                if r["valid"]}
+    pairs = list(read_jsonl(run_dir / "pairs.jsonl"))
     out = {"seed": cfg.run.seed, "run_dir": str(run_dir), "iterations": []}
     for it in range(iterations + 1):
         row: dict = {"iteration": it}
@@ -163,7 +165,7 @@ def summarise_run(run_dir: Path, iterations: int, problems: list, cfg) -> dict:
             row.update({k: m.get(k) for k in ("valid_rate", "first_attempt_valid_rate", "mean_score", "solve_rate",
                                                "pairs", "unique_pairs", "steps", "loss", "seconds")})
             row["rule_rejected_share"] = mean(r["reason"].startswith("problem-specific") for r in wf) if wf else 0.0
-            row.update(diversity(wf, [r for r in read_jsonl(run_dir / "pairs.jsonl") if r["iteration"] == it]))
+            row.update(diversity(wf, [r for r in pairs if r["iteration"] == it]))
         out["iterations"].append(row)
     return out
 
@@ -176,9 +178,9 @@ def diversity(workflows: list[dict], pairs: list[dict]) -> dict:
     for r in workflows:
         if r["valid"]:
             sources.setdefault(r["problem"], set()).add(r["source"])
-    per_problem = [sum(p["problem"] == q for p in pairs) for q in {p["problem"] for p in pairs}]
+    per_problem = Counter(p["problem"] for p in pairs)
     return {"distinct_workflows": mean(len(v) for v in sources.values()) if sources else 0.0,
-            "problems_in_pairs": len(per_problem), "top_problem_pairs": max(per_problem, default=0)}
+            "problems_in_pairs": len(per_problem), "top_problem_pairs": max(per_problem.values(), default=0)}
 
 
 def combine(runs: list[dict], iterations: int) -> list[dict]:

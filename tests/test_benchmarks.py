@@ -27,6 +27,14 @@ def _run(script: str, *args: str, timeout: float = 300) -> dict:
     return out
 
 
+def _learning():
+    """benchmarks/learning.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("learning_bench", ROOT / "benchmarks" / "learning.py")
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+    return learning
+
+
 def test_dpo_step_quick(tiny_llama):
     pytest.importorskip("torch")
     if importlib.util.find_spec("trl") is None:
@@ -202,9 +210,7 @@ def test_learning_combine_pairs_losses_on_seeds_and_problems(tmp_path):
 def test_heldout_evaluates_on_validate_problems_the_run_does_not_train_on():
     """learning.py --heldout: the evaluations' problems are the validate split less the run's own
     training problems, so that settings are chosen without the test split."""
-    spec = importlib.util.spec_from_file_location("learning_bench", ROOT / "benchmarks" / "learning.py")
-    learning = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(learning)
+    learning = _learning()
     from scoreflow.config import build
     from scoreflow.session import make_task, run_problems
 
@@ -223,9 +229,7 @@ def test_heldout_evaluates_on_validate_problems_the_run_does_not_train_on():
 def test_the_operation_diagnostic_reads_instructions_and_code():
     """learning.py's operation diagnostic: the operation a workflow names in its instruction or
     applies in its code must be exactly its problem kind's."""
-    spec = importlib.util.spec_from_file_location("learning_bench", ROOT / "benchmarks" / "learning.py")
-    learning = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(learning)
+    learning = _learning()
     from scoreflow.tasks.arith import EXAMPLES
 
     add, sub, mul, div, two = (q for q, _ in EXAMPLES)
@@ -238,9 +242,7 @@ def test_the_operation_diagnostic_reads_instructions_and_code():
 
 
 def test_the_diversity_diagnostic_counts_distinct_samples_and_problems_in_pairs():
-    spec = importlib.util.spec_from_file_location("learning_bench", ROOT / "benchmarks" / "learning.py")
-    learning = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(learning)
+    learning = _learning()
     wf = [{"problem": 0, "valid": True, "source": "a"}, {"problem": 0, "valid": True, "source": "b"},
           {"problem": 0, "valid": True, "source": "a"}, {"problem": 0, "valid": False, "source": "c"},
           {"problem": 1, "valid": True, "source": "a"}, {"problem": 1, "valid": True, "source": "a"}]

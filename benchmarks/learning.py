@@ -8,6 +8,8 @@ base generator) and after every iteration, over several seeds.
     python benchmarks/learning.py --combine A.json B.json --out C.json   # runs made apart, summarised as one
     python benchmarks/learning.py --heldout --tag epochs3 --set train.epochs=3 --reuse-from runs/learning
         # choose a setting: the same pairs, scored on validate problems the run does not train on
+    python benchmarks/learning.py --test-problems 100 --eval-at --runs-dir runs/test100 --retest-from runs/learning
+        # the same setting's finished runs (same flags otherwise), their adapters scored on more test problems
 
 Prints one JSON object (also written to benchmarks/results/learning-<loss>.json with --out) with, per
 iteration: the test solve rate with a bootstrap 95% CI over problems and seeds, its difference from
@@ -23,6 +25,7 @@ import ast
 import asyncio
 import json
 import re
+import shutil
 import sys
 import time
 from collections import Counter
@@ -52,6 +55,8 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
     cfg = build(user)
     if args.reuse_from:
         reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir, evaluations=not args.heldout)
+    if args.retest_from:
+        retest(args.retest_from / run_dir.name, run_dir)
     s = build_session(cfg, run_dir)
     if args.heldout:  # evaluate on validate problems this run does not train on, never on the test split
         s.task = HeldOut(s.task, [p.id for it in range(1, cfg.run.iterations + 1)
@@ -134,6 +139,22 @@ def reuse(source: Path, run_dir: Path, evaluations: bool = True) -> None:
                      "test_workflows": lambda r: r.iteration == 0, "test_executions": lambda r: r.iteration == 0})
     for name, wanted in keep.items():
         dst[name].rewrite(r for r in src.read(name) if wanted(r))
+    dst.close()
+
+
+def retest(source: Path, run_dir: Path) -> None:
+    """Start from a finished run of the same setting with everything but its evaluations: its training
+    records, adapters and executor cache, so that the trained generators are scored on another
+    number of test problems (`--test-problems`) without training again."""
+    src, dst = RunDir(source), RunDir(run_dir)
+    if dst["metrics"].path.is_file():
+        return  # resuming this run
+    for name in ("workflows", "executions", "pairs", "train"):
+        dst[name].rewrite(src.read(name))
+    dst["metrics"].rewrite(m for m in src.read("metrics") if isinstance(m, IterationMetrics))
+    shutil.copytree(src.adapters_path, dst.adapters_path)
+    if src.executor_cache.is_file():
+        shutil.copy(src.executor_cache, dst.executor_cache)
     dst.close()
 
 
@@ -286,6 +307,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the JSON here (and a PNG beside it)")
     ap.add_argument("--reuse-from", type=Path, help="a --runs-dir of score-dpo runs of the same seeds: reuse their "
                     "base evaluation and first iteration's workflows, scores and pairs (compare losses on the same pairs)")
+    ap.add_argument("--retest-from", type=Path, help="another --runs-dir holding finished runs of this setting: "
+                    "take their training and adapters, evaluate again (e.g. on more --test-problems)")
     ap.add_argument("--heldout", action="store_true",
                     help="evaluate on the validate problems the run does not train on instead of the test split "
                          "(for choosing settings)")

@@ -173,6 +173,11 @@ def test_learning_quick(tmp_path):
     want = dpo["summary"][1]["test_solve_rate"]["value"] - rows[1]["test_solve_rate"]["value"]
     assert abs(diff["difference"]["value"] - want) < 1e-9
     assert (tmp_path / "losses.png").is_file()
+    again = _run("learning.py", "--runs-dir", str(tmp_path / "retest"), "--retest-from", str(runs), timeout=900)
+    retested = tmp_path / "retest" / "score-dpo-seed0"
+    assert (retested / "train.jsonl").read_text() == (runs / "score-dpo-seed0" / "train.jsonl").read_text()  # not retrained
+    assert (retested / "adapters" / "iter-1").is_dir()
+    assert [r["test_solve_rate"] for r in again["summary"]] == [r["test_solve_rate"] for r in rows]  # evaluated again, alike
 
 
 def test_learning_combine_pairs_losses_on_seeds_and_problems(tmp_path):

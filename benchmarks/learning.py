@@ -149,6 +149,8 @@ def retest(source: Path, run_dir: Path) -> None:
     src, dst = RunDir(source), RunDir(run_dir)
     if dst["metrics"].path.is_file():
         return  # resuming this run
+    if not src.adapters_path.is_dir():
+        raise SystemExit(f"learning.py: --retest-from: {source} holds no trained adapters (run that setting there first)")
     for name in ("workflows", "executions", "pairs", "train"):
         dst[name].rewrite(src.read(name))
     dst["metrics"].rewrite(m for m in src.read("metrics") if isinstance(m, IterationMetrics))

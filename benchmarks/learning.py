@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from statistics import mean
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, emit, today  # noqa: E402
@@ -129,17 +130,12 @@ def reuse(source: Path, run_dir: Path, evaluations: bool = True) -> None:
     is off) and its first iteration's workflows, executions and sampled pairs (none of which depends
     on the loss or the training settings), so that losses and settings are compared on exactly the
     same pairs."""
-    src, dst = RunDir(source), RunDir(run_dir)
-    if dst["metrics"].path.is_file():
-        return  # resuming this run
     keep = {"workflows": lambda r: r.iteration == 1, "executions": lambda r: r.iteration == 1,
             "pairs": lambda r: r.iteration == 1}
     if evaluations:
         keep.update({"metrics": lambda r: isinstance(r, TestMetrics) and r.iteration == 0,
                      "test_workflows": lambda r: r.iteration == 0, "test_executions": lambda r: r.iteration == 0})
-    for name, wanted in keep.items():
-        dst[name].rewrite(r for r in src.read(name) if wanted(r))
-    dst.close()
+    start_from(source, run_dir, keep)
 
 
 def retest(source: Path, run_dir: Path) -> None:
@@ -147,17 +143,27 @@ def retest(source: Path, run_dir: Path) -> None:
     records, adapters and executor cache, so that the trained generators are scored on another
     number of test problems (`--test-problems`) without training again."""
     src, dst = RunDir(source), RunDir(run_dir)
-    if dst["metrics"].path.is_file():
-        return  # resuming this run
-    if not src.adapters_path.is_dir():
+    if not src.adapters_path.is_dir() and not dst["metrics"].path.is_file():
         raise SystemExit(f"learning.py: --retest-from: {source} holds no trained adapters (run that setting there first)")
-    for name in ("workflows", "executions", "pairs", "train"):
-        dst[name].rewrite(src.read(name))
-    dst["metrics"].rewrite(m for m in src.read("metrics") if isinstance(m, IterationMetrics))
-    shutil.copytree(src.adapters_path, dst.adapters_path)
-    if src.executor_cache.is_file():
-        shutil.copy(src.executor_cache, dst.executor_cache)
+    every = lambda r: True  # noqa: E731
+    keep = {"workflows": every, "executions": every, "pairs": every, "train": every,
+            "metrics": lambda r: isinstance(r, IterationMetrics)}
+    if start_from(source, run_dir, keep):
+        shutil.copytree(src.adapters_path, dst.adapters_path)
+        if src.executor_cache.is_file():
+            shutil.copy(src.executor_cache, dst.executor_cache)
+
+
+def start_from(source: Path, run_dir: Path, keep: dict[str, Callable[[Any], bool]]) -> bool:
+    """A new run directory holding the records of `source` that `keep` wants, by record file; False,
+    copying nothing, when `run_dir` is a run being resumed."""
+    src, dst = RunDir(source), RunDir(run_dir)
+    if dst["metrics"].path.is_file():
+        return False
+    for name, wanted in keep.items():
+        dst[name].rewrite(r for r in src.read(name) if wanted(r))
     dst.close()
+    return True
 
 
 def summarise_run(run_dir: Path, iterations: int, problems: list, cfg) -> dict:

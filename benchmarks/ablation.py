@@ -6,9 +6,9 @@ This is a simulation, not a product run: no LLM writes workflows and no LLM exec
     the candidates that knows nothing about p (its logits are drawn independently of p).
   * Policy: a softmax over the M candidates per problem type (logits initialised to the prior; the
     prior is also the frozen reference). log pi(c | t) is the "completion log-prob".
-  * Each iteration, as in scoreflow/loop.py: draw P problems (types), sample k workflows per problem
+  * Each iteration, as in scoreflow/loop/loop.py: draw P problems (types), sample k workflows per problem
     from the policy, score each as the mean of r Bernoulli(p) executions, draw N pairs with
-    scoreflow.pairs.sample_pairs (P ~ gap^alpha), and train with the product's loss code
+    scoreflow.loop.pairs.sample_pairs (P ~ gap^alpha), and train with the product's loss code
     (scoreflow.backends.cuda.loss.preference_loss), AdamW, batch B, one epoch.
   * Ground truth: the expected score of the policy, mean over types of sum_c pi(c|t) p[t, c].
 
@@ -41,8 +41,8 @@ import torch  # noqa: E402
 from benchmarks.common import device_info, today  # noqa: E402
 from scoreflow.backends.cuda.loss import preference_loss  # noqa: E402
 from scoreflow.config import build, to_toml  # noqa: E402
-from scoreflow.pairs import Candidate, sample_pairs  # noqa: E402
-from scoreflow.rundir import RunDir  # noqa: E402
+from scoreflow.loop.pairs import Candidate, sample_pairs  # noqa: E402
+from scoreflow.run.rundir import RunDir  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, float]] = {  # name -> (loss, sampling alpha)
     "score-dpo-a3": ("score-dpo", 3.0),

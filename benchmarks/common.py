@@ -78,7 +78,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
 def default_tokenizer() -> str:
     """The embedded SmolLM2's tokenizer, as an HF folder (converted once)."""
     from scoreflow.backends.cuda.model import convert_gguf
-    from scoreflow.models import embedded_gguf
+    from scoreflow.model.source import embedded_gguf
 
     return str(convert_gguf(str(embedded_gguf())))
 
@@ -94,7 +94,7 @@ def model_folder(spec: str | None, tokenizer: str | None = None, dtype: str = "f
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-    from scoreflow.models import cache_dir
+    from scoreflow.model.source import cache_dir
 
     name = spec.split(":", 1)[1]
     if name not in ARCHITECTURES:

@@ -86,14 +86,14 @@ def make_data(model_dir: str, problems: int, completions: int, prompt_tokens: in
 
 
 def _lora():
-    from scoreflow.backend import LoraConfig
+    from scoreflow.model.backend import LoraConfig
 
     return LoraConfig(rank=8, alpha=16.0, dropout=0.01, targets=("q_proj", "v_proj"))
 
 
 def _train_config(spec: dict):
     """The one training configuration both of our backends run (trl gets the same values)."""
-    from scoreflow.backend import TrainConfig
+    from scoreflow.model.backend import TrainConfig
 
     return TrainConfig(loss="score-dpo", beta=0.1, learning_rate=1e-4, batch_size=spec["batch_size"],
                        gradient_checkpointing=spec["gradient_checkpointing"], max_length=spec["max_length"],
@@ -126,7 +126,7 @@ def profiled(spec: dict, side: str):
 def worker_ours(spec: dict) -> dict:
     import torch
 
-    from scoreflow.backend import TrainPair
+    from scoreflow.model.backend import TrainPair
     from scoreflow.backends.cuda import load
 
     b = load(spec["model"], device=spec["device"], lora=_lora(), seed=0, dtype=spec["dtype"])
@@ -252,7 +252,7 @@ def worker_mlx(spec: dict) -> dict:
 
     import mlx.core as mx
 
-    from scoreflow.backend import TrainPair
+    from scoreflow.model.backend import TrainPair
     from scoreflow.backends.mlx.blas import preload
 
     m = load(spec["mlx_model"], device=spec["mlx_device"], lora=_lora(), seed=0, dtype=spec["mlx_dtype"])

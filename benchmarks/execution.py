@@ -7,7 +7,7 @@ both limited to --concurrency), run one at a time (sequential baseline), and the
 concurrency-limited ideal, concurrency / (calls * latency) evaluations/s, which ignores every cost
 but the server's latency. Also the sandbox overhead: spawn-to-verdict time of a trivial program.
 
-With --backend mlx, also the local executor (scoreflow.executor.LocalExecutor: executor calls
+With --backend mlx, also the local executor (scoreflow.execute.executor.LocalExecutor: executor calls
 gathered into batched `generate` calls on a backend model in the process, adapter off) on the MLX
 backend vs the PyTorch backend: the same arith workflows (the task's template and its ensemble
 example, whose call counts do not depend on the replies) on the same problems through the real
@@ -114,8 +114,8 @@ class Server:
 
 
 async def evaluate(n: int, concurrency: int, calls: int, base_url: str, sequential: bool) -> tuple[float, list]:
-    from scoreflow.executor import OpenAIExecutor
-    from scoreflow.sandbox import Sandbox
+    from scoreflow.execute.executor import OpenAIExecutor
+    from scoreflow.sandbox.parent import Sandbox
 
     executor = OpenAIExecutor("bench", base_url=base_url, concurrency=concurrency)
     sandbox = Sandbox(concurrency=concurrency)
@@ -139,7 +139,7 @@ async def evaluate(n: int, concurrency: int, calls: int, base_url: str, sequenti
 
 
 async def sandbox_overhead(runs: int) -> dict:
-    from scoreflow.sandbox import Sandbox
+    from scoreflow.sandbox.parent import Sandbox
 
     sandbox = Sandbox(concurrency=1)
     times, statuses = [], set()
@@ -176,10 +176,10 @@ def worker_local(kind: str, spec: dict) -> dict:
         from scoreflow.backends.mlx import load  # first: the OpenBLAS preload precedes mlx.core
     else:
         from scoreflow.backends.cuda import load
-    from scoreflow.backend import LoraConfig, SamplingParams
-    from scoreflow.executor import LocalExecutor
-    from scoreflow.runner import Runner
-    from scoreflow.sandbox import Sandbox
+    from scoreflow.model.backend import LoraConfig, SamplingParams
+    from scoreflow.execute.executor import LocalExecutor
+    from scoreflow.execute.runner import Runner
+    from scoreflow.sandbox.parent import Sandbox
     from scoreflow.tasks.arith import ArithTask
 
     b = load(spec["model"], device=spec["device"], lora=LoraConfig(), seed=0, dtype=spec["dtype"])

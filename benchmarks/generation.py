@@ -64,7 +64,7 @@ def prompts(n_problems: int, k: int, seed: int) -> tuple[list, list]:
 def arith_prompts(n: int, seed: int) -> list:
     """The product's own generator prompts on `arith` (its few-shot examples, each problem's numbers
     hidden) for n different problems: ~900 tokens each, all but the problem's few dozen in common."""
-    from scoreflow.prompts import generator_messages
+    from scoreflow.loop.prompts import generator_messages
     from scoreflow.tasks.arith import ArithTask
 
     task = ArithTask()
@@ -121,7 +121,7 @@ def main() -> None:
 
     import torch
 
-    from scoreflow.backend import LoraConfig, SamplingParams
+    from scoreflow.model.backend import LoraConfig, SamplingParams
     from scoreflow.backends.cuda import generate as G
     from scoreflow.backends.cuda import load
 
@@ -192,7 +192,7 @@ def measure_vllm(a, b, params, samples, distinct, result) -> dict:
     import torch
 
     from scoreflow.backends.cuda import vllm_server
-    from scoreflow.backend import SamplingParams
+    from scoreflow.model.backend import SamplingParams
     from scoreflow.errors import UserError
 
     g = torch.Generator().manual_seed(a.seed)
@@ -256,7 +256,7 @@ def worker_mlx(spec: dict) -> dict:
 
     import mlx.core as mx
 
-    from scoreflow.backend import LoraConfig, SamplingParams
+    from scoreflow.model.backend import LoraConfig, SamplingParams
     from scoreflow.backends.mlx.blas import preload
 
     params = SamplingParams(**{**spec["params"], "stop": tuple(spec["params"]["stop"])})

@@ -36,13 +36,13 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, emit, today  # noqa: E402
 
-from scoreflow import loop  # noqa: E402
+from scoreflow.loop import loop  # noqa: E402
 from scoreflow.config import build  # noqa: E402
-from scoreflow.records import IterationMetrics, TestMetrics  # noqa: E402
-from scoreflow.rundir import RunDir, read_jsonl  # noqa: E402
-from scoreflow.session import build_session, run_problems  # noqa: E402
+from scoreflow.run.records import IterationMetrics, TestMetrics  # noqa: E402
+from scoreflow.run.rundir import RunDir, read_jsonl  # noqa: E402
+from scoreflow.run.session import build_session, run_problems  # noqa: E402
 from scoreflow.stats import bootstrap  # noqa: E402
-from scoreflow.workflow import gold_in_source  # noqa: E402
+from scoreflow.execute.workflow import gold_in_source  # noqa: E402
 
 
 def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:

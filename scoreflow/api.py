@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from scoreflow.errors import UserError
 
 DEFAULT_ATTEMPTS = 3
 
@@ -58,7 +58,7 @@ class RunResult:
 
 
 def _config(config: Any):
-    from . import config as C
+    from scoreflow import config as C
 
     if isinstance(config, C.Config):
         return config
@@ -73,14 +73,14 @@ def optimize(config: Any, run_dir: str | Path, *, resume: bool = False, report_t
     TOML path or a Config (None with `resume=True`: the run's own). `report_to`: tracker names.
     Raises UserError on bad input (before any model loads) and RunFailed when the run fails (its
     traceback in RUN/error.log); a spend cap or Ctrl-C ends it with status "stopped" / "interrupted"."""
-    from . import config as C
-    from .running import run_session
-    from .loop import evaluate as evaluate_run, optimize as optimize_run
-    from .preflight import preflight
-    from .progress import Reporter
-    from .rundir import RunDir
-    from .session import build_session
-    from .tracker_backends import with_trackers
+    from scoreflow import config as C
+    from scoreflow.run.start import run_session
+    from scoreflow.loop.loop import evaluate as evaluate_run, optimize as optimize_run
+    from scoreflow.run.preflight import preflight
+    from scoreflow.ui.reporter import Reporter
+    from scoreflow.run.rundir import RunDir
+    from scoreflow.run.session import build_session
+    from scoreflow.ui.tracker_backends import with_trackers
 
     run_dir = Path(run_dir)
     run = RunDir(run_dir)
@@ -123,10 +123,10 @@ class Solver:
                  overrides: dict[str, dict[str, Any]] | None = None) -> "Solver":
         """Load RUN/config.toml (with `overrides`, e.g. {"executor": {"model": ...}}), the generator model and
         the adapter of `iteration` (default the latest; 0 = the base model, untrained)."""
-        from . import config as C
-        from .preflight import preflight
-        from .rundir import RunDir
-        from .session import make_backend
+        from scoreflow import config as C
+        from scoreflow.run.preflight import preflight
+        from scoreflow.run.rundir import RunDir
+        from scoreflow.run.session import make_backend
 
         run_dir = Path(run_dir)
         run = RunDir(run_dir)
@@ -147,7 +147,7 @@ class Solver:
 
     def _adapter(self, folder: Path) -> Path:
         """The adapter in the format of the backend in use (a run trained on MLX used from PyTorch, say)."""
-        from .adapters import convert, detect_format
+        from scoreflow.model.adapters import convert, detect_format
 
         want = "mlx" if self.backend.name == "mlx" else "peft"
         if self.backend.name not in ("mlx", "cuda") or detect_format(folder) == want:
@@ -159,7 +159,7 @@ class Solver:
                 id: str = "") -> Any:
         """A Problem of the run's task: `context` is shown to the workflow (self.problem) after the
         question's text, not to the generator; code tasks need the function name (else `def name(`)."""
-        from .tasks.base import Problem
+        from scoreflow.tasks.base import Problem
 
         extra: dict[str, Any] = {}
         if self.task.family == "code":
@@ -182,8 +182,8 @@ class Solver:
         return asyncio.run(self._solve(problems, attempts))
 
     async def _solve(self, problems: list[Any], attempts: int) -> list[Solution]:
-        from .session import make_executor, make_sandbox
-        from .runner import Runner
+        from scoreflow.run.session import make_executor, make_sandbox
+        from scoreflow.execute.runner import Runner
 
         cfg = self.cfg
         executor = make_executor(cfg, self.backend)  # per event loop: the local executor's queue is bound to one
@@ -199,9 +199,9 @@ class Solver:
             await executor.close()
 
     async def _generate(self, runner: Any, problems: list[Any], attempts: int) -> list[tuple[str | None, int, list]]:
-        from .backend import SamplingParams
-        from .prompts import generator_messages
-        from .workflow import extract
+        from scoreflow.model.backend import SamplingParams
+        from scoreflow.loop.prompts import generator_messages
+        from scoreflow.execute.workflow import extract
 
         g = self.cfg.generator
         chosen: list[tuple[str | None, int, list]] = [(None, 0, []) for _ in problems]
@@ -225,7 +225,7 @@ class Solver:
 
     async def _run(self, runner: Any, problem: Any, source: str | None, attempts: int, rejected: list,
                    t0: float) -> Solution:
-        from .operators import Context, extract_answer
+        from scoreflow.execute.operators import Context, extract_answer
 
         sol = Solution(problem.question, None, None, source, "no valid workflow", attempts=attempts,
                        rejected=rejected, id=problem.id)

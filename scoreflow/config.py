@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .backend import LOSSES, LoraConfig, TrainConfig
-from .errors import UserError
+from scoreflow.model.backend import LOSSES, LoraConfig, TrainConfig
+from scoreflow.errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -286,7 +286,7 @@ def merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def build(user: dict[str, dict[str, Any]]) -> Config:
     """Defaults < preset < `user` (file then flags, already merged)."""
-    from .models import EMBEDDED_ALIASES
+    from scoreflow.model.source import EMBEDDED_ALIASES
 
     for section, values in user.items():
         if section not in SECTIONS:
@@ -366,6 +366,6 @@ def train_config(cfg: Config, it: int) -> TrainConfig:
 
 
 def sandbox_limits(cfg: Config):
-    from .sandbox import Limits
+    from scoreflow.sandbox.parent import Limits
 
     return from_section(Limits, cfg.sandbox)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .errors import UserError
+from scoreflow.errors import UserError
 
 PACKAGE = "scoreflow-cli"
 # import name -> extra of pyproject.toml; None marks a core dependency (a broken install).

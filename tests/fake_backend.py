@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from scoreflow.backend import Completion, Messages, SamplingParams, StepInfo, TrainStats
+from scoreflow.model.backend import Completion, Messages, SamplingParams, StepInfo, TrainStats
 
 QUESTIONS = [
     ("Name the colour of a clear daytime sky.", "blue"), ("What do bees make?", "honey"),

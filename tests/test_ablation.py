@@ -60,8 +60,8 @@ def test_same_seed_same_numbers(quick) -> None:
 
 
 def test_run_dirs_feed_report(quick, tmp_path) -> None:
-    from scoreflow.report import load_runs, write_report
-    from scoreflow.rundir import load_run
+    from scoreflow.report.report import load_runs, write_report
+    from scoreflow.run.rundir import load_run
 
     d, out = quick
     run = load_run(out / "score-dpo-a3" / "seed-0")

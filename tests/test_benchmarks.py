@@ -220,7 +220,7 @@ def test_heldout_evaluates_on_validate_problems_the_run_does_not_train_on():
     training problems, so that settings are chosen without the test split."""
     learning = _learning()
     from scoreflow.config import build
-    from scoreflow.session import make_task, run_problems
+    from scoreflow.run.session import make_task, run_problems
 
     cfg = build({"run": {"task": "arith", "seed": 3, "problems": 12, "test_problems": 20}})
     task = make_task(cfg)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scoreflow import cli
+from scoreflow.cli import main as cli
 from scoreflow import config as C
 
 TRAINING_AND_COUNTS = ("--iterations", "-k", "--loss", "--pairs", "--alpha", "--lr")

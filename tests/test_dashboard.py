@@ -24,11 +24,11 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from scoreflow.backend import StepInfo
-from scoreflow.dashboard import LiveReporter, PlainReporter, iteration_line, make_reporter
-from scoreflow.dashstate import DashState
-from scoreflow.dashview import render
-from scoreflow.progress import RunInfo
+from scoreflow.model.backend import StepInfo
+from scoreflow.ui.dashboard import LiveReporter, PlainReporter, iteration_line, make_reporter
+from scoreflow.ui.state import DashState
+from scoreflow.ui.view import render
+from scoreflow.ui.reporter import RunInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S")

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("accelerate")
 
-from scoreflow.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.model.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends.cuda import distributed, load  # noqa: E402
 
 LORA = LoraConfig(rank=4, alpha=8, dropout=0.0)  # no dropout: its masks depend on each rank's RNG
@@ -120,7 +120,7 @@ def test_two_ranks_take_the_single_process_steps(tiny_llama, single, tmp_path):
     torch.multiprocessing.spawn(_rank, args=(2, str(tiny_llama), str(tmp_path)), nprocs=2)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     history, lora = single
-    from scoreflow.backend import StepInfo
+    from scoreflow.model.backend import StepInfo
 
     for r in (r0, r1):
         _same_steps([StepInfo(**h) for h in r["history"]], history)
@@ -177,11 +177,11 @@ def test_train_adapter_cli_on_two_ranks(tiny_llama, single, tmp_path):
 def test_run_dir_gives_the_loops_pairs_seed_and_adapter(tmp_path):
     """--run-dir RUN --iteration N trains on what the loop trained iteration N on: the latest attempt
     of each paired workflow under the generator prompt, the loop's seed, from iteration N-1's adapter."""
-    from scoreflow import cli
+    from scoreflow.cli import main as cli
     from scoreflow import config as C
-    from scoreflow.prompts import generator_messages
-    from scoreflow.trainadapter import job_from_args
-    from scoreflow.session import make_task, select
+    from scoreflow.loop.prompts import generator_messages
+    from scoreflow.cli.train_adapter import job_from_args
+    from scoreflow.run.session import make_task, select
 
     cfg = C.build({"run": {"task": "arith", "problems": 3, "seed": 5}, "generator": {"model": "some/model"},
                    "lora": {"rank": 4}})

@@ -26,7 +26,7 @@ ROOT = D.ROOT
 DATA_DIR = Path(os.environ.get("SCOREFLOW_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 # Small sizes appended to a run of the embedded model, where the command does not set them itself and
-# the subcommand takes them (scoreflow.cli: per-command flags). None: a flag without a value.
+# the subcommand takes them (scoreflow.cli.main: per-command flags). None: a flag without a value.
 _GEN = [("--set", "generator.max_new_tokens=128"), ("--set", "executor.max_tokens=24"),
         ("--set", "generator.max_attempts=1"), ("--no-dashboard", None)]
 SMALL: dict[str, list[tuple[str, str | None]]] = {

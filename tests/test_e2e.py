@@ -124,7 +124,7 @@ def test_demo_preset_trains_and_compares_with_the_base_generator(tmp_path):
     assert "trained vs base" in last and "95% CI" in last, last
     # no solved workflow, in training or on the test split, holds the gold answer in its source
     from scoreflow.tasks.arith import ArithTask
-    from scoreflow.workflow import gold_in_source
+    from scoreflow.execute.workflow import gold_in_source
 
     test = ArithTask().problems("test")
     sources = {(r["iteration"], r["problem"]): r for r in records(run, "test_workflows") if r["valid"]}

@@ -11,9 +11,9 @@ import pytest
 
 from scoreflow.config import ExecutorConfig
 from scoreflow.errors import StopRun, UserError
-from scoreflow.executor import (Executor, OpenAIExecutor, ReplyCache, Reply, RequestError, RetryPolicy, Usage,
+from scoreflow.execute.executor import (Executor, OpenAIExecutor, ReplyCache, Reply, RequestError, RetryPolicy, Usage,
                                 make_executor, price_for, redact)
-from scoreflow.sandbox import InfraError
+from scoreflow.sandbox.parent import InfraError
 from tests.fake_openai import FakeOpenAI
 
 MSG = [{"role": "user", "content": "hi"}]

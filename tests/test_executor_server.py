@@ -17,8 +17,8 @@ import importlib.util
 import pytest
 
 from scoreflow.config import ExecutorConfig
-from scoreflow.executor import RetryPolicy, make_executor
-from scoreflow.sandbox import Limits, Sandbox
+from scoreflow.execute.executor import RetryPolicy, make_executor
+from scoreflow.sandbox.parent import Limits, Sandbox
 
 # find_spec, not importorskip: importing mlx at collection would defeat the MLX tests' OpenBLAS preload.
 if importlib.util.find_spec("mlx_lm") is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scoreflow.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair
+from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair
 
 LORA = LoraConfig(rank=4, alpha=8.0, dropout=0.0)
 PROMPT = [{"role": "user", "content": "Write a workflow for: Ava has 3 apples and gets 4 more."}]
@@ -64,7 +64,7 @@ def test_peft_export_loads_in_peft(tmp_path, tiny_llama):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from scoreflow.adapters import export_run
+    from scoreflow.model.adapters import export_run
     from scoreflow.backends.cuda import load
 
     b = load(str(tiny_llama), device="cpu", lora=LORA, seed=0)
@@ -107,7 +107,7 @@ def test_mlx_export_in_mlx_lm_generate_and_fuse(tmp_path, tiny_llama):
     if importlib.util.find_spec("mlx_lm") is None:  # not importorskip: mlx.core must come after OpenBLAS
         pytest.skip("the mlx extra is not installed")
     import scoreflow.backends.mlx as B
-    from scoreflow.adapters import export_run
+    from scoreflow.model.adapters import export_run
 
     b = B.load(str(tiny_llama), device="cpu", lora=LORA, seed=0)
     run = make_run(tmp_path, tiny_llama, b)
@@ -134,9 +134,9 @@ def test_mlx_export_in_mlx_lm_generate_and_fuse(tmp_path, tiny_llama):
 
 def test_best_workflows_run_in_run_workflow(tmp_path, capsys):
     from fake_openai import FakeOpenAI
-    from scoreflow import cli
+    from scoreflow.cli import main as cli
     from scoreflow import config as C
-    from scoreflow.session import select
+    from scoreflow.run.session import select
     from scoreflow.tasks.arith import EXAMPLES, ArithTask
 
     task = ArithTask()

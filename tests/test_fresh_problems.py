@@ -6,7 +6,7 @@ import json
 
 from fake_backend import FakeBackend, write_task
 
-from scoreflow.session import select, select_fresh
+from scoreflow.run.session import select, select_fresh
 from scoreflow.tasks.arith import ArithTask
 
 
@@ -35,10 +35,10 @@ class TrainLog(FakeBackend):
 
 
 def _run(tmp_path, monkeypatch, fresh: bool) -> tuple[TrainLog, dict[int, set[str]]]:
-    from scoreflow import cli
+    from scoreflow.cli import main as cli
 
     backend = TrainLog()
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: backend)
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: backend)
     task = write_task(tmp_path)  # 10 records: 2 validate problems
     run = tmp_path / "run"
     assert cli.main(["optimize", *task, "--run-dir", str(run), "--iterations", "2", "--problems", "1",
@@ -51,10 +51,10 @@ def _run(tmp_path, monkeypatch, fresh: bool) -> tuple[TrainLog, dict[int, set[st
 
 
 def test_the_loop_trains_each_iteration_on_its_own_problems(tmp_path, monkeypatch, capsys):
-    from scoreflow import cli
+    from scoreflow.cli import main as cli
     from scoreflow.config import build
-    from scoreflow.loop import recorded_pairs
-    from scoreflow.rundir import RunDir
+    from scoreflow.loop.loop import recorded_pairs
+    from scoreflow.run.rundir import RunDir
 
     (tmp_path / "fresh").mkdir()
     b, seen = _run(tmp_path / "fresh", monkeypatch, fresh=True)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from scoreflow.sandbox import Limits, RunResult, Sandbox
-from scoreflow.workflow import check
+from scoreflow.sandbox.parent import Limits, RunResult, Sandbox
+from scoreflow.execute.workflow import check
 
 HERE = Path(__file__).parent / "hostile"
 REPO = Path(__file__).resolve().parents[1]

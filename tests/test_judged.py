@@ -14,9 +14,9 @@ from typing import Sequence
 import pytest
 
 from fake_backend import FakeBackend
-from scoreflow import cli
-from scoreflow.backend import Completion, Messages, SamplingParams
-from scoreflow.executor import Executor, Reply
+from scoreflow.cli import main as cli
+from scoreflow.model.backend import Completion, Messages, SamplingParams
+from scoreflow.execute.executor import Executor, Reply
 from scoreflow.tasks import load
 from scoreflow.tasks.base import Problem
 from scoreflow.tasks.judge import judge, length_guard
@@ -77,7 +77,7 @@ def records(run: Path, name: str) -> list[dict]:
 @pytest.fixture
 def judging(monkeypatch):
     JudgingBackend.judged = []
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: JudgingBackend())
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: JudgingBackend())
     return JudgingBackend.judged
 
 
@@ -142,9 +142,9 @@ def test_a_resumed_evaluation_does_not_judge_twice(tmp_path, judging):
 
 
 def test_runs_report_and_dashboard_show_the_judged_rate(tmp_path, judging, capsys):
-    from scoreflow.dashboard import iteration_line
-    from scoreflow.dashview import iterations_table
-    from scoreflow.report import load_runs, markdown
+    from scoreflow.ui.dashboard import iteration_line
+    from scoreflow.ui.view import iterations_table
+    from scoreflow.report.report import load_runs, markdown
     from rich.console import Console
 
     run = tmp_path / "run"
@@ -241,12 +241,12 @@ class FixedWorkflow:
 
 
 def embedded_evaluate(tmp_path: Path, monkeypatch, *extra: str) -> None:
-    from scoreflow import session
+    from scoreflow.run import session
     from scoreflow.tasks.judge import parse_verdict
 
     made: list[FixedWorkflow] = []
     real = session.make_backend
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: made.append(FixedWorkflow(real(cfg))) or made[-1])
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: made.append(FixedWorkflow(real(cfg))) or made[-1])
     run = tmp_path / "run"
     assert cli.main(["evaluate", "--task", "math", "--data", str(math_data(tmp_path / "data")), "--iteration", "0",
                      "--run-dir", str(run), "--test-problems", "2", "--runs", "1",

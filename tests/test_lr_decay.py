@@ -25,10 +25,10 @@ class RateLog(FakeBackend):
 
 
 def test_the_loop_trains_each_iteration_at_its_decayed_rate(tmp_path, monkeypatch):
-    from scoreflow import cli
+    from scoreflow.cli import main as cli
 
     backend = RateLog()
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: backend)
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: backend)
     task = write_task(tmp_path)
     assert cli.main(["optimize", *task, "--run-dir", str(tmp_path / "run"), "--iterations", "3", "--problems", "2",
                      "-k", "2", "--no-dashboard", "--set", "train.learning_rate=2e-4",

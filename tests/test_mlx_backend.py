@@ -19,7 +19,7 @@ if importlib.util.find_spec("mlx_lm") is None:  # not importorskip: mlx.core mus
 
 import scoreflow.backends.mlx  # noqa: E402,F401  (preloads OpenBLAS before mlx.core)
 
-from scoreflow.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends import mlx as B  # noqa: E402
 from scoreflow.errors import UserError  # noqa: E402
 import mlx.core as mx  # noqa: E402
@@ -75,7 +75,7 @@ def mb(tiny_llama):
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory) -> dict[str, Path]:
-    from scoreflow.adapters import peft_to_mlx
+    from scoreflow.model.adapters import peft_to_mlx
 
     root = tmp_path_factory.mktemp("adapters")
     peft = random_peft(root / "peft", 2, 64, 32)
@@ -283,7 +283,7 @@ def test_no_torch_needed(tiny_llama):
     code = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None
-        from scoreflow.backend import LoraConfig, SamplingParams
+        from scoreflow.model.backend import LoraConfig, SamplingParams
         from scoreflow.backends.mlx import load
         b = load({str(tiny_llama)!r}, device="cpu", lora=LoraConfig(rank=4, alpha=8.0))
         msgs = [{{"role": "user", "content": "hi"}}]
@@ -325,7 +325,7 @@ def test_parity_logprobs_loss_and_grad_norm(mb, tb, adapters):
 
 def test_adapters_cross_backends(mb, tb, tmp_path):
     """Trained on one backend, exported to the other's format, same log-probs there."""
-    from scoreflow.adapters import export_run
+    from scoreflow.model.adapters import export_run
 
     cfg = _train_cfg(learning_rate=5e-3)
     for src, dst, fmt in ((tb, mb, "mlx"), (mb, tb, "peft")):

@@ -15,7 +15,7 @@ if importlib.util.find_spec("mlx_lm") is None:  # not importorskip: mlx.core mus
 
 import scoreflow.backends.mlx  # noqa: E402,F401  (preloads OpenBLAS before mlx.core)
 
-from scoreflow.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.model.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends import mlx as B  # noqa: E402
 from test_mlx_backend import random_peft  # noqa: E402
 
@@ -50,7 +50,7 @@ def tb(smollm2_hf):
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory) -> dict[str, Path]:
-    from scoreflow.adapters import peft_to_mlx
+    from scoreflow.model.adapters import peft_to_mlx
 
     root = tmp_path_factory.mktemp("smollm2-adapters")
     peft = random_peft(root / "peft", 30, 576, 192, scale=0.02, lora=LORA)

@@ -17,10 +17,10 @@ import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
 from mlx.utils import tree_flatten, tree_map  # noqa: E402
 
-from scoreflow.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.model.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends import mlx as B  # noqa: E402
 from scoreflow.backends.mlx import train as T  # noqa: E402
-from scoreflow.chat import Encoded  # noqa: E402
+from scoreflow.model.chat import Encoded  # noqa: E402
 
 pytestmark = pytest.mark.mlx
 LORA = LoraConfig(rank=4, alpha=8.0, dropout=0.0)

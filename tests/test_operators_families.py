@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from scoreflow.executor import Executor, Reply
-from scoreflow.operators import OPERATORS, TEST_ROUNDS, Context, answer_from, extract_answer
-from scoreflow.sandbox import Sandbox
+from scoreflow.execute.executor import Executor, Reply
+from scoreflow.execute.operators import OPERATORS, TEST_ROUNDS, Context, answer_from, extract_answer
+from scoreflow.sandbox.parent import Sandbox
 from scoreflow.tasks import load
 from scoreflow.tasks.code_eval import LIMITS, run_public_tests, sanitize
 from scoreflow.tasks.judge import judge, parse_verdict

@@ -3,7 +3,7 @@
 import math
 from collections import Counter
 
-from scoreflow.pairs import Candidate, all_pairs, sample_pairs
+from scoreflow.loop.pairs import Candidate, all_pairs, sample_pairs
 
 
 def test_every_unequal_pair_once_and_ties_dropped():

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 
 from fake_openai import FakeOpenAI
-from scoreflow import cli
+from scoreflow.cli import main as cli
 from scoreflow.config import ExecutorConfig, build
-from scoreflow.plan import executor_price, make_plan, workflow_calls
-from scoreflow.session import select
+from scoreflow.run.plan import executor_price, make_plan, workflow_calls
+from scoreflow.run.session import select
 from scoreflow.tasks import arith
 from scoreflow.tasks.arith import ArithTask
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = """
 import json, os, sys
-from scoreflow.cli import main
+from scoreflow.cli.main import main
 from scoreflow.tasks import arith
 arith.EXAMPLES = tuple(tuple(e) for e in json.loads(os.environ["PINNED_EXAMPLES"]))
 rc = main(sys.argv[1:])
@@ -63,7 +63,7 @@ SIZES = ["--iterations", "2", "--problems", "4", "-k", "4", "--runs", "1", "--pa
 
 def hand_estimate() -> dict:
     """Arith with the SIZES above and gpt-4o-mini ($0.15 in, $0.60 out per million tokens), worked out
-    by hand from the rules in scoreflow/plan.py's docstring."""
+    by hand from the rules in scoreflow/run/plan.py's docstring."""
     # PINNED_EXAMPLES make 1, 1, 4, 2 and 3 operator calls: 2.2 per run; +1 extraction. A phase's
     # calls are rounded up.
     per_run, scored = 2.2, 3.2

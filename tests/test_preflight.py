@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import pytest
 
-from scoreflow import cli
+from scoreflow.cli import main as cli
 
 PREFLIGHT_S = 15.0  # generous for 2 busy cores; a model load plus generation takes minutes
 ROOT = Path(__file__).resolve().parents[1]
@@ -345,7 +345,7 @@ CASES: dict[str, tuple[Setup, str]] = {
 @pytest.fixture
 def no_model_load(monkeypatch):
     """A tripwire: loading a model or building a session fails the test."""
-    import scoreflow.session as session
+    import scoreflow.run.session as session
 
     def tripped(*a: Any, **k: Any) -> Any:
         raise AssertionError("the preflight let this reach a model load")
@@ -390,8 +390,8 @@ def test_force_keeps_the_old_run_when_the_preflight_fails(tmp_path, monkeypatch,
 
 def test_a_whole_gguf_and_a_listed_model_pass(tmp_path, serve, monkeypatch):
     from scoreflow.config import ExecutorConfig
-    from scoreflow.models import embedded_gguf
-    from scoreflow.preflight import check_executor, check_gguf, check_hf_folder
+    from scoreflow.model.source import embedded_gguf
+    from scoreflow.run.preflight import check_executor, check_gguf, check_hf_folder
 
     t0 = time.monotonic()
     check_gguf(embedded_gguf())

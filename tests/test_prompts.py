@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fake_backend import FakeBackend, write_task
 
-from scoreflow.prompts import generator_messages
+from scoreflow.loop.prompts import generator_messages
 from scoreflow.tasks.arith import ArithTask
 
 
@@ -45,10 +45,10 @@ class PromptLog(FakeBackend):
 
 
 def _run(tmp_path, monkeypatch, explore: bool) -> PromptLog:
-    from scoreflow import cli
+    from scoreflow.cli import main as cli
 
     backend = PromptLog()
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: backend)
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: backend)
     task = write_task(tmp_path)
     assert cli.main(["optimize", *task, "--run-dir", str(tmp_path / "run"), "--iterations", "1", "--problems", "2",
                      "-k", "3", "--test-problems", "2", "--no-dashboard", "--set", "run.compare=true",

@@ -17,10 +17,10 @@ import pytest
 
 matplotlib = pytest.importorskip("matplotlib")  # the `report` extra; listed in the `test` extra too
 
-from scoreflow import plots  # noqa: E402
-from scoreflow.cli import main as cli_main  # noqa: E402
-from scoreflow.report import load_runs, markdown  # noqa: E402
-from scoreflow.rundir import load_run  # noqa: E402
+from scoreflow.report import plots  # noqa: E402
+from scoreflow.cli.main import main as cli_main  # noqa: E402
+from scoreflow.report.report import load_runs, markdown  # noqa: E402
+from scoreflow.run.rundir import load_run  # noqa: E402
 from scoreflow.stats import bootstrap  # noqa: E402
 
 SOURCE = 'async def run_workflow(self):\n    a = await self.custom(input=self.problem, instruction="solve")\n    return a\n'

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from scoreflow import records
-from scoreflow.rundir import RunDir, load_run, read_jsonl
+from scoreflow.run import records
+from scoreflow.run.rundir import RunDir, load_run, read_jsonl
 
 
 def test_partial_last_line_is_cut_before_appending(tmp_path):
@@ -37,7 +37,7 @@ def test_status_and_latest_adapter(tmp_path):
 
 
 def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
-    from scoreflow.rundir import atomic_dir
+    from scoreflow.run.rundir import atomic_dir
 
     target = tmp_path / "adapters" / "iter-1"
     with atomic_dir(target) as d:
@@ -88,8 +88,8 @@ def test_every_old_record_reads_typed_and_writes_back_the_same():
 
 
 def test_an_old_run_reports_and_shows(tmp_path):
-    from scoreflow.report import markdown
-    from scoreflow.show import _pick
+    from scoreflow.report.report import markdown
+    from scoreflow.report.show import _pick
 
     data = load_run(_old_run(tmp_path))
     assert [m.iteration for m in data.iterations] == [1] and [m.iteration for m in data.tests] == [0, 1]
@@ -103,11 +103,11 @@ def test_an_old_run_reports_and_shows(tmp_path):
 def test_an_old_run_resumes(tmp_path, monkeypatch):
     from fake_backend import FakeBackend
 
-    from scoreflow import cli
+    from scoreflow.cli import main as cli
 
     run = _old_run(tmp_path)
     old_execs = (run / "evaluations.jsonl").read_text()
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: FakeBackend())
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: FakeBackend())
     assert cli.main(["optimize", "--resume", "--run-dir", str(run), "--iterations", "2", "--no-dashboard"]) == 0
     assert not (run / "evaluations.jsonl").exists() and not (run / "test_evaluations.jsonl").exists()
     assert (run / "executions.jsonl").read_text().startswith(old_execs)  # renamed, then appended to

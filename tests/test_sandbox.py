@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from scoreflow.errors import StopRun
-from scoreflow.sandbox import InfraError, Limits, RunResult, Sandbox
-from scoreflow.workflow import check, static_check
+from scoreflow.sandbox.parent import InfraError, Limits, RunResult, Sandbox
+from scoreflow.execute.workflow import check, static_check
 
 LINUX = sys.platform.startswith("linux")
 FAST = Limits(timeout_s=3.0, memory_mb=512, cpu_s=5, max_output_chars=2000)
@@ -361,7 +361,7 @@ def test_programs_started_by_waiting_workflows_do_not_deadlock():
     """Programmer-style operators run a program while their workflow holds a sandbox slot."""
     import asyncio as aio
 
-    from scoreflow.sandbox import Sandbox as SB
+    from scoreflow.sandbox.parent import Sandbox as SB
 
     async def main():
         sb = SB(concurrency=2)

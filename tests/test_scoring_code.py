@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from scoreflow.sandbox import Sandbox
+from scoreflow.sandbox.parent import Sandbox
 from scoreflow.tasks import load
 from scoreflow.tasks.code_eval import (LIMITS, PRELOADED, CodeSpec, run_hidden_tests, run_public_tests, sanitize,
                                        with_preload)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from fake_backend import BAD, GOOD, FakeBackend, QUESTIONS
-from scoreflow import api, cli
+from scoreflow import api
+from scoreflow.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def config(tmp: Path) -> dict:
 
 @pytest.fixture
 def run(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: FakeBackend())
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: FakeBackend())
     result = api.optimize(config(tmp_path), tmp_path / "run")
     assert result.status == "finished"
     assert [m["kind"] for m in result.metrics] == ["iteration"] and result.metrics[0]["steps"] == 2
@@ -87,7 +88,7 @@ def test_solve_with_the_embedded_model(tmp_path):
     executor (a 135M model: a valid workflow is likely within 4 attempts, not certain)."""
     pytest.importorskip("peft")
     from scoreflow import config as C
-    from scoreflow.session import make_backend
+    from scoreflow.run.session import make_backend
 
     run = tmp_path / "run"
     (run / "adapters").mkdir(parents=True)

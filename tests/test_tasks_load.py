@@ -7,9 +7,9 @@ import urllib.error
 
 import pytest
 
-from scoreflow import workflow
+from scoreflow.execute import workflow
 from scoreflow.errors import UserError
-from scoreflow.operators import OPERATORS, documentation
+from scoreflow.execute.operators import OPERATORS, documentation
 from scoreflow.tasks import TASKS, load
 
 SIZES = {"gsm8k": (264, 1055), "math": (119, 486), "humaneval": (33, 131), "mbpp": (86, 341),

@@ -30,7 +30,7 @@ class GreedyWritesInvalid(FakeBackend):
 
 def test_evaluation_and_solve_generate_at_the_test_temperature_and_retry_at_the_sampling_one(tmp_path, monkeypatch):
     backend = GreedyWritesInvalid()
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: backend)
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: backend)
     cfg = config(tmp_path)
     cfg["run"].update(compare=True, test_problems=2)
     cfg["generator"].update(temperature=0.7, test_temperature=0.0, max_attempts=2)

@@ -117,7 +117,7 @@ def test_dpo_influence_ignores_score() -> None:
 # ---- along a real training trajectory --------------------------------------------------------------
 
 def _trajectory_pairs(n: int, seed: int):
-    from scoreflow.backend import TrainPair
+    from scoreflow.model.backend import TrainPair
 
     g = torch.Generator().manual_seed(seed)
     prompts = [[{"role": "user", "content": f"Design a workflow for problem {i}: {i} + {i * 3} = ?"}] for i in range(4)]
@@ -138,7 +138,7 @@ def test_condition_frequency_along_real_training(tiny_llama) -> None:
     recorded rewards are that pair's), check the records are the rewards the theorem is about, and
     report how often C_w and C_l held."""
     pytest.importorskip("peft")
-    from scoreflow.backend import LoraConfig, TrainConfig
+    from scoreflow.model.backend import LoraConfig, TrainConfig
     from scoreflow.backends.cuda import load
 
     torch.set_num_threads(1)

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from scoreflow.backend import LoraConfig, SamplingParams  # noqa: E402
+from scoreflow.model.backend import LoraConfig, SamplingParams  # noqa: E402
 from scoreflow.backends.cuda import generate as G  # noqa: E402
 from scoreflow.backends.cuda import load  # noqa: E402
 

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from scoreflow.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.model.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends.cuda import load  # noqa: E402
 from scoreflow.backends.cuda import train as T  # noqa: E402
 from scoreflow.backends.cuda.loss import preference_loss  # noqa: E402

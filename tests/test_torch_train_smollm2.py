@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from scoreflow.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.model.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends.cuda import load  # noqa: E402
 
 PROMPT = [{"role": "system", "content": "You write workflows as Python inside <graph></graph>."},

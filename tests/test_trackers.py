@@ -17,11 +17,11 @@ from statistics import mean
 import pytest
 
 from fake_backend import FakeBackend, write_task
-from scoreflow import cli
-from scoreflow.backend import StepInfo
-from scoreflow.progress import Reporter, RunInfo
-from scoreflow.tracker_backends import make_trackers
-from scoreflow.trackers import TRACKERS, TrackingReporter, histogram_counts, sample_workflows
+from scoreflow.cli import main as cli
+from scoreflow.model.backend import StepInfo
+from scoreflow.ui.reporter import Reporter, RunInfo
+from scoreflow.ui.tracker_backends import make_trackers
+from scoreflow.ui.trackers import TRACKERS, TrackingReporter, histogram_counts, sample_workflows
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = ["--problems", "2", "-k", "2", "--pairs", "3", "--iterations", "2", "--runs", "1",
@@ -56,7 +56,7 @@ def tracked(tmp_path_factory) -> Path:
 
         mp.setattr(trackio.utils, "TRACKIO_DIR", tmp / "trackio")
         mp.setattr(trackio.sqlite_storage, "TRACKIO_DIR", tmp / "trackio")
-    mp.setattr("scoreflow.session.make_backend", lambda cfg: FakeBackend())
+    mp.setattr("scoreflow.run.session.make_backend", lambda cfg: FakeBackend())
     run = tmp / "run"
     trackers = [a for name in installed for a in ("--report-to", name)]
     try:

@@ -1,4 +1,4 @@
-"""The one training skeleton (scoreflow/training.py): its batching rule, step bookkeeping and
+"""The one training skeleton (scoreflow/model/training.py): its batching rule, step bookkeeping and
 checkpoints on a fake backend, and both real backends taking the same pairs in the same steps."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scoreflow import training
-from scoreflow.backend import LoraConfig, StepInfo, TrainConfig, TrainPair
+from scoreflow.model import training
+from scoreflow.model.backend import LoraConfig, StepInfo, TrainConfig, TrainPair
 
 QUESTIONS = ("Ava has 3 apples and gets 4 more. How many now?", "Solve 12 * 7 with code.", "Hi")
 PROMPTS = [[{"role": "user", "content": q}] for q in QUESTIONS]
@@ -249,15 +249,15 @@ def test_same_pairs_same_seed_same_steps_on_both_backends(tiny_llama, monkeypatc
 def test_the_loop_warns_when_training_sequences_were_cut(tmp_path, monkeypatch, capsys):
     from fake_backend import FakeBackend, write_task
 
-    from scoreflow import cli
-    from scoreflow.backend import TrainStats
+    from scoreflow.cli import main as cli
+    from scoreflow.model.backend import TrainStats
 
     class Cut(FakeBackend):
         def train(self, pairs, cfg, **kw):
             stats = super().train(pairs, cfg, **kw)
             return TrainStats(steps=stats.steps, truncated=3)
 
-    monkeypatch.setattr("scoreflow.session.make_backend", lambda cfg: Cut())
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: Cut())
     task = write_task(tmp_path)
     assert cli.main(["optimize", *task, "--run-dir", str(tmp_path / "run"), "--iterations", "1", "--problems", "2",
                      "-k", "3", "--no-dashboard", "--set", "train.max_length=512"]) == 0

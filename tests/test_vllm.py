@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 torch = pytest.importorskip("torch")
 
-from scoreflow.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
+from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
 from tests.test_e2e import env, qa_task, records  # noqa: E402,F401
 
 PROMPTS = [

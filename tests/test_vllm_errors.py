@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from scoreflow.backend import SamplingParams
+from scoreflow.model.backend import SamplingParams
 from scoreflow.config import build
 from scoreflow.errors import UserError
-from scoreflow.progress import Reporter
+from scoreflow.ui.reporter import Reporter
 
 vllm_server = pytest.importorskip("scoreflow.backends.cuda.vllm_server")
 
@@ -66,7 +66,7 @@ def test_missing_vllm_and_wrong_backend(tmp_path):
     backend = SimpleNamespace(base_path="/m", name="cuda")
     with pytest.raises(UserError, match="vLLM is not installed for /nonexistent/python"):
         vllm_server.start(backend, python="/nonexistent/python", workdir=tmp_path)
-    from scoreflow.session import with_engine
+    from scoreflow.run.session import with_engine
 
     cfg = build({"generator": {"engine": "vllm"}})
     mlx = SimpleNamespace(name="mlx", device="cpu")
@@ -113,7 +113,7 @@ def test_the_sampler_follows_the_policys_adapter(tmp_path):
     """The vLLM Sampler asks the Policy for a saved folder of its current adapter before each call:
     none for a fresh LoRA (the base model is named), one copy saved after training (not one per call),
     the loop's own folder once it saved or loaded one."""
-    from scoreflow.backend import AdapterSnapshots
+    from scoreflow.model.backend import AdapterSnapshots
 
     class Policy(AdapterSnapshots):
         def save_adapter(self, path: Path) -> None:

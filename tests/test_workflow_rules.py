@@ -2,7 +2,7 @@
 
 import pytest
 
-from scoreflow import workflow as wf
+from scoreflow.execute import workflow as wf
 from scoreflow.tasks.families import CODE_OPERATORS, MATH_OPERATORS, QA_OPERATORS, MATH_TEMPLATE
 
 PROBLEM = "Ava has 22 coins. Ava gets 10 more. How many coins does Ava have now?"
@@ -65,8 +65,8 @@ def test_the_task_rule_is_applied_at_validation_with_its_reason(tmp_path):
     """Through the Runner, as the loop validates: the reason is what the run directory records."""
     import asyncio
 
-    from scoreflow.runner import Runner
-    from scoreflow.sandbox import Sandbox
+    from scoreflow.execute.runner import Runner
+    from scoreflow.sandbox.parent import Sandbox
     from scoreflow.tasks.arith import ArithTask
 
     task = ArithTask()
@@ -113,9 +113,9 @@ def test_arith_examples_are_methods_for_their_kind():
     import asyncio
     import re
 
-    from scoreflow.executor import Executor, Reply
-    from scoreflow.runner import Runner
-    from scoreflow.sandbox import Sandbox
+    from scoreflow.execute.executor import Executor, Reply
+    from scoreflow.execute.runner import Runner
+    from scoreflow.sandbox.parent import Sandbox
     from scoreflow.tasks.arith import EXAMPLES, ArithTask
 
     class Reader(Executor):

@@ -16,18 +16,18 @@ from typing import Callable, Iterator, Sequence  # noqa: E402
 
 import torch  # noqa: E402
 
-from scoreflow.backend import (  # noqa: E402
+from scoreflow.model.backend import (  # noqa: E402
     AdapterSnapshots, Completion, LoraConfig, Messages, SamplingParams, StepInfo, TrainConfig, TrainPair, TrainStats,
 )
-from scoreflow.chat import ChatFormat  # noqa: E402
+from scoreflow.model.chat import ChatFormat  # noqa: E402
 from scoreflow.errors import UserError  # noqa: E402
-from scoreflow.models import resolve_model  # noqa: E402
-from scoreflow.rundir import atomic_dir  # noqa: E402
+from scoreflow.model.source import resolve_model  # noqa: E402
+from scoreflow.run.rundir import atomic_dir  # noqa: E402
 
-from . import distributed as _distributed  # noqa: E402
-from . import generate as _generate  # noqa: E402
-from . import train as _train  # noqa: E402
-from .model import load_base, pick_device, pick_dtype  # noqa: E402
+from scoreflow.backends.cuda import distributed as _distributed  # noqa: E402
+from scoreflow.backends.cuda import generate as _generate  # noqa: E402
+from scoreflow.backends.cuda import train as _train  # noqa: E402
+from scoreflow.backends.cuda.model import load_base, pick_device, pick_dtype  # noqa: E402
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -91,7 +91,7 @@ class TorchBackend(AdapterSnapshots):
             return TrainStats()
         try:
             if cfg.processes > 1 and not _distributed.launched():  # data-parallel: ranks under accelerate launch
-                from .ddp_train import Job, launch
+                from scoreflow.backends.cuda.ddp_train import Job, launch
 
                 cpu = self.torch_device.type == "cpu"
                 job = Job(model=self.base_path, pairs="", out="", lora=asdict(self.lora),

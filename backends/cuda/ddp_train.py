@@ -27,10 +27,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from scoreflow.backend import LoraConfig, Policy, StepInfo, TrainConfig, TrainPair, TrainStats, read_pairs, write_pairs
+from scoreflow.model.backend import LoraConfig, Policy, StepInfo, TrainConfig, TrainPair, TrainStats, read_pairs, write_pairs
 from scoreflow.errors import UserError
 
-from . import distributed
+from scoreflow.backends.cuda import distributed
 
 MODULE = "scoreflow.backends.cuda.ddp_train"
 STEP, DONE = "scoreflow-step ", "scoreflow-done "
@@ -52,7 +52,7 @@ class Job:
 
 def run(job: Job, pairs: Sequence[TrainPair] | None = None) -> TrainStats:
     """This rank's part of the job (all of it in a plain process); `pairs` default to job.pairs' contents."""
-    from . import load
+    from scoreflow.backends.cuda import load
 
     device = distributed.local_device(job.device)
     rank, world = distributed.setup(device)

@@ -17,8 +17,8 @@ from transformers import DynamicCache
 
 import torch
 
-from scoreflow.backend import Completion, Messages, SamplingParams
-from scoreflow.chat import ChatFormat, cut_at_stop
+from scoreflow.model.backend import Completion, Messages, SamplingParams
+from scoreflow.model.chat import ChatFormat, cut_at_stop
 
 
 @torch.no_grad()

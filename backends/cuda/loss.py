@@ -1,4 +1,4 @@
-"""The preference losses on PyTorch tensors: the formula is `scoreflow.training.preference_loss`
+"""The preference losses on PyTorch tensors: the formula is `scoreflow.model.training.preference_loss`
 (stated once for both backends); this backend supplies only the array operations it needs."""
 
 from functools import partial
@@ -6,7 +6,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from scoreflow.training import ArrayOps, preference_loss as _formula
+from scoreflow.model.training import ArrayOps, preference_loss as _formula
 
 OPS = ArrayOps(F.logsigmoid, torch.Tensor.detach, lambda x, v: x.clamp(min=v),
                lambda values, like: torch.tensor(values, dtype=like.dtype, device=like.device))

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from scoreflow.errors import UserError
-from scoreflow.models import ModelSource, cache_dir, gguf_tokenizer
+from scoreflow.model.source import ModelSource, cache_dir, gguf_tokenizer
 
 
 def pick_device(device: str) -> torch.device:

@@ -7,7 +7,7 @@ the prompt and itself; a batch is processed one prompt group at a time (gradient
 there is no padding on CPU, and groups are length-bucketed into padded micro-batches on GPUs.
 
 The steps, their bookkeeping, the checkpoints and the loss formula are the shared skeleton's
-(scoreflow/training.py); this module supplies the tensor work (`_Work`). Under `accelerate launch`
+(scoreflow/model/training.py); this module supplies the tensor work (`_Work`). Under `accelerate launch`
 or torchrun, each step's pairs are split over the ranks and the LoRA gradients summed (see
 distributed.py, `_Ranks`): every rank takes the step one process would take.
 """
@@ -23,12 +23,12 @@ from typing import Callable, Sequence
 import torch
 from safetensors.torch import load_file, save_file
 
-from scoreflow import training
-from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
-from scoreflow.chat import ChatFormat, Encoded
+from scoreflow.model import training
+from scoreflow.model.backend import StepInfo, TrainConfig, TrainPair, TrainStats
+from scoreflow.model.chat import ChatFormat, Encoded
 
-from . import attention, distributed
-from .loss import OPS
+from scoreflow.backends.cuda import attention, distributed
+from scoreflow.backends.cuda.loss import OPS
 
 # Tokens per packed micro-batch (summed over padded rows). On CPU one prompt group per micro-batch
 # is fastest (padding is pure waste there); GPUs want several rows at once.
@@ -349,7 +349,7 @@ def train(
     on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None,
     token_budget: int | None = None,
 ) -> TrainStats:
-    """Train the adapter on `pairs` by the skeleton's steps (scoreflow.training). token_budget:
+    """Train the adapter on `pairs` by the skeleton's steps (scoreflow.model.training). token_budget:
     padded tokens per micro-batch (None: one prompt group at a time on CPU, GPU_TOKEN_BUDGET on CUDA).
     Launched as several ranks, each computes its share of every batch and only rank 0 writes checkpoints."""
     t0 = time.time()

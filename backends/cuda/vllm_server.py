@@ -1,6 +1,6 @@
 """Generation on a vLLM server that serves the current LoRA adapter per request.
 
-`VllmSampler` is a Sampler (scoreflow/backend.py): training, log-probs and adapters stay in the
+`VllmSampler` is a Sampler (scoreflow/model/backend.py): training, log-probs and adapters stay in the
 PyTorch backend (the Policy); `generate` goes to a vLLM OpenAI-compatible server. Before each call it
 asks the policy for a saved folder of its current adapter (Policy.saved_adapter: the one the loop
 last saved or loaded, or a copy saved after training), registers it with the server by path
@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from scoreflow.backend import Completion, Messages, SamplingParams
+from scoreflow.model.backend import Completion, Messages, SamplingParams
 from scoreflow.errors import UserError
 
 BASE_NAME = "base"

@@ -4,7 +4,7 @@ Never imports torch itself (mlx-lm's own `import transformers` may pull it in wh
 
 from __future__ import annotations
 
-from .blas import preload as _preload_blas
+from scoreflow.backends.mlx.blas import preload as _preload_blas
 
 _preload_blas()  # before the first `import mlx.core`: OpenBLAS instead of the reference BLAS on Linux
 
@@ -16,16 +16,16 @@ from typing import Callable, Iterator, Sequence  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
 
-from scoreflow.backend import (  # noqa: E402
+from scoreflow.model.backend import (  # noqa: E402
     AdapterSnapshots, Completion, LoraConfig, Messages, SamplingParams, StepInfo, TrainConfig, TrainPair, TrainStats,
 )
-from scoreflow.chat import ChatFormat  # noqa: E402
-from scoreflow.models import resolve_model  # noqa: E402
-from scoreflow.rundir import atomic_dir  # noqa: E402
+from scoreflow.model.chat import ChatFormat  # noqa: E402
+from scoreflow.model.source import resolve_model  # noqa: E402
+from scoreflow.run.rundir import atomic_dir  # noqa: E402
 
-from . import generate as _generate  # noqa: E402
-from . import train as _train  # noqa: E402
-from .model import add_lora, adapter_disabled, load_base, lora_state, pick_device, pick_dtype, read_json  # noqa: E402
+from scoreflow.backends.mlx import generate as _generate  # noqa: E402
+from scoreflow.backends.mlx import train as _train  # noqa: E402
+from scoreflow.backends.mlx.model import add_lora, adapter_disabled, load_base, lora_state, pick_device, pick_dtype, read_json  # noqa: E402
 
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"

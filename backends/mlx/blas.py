@@ -37,7 +37,7 @@ def _dist_file(dist: str, pattern: str) -> Path | None:
 
 
 def _link_folder(openblas: Path, gfortran: Path) -> Path:
-    from scoreflow.models import cache_dir
+    from scoreflow.model.source import cache_dir
 
     key = hashlib.sha256(f"{openblas}:{gfortran}".encode()).hexdigest()[:12]
     folder = cache_dir() / "openblas" / key

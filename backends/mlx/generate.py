@@ -8,8 +8,8 @@ from typing import Sequence
 import mlx.core as mx
 import mlx.nn as nn
 
-from scoreflow.backend import Completion, Messages, SamplingParams
-from scoreflow.chat import ChatFormat, cut_at_stop
+from scoreflow.model.backend import Completion, Messages, SamplingParams
+from scoreflow.model.chat import ChatFormat, cut_at_stop
 
 
 def _sampler(params: SamplingParams):

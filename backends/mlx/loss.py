@@ -1,12 +1,12 @@
 """MLX's array operations for the Score-DPO, DPO and SFT losses, whose one statement (for both
-backends) is `scoreflow.training.preference_loss`."""
+backends) is `scoreflow.model.training.preference_loss`."""
 
 from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from scoreflow.training import ArrayOps, preference_loss as _formula
+from scoreflow.model.training import ArrayOps, preference_loss as _formula
 
 OPS = ArrayOps(nn.log_sigmoid, mx.stop_gradient, mx.maximum, lambda values, like: mx.array(values, dtype=mx.float32))
 preference_loss = partial(_formula, ops=OPS)  # the same arguments as the formula, ops fixed

@@ -13,9 +13,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from scoreflow.backend import LoraConfig
+from scoreflow.model.backend import LoraConfig
 from scoreflow.errors import UserError
-from scoreflow.models import ModelSource, gguf_tokenizer
+from scoreflow.model.source import ModelSource, gguf_tokenizer
 
 GGUF_GROUP = 32  # every GGUF block format MLX reads (Q4_0, Q4_1, Q8_0) uses blocks of 32
 _GGUF_NAMES = {

@@ -14,7 +14,7 @@ completion is scored from the prompt's last position. In training the cache is b
 differentiated function, so gradients reach the prompt's keys and values (LoRA on q/v_proj moves
 them), and one optimiser step runs one prompt's pairs per forward/backward pass, the gradients
 summed with each pass weighted by its share of the batch. The steps themselves, their bookkeeping,
-the checkpoints and the loss formula are the shared skeleton's (scoreflow/training.py); this module
+the checkpoints and the loss formula are the shared skeleton's (scoreflow/model/training.py); this module
 supplies the tensor work (`_Work`). `plain_sequence_logprobs` (every
 sequence in full) is the reference computation and the fallback for models whose layers do not
 use mlx-lm's plain KVCache.
@@ -33,12 +33,12 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from scoreflow import training
-from scoreflow.backend import StepInfo, TrainConfig, TrainPair, TrainStats
-from scoreflow.chat import ChatFormat, Encoded
+from scoreflow.model import training
+from scoreflow.model.backend import StepInfo, TrainConfig, TrainPair, TrainStats
+from scoreflow.model.chat import ChatFormat, Encoded
 
-from .loss import OPS
-from .model import adapter_disabled, lora_state
+from scoreflow.backends.mlx.loss import OPS
+from scoreflow.backends.mlx.model import adapter_disabled, lora_state
 
 REF_CHUNK = 4  # sequences per forward pass when only scoring on the plain path
 COMPLETION_TOKENS = 2048  # padded completion tokens per batch of completions of one prompt (at least one row)
@@ -352,7 +352,7 @@ def train(
     on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None,
     shared: bool | None = None,
 ) -> TrainStats:
-    """Train the adapter on `pairs` by the skeleton's steps (scoreflow.training). shared: run each
+    """Train the adapter on `pairs` by the skeleton's steps (scoreflow.model.training). shared: run each
     distinct prompt once per pass (None: wherever the model allows; False: the plain path)."""
     t0 = time.time()
     plan = training.Plan.make(fmt, pairs, cfg)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from .base import SPLITS, Problem, Task
+from scoreflow.errors import UserError
+from scoreflow.tasks.base import SPLITS, Problem, Task
 
 TASKS = ("arith", "gsm8k", "math", "humaneval", "mbpp", "hotpotqa", "drop", "jsonl")
 
@@ -16,35 +16,35 @@ def load(name: str, path: str | Path | None = None, options: dict[str, Any] | No
     """`path`: a split file, a folder of split files or a folder of task folders (None: the
     download cache). `options`: the `[task]` config section (`jsonl`; `preload_imports` for the code tasks)."""
     if name == "arith":
-        from .arith import ArithTask
+        from scoreflow.tasks.arith import ArithTask
 
         return ArithTask()
     if name == "gsm8k":
-        from .gsm8k import GSM8KTask
+        from scoreflow.tasks.gsm8k import GSM8KTask
 
         return GSM8KTask(path)
     if name == "math":
-        from .math_task import MATHTask
+        from scoreflow.tasks.math_task import MATHTask
 
         return MATHTask(path)
     if name == "humaneval":
-        from .code_tasks import HumanEvalTask
+        from scoreflow.tasks.code_tasks import HumanEvalTask
 
         return HumanEvalTask(path, preload_imports=(options or {}).get("preload_imports", True))
     if name == "mbpp":
-        from .code_tasks import MBPPTask
+        from scoreflow.tasks.code_tasks import MBPPTask
 
         return MBPPTask(path, preload_imports=(options or {}).get("preload_imports", True))
     if name == "hotpotqa":
-        from .qa_tasks import HotpotQATask
+        from scoreflow.tasks.qa_tasks import HotpotQATask
 
         return HotpotQATask(path)
     if name == "drop":
-        from .qa_tasks import DROPTask
+        from scoreflow.tasks.qa_tasks import DROPTask
 
         return DROPTask(path)
     if name == "jsonl":
-        from .jsonl_task import JsonlTask
+        from scoreflow.tasks.jsonl_task import JsonlTask
 
         return JsonlTask(path, options)
     raise UserError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}")

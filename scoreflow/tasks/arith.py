@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from .base import Problem, Task
-from .families import EXTRACT_NUMBER, MATH_OPERATORS, MATH_TEMPLATE
-from .scoring import number_score
+from scoreflow.tasks.base import Problem, Task
+from scoreflow.tasks.families import EXTRACT_NUMBER, MATH_OPERATORS, MATH_TEMPLATE
+from scoreflow.tasks.scoring import number_score
 
 NAMES = ["Ava", "Ben", "Chloe", "Dan", "Emma", "Finn", "Grace", "Hugo", "Iris", "Jack", "Lena", "Omar"]
 ITEMS = ["apples", "books", "coins", "marbles", "pencils", "stickers", "cookies", "shells", "cards", "stamps"]

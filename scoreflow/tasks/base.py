@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import UserError
+from scoreflow.errors import UserError
 
 SPLITS = ("validate", "test")  # validate = the optimisation split; test = the reported split
 
@@ -36,7 +36,7 @@ class Task(ABC):
     name: str
     family: str  # "math" | "qa" | "code"
     description: str  # one line for the generator prompt
-    operators: tuple[str, ...]  # operator names from scoreflow.operators
+    operators: tuple[str, ...]  # operator names from scoreflow.execute.operators
     template: str  # the template workflow (source of `async def run_workflow(self)`)
     toy: Problem  # the validation test prompt
     similarity_threshold: float | None  # reject bodies at least this similar to the template
@@ -56,7 +56,7 @@ class Task(ABC):
 
     async def ascore(self, problem: Problem, output: str, sandbox: Any = None) -> float:
         """`score` for async callers; code tasks run their tests in `sandbox` (a shared
-        scoreflow.sandbox.Sandbox bounds how many run at once)."""
+        scoreflow.sandbox.parent.Sandbox bounds how many run at once)."""
         return await asyncio.to_thread(self.score, problem, output)
 
 
@@ -93,7 +93,7 @@ def split_file(name: str, split: str, path: str | Path | None, filename: str | N
         raise UserError(f"unknown split {split!r}: use validate or test")
     filename = filename or f"{name}_{split}.jsonl"
     if path is None:
-        from .download import fetch
+        from scoreflow.tasks.download import fetch
 
         return fetch(name, filename)
     p = Path(path).expanduser()

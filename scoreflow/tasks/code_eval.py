@@ -12,7 +12,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-from ..sandbox import Limits, Sandbox
+from scoreflow.sandbox.parent import Limits, Sandbox
 
 STDLIB: list[str] = sorted(sys.stdlib_module_names)
 FENCED = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S | re.I)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
-from ..sandbox import Sandbox
-from .base import SPLITS, Problem, Task, read_jsonl, require, split_file
-from .code_eval import PRELOAD_IMPORTS, CodeSpec, clean_public_tests, run_hidden_tests, run_hidden_tests_sync
-from .families import CODE_OPERATORS, CODE_TEMPLATE
+from scoreflow.errors import UserError
+from scoreflow.sandbox.parent import Sandbox
+from scoreflow.tasks.base import SPLITS, Problem, Task, read_jsonl, require, split_file
+from scoreflow.tasks.code_eval import PRELOAD_IMPORTS, CodeSpec, clean_public_tests, run_hidden_tests, run_hidden_tests_sync
+from scoreflow.tasks.families import CODE_OPERATORS, CODE_TEMPLATE
 
 HUMANEVAL_EXAMPLES = (
     ("def below_zero(operations: List[int]) -> bool:\n    \"\"\"Return True if the running balance ever falls below zero.\"\"\"",

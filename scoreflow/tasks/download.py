@@ -20,8 +20,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..errors import UserError
-from ..models import cache_dir
+from scoreflow.errors import UserError
+from scoreflow.model.source import cache_dir
 
 METAGPT_RAW = ("https://raw.githubusercontent.com/geekan/MetaGPT/2d1d7ca219aa77d41bc69c38931cc05577dcdea9/"
                "examples/aflow/data/{file}")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
-from .base import Problem, Task, read_jsonl, require, split_file
-from .families import EXTRACT_NUMBER, MATH_OPERATORS, MATH_TEMPLATE
-from .scoring import last_number, number_score
+from scoreflow.errors import UserError
+from scoreflow.tasks.base import Problem, Task, read_jsonl, require, split_file
+from scoreflow.tasks.families import EXTRACT_NUMBER, MATH_OPERATORS, MATH_TEMPLATE
+from scoreflow.tasks.scoring import last_number, number_score
 
 EXAMPLES = (
     ("A baker makes 48 muffins and sells 3/4 of them. How many muffins are left?",

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from .base import SPLITS, Problem, Task, read_jsonl
-from .code_eval import CodeSpec, run_hidden_tests, run_hidden_tests_sync
-from .families import (EXTRACT_BOXED, EXTRACT_NUMBER, EXTRACT_SHORT, OPERATORS, TEMPLATES)
-from .math_equiv import last_boxed, math_score
-from .scoring import exact_score, last_number, max_f1, number_score
+from scoreflow.errors import UserError
+from scoreflow.tasks.base import SPLITS, Problem, Task, read_jsonl
+from scoreflow.tasks.code_eval import CodeSpec, run_hidden_tests, run_hidden_tests_sync
+from scoreflow.tasks.families import (EXTRACT_BOXED, EXTRACT_NUMBER, EXTRACT_SHORT, OPERATORS, TEMPLATES)
+from scoreflow.tasks.math_equiv import last_boxed, math_score
+from scoreflow.tasks.scoring import exact_score, last_number, max_f1, number_score
 
 SCORERS = ("number", "exact", "f1", "boxed", "python-tests")
 FAMILIES = ("math", "qa", "code")
@@ -72,11 +72,11 @@ def _tests_text(answer: Any) -> str:
 def _examples(family: str) -> tuple[tuple[str, str], ...]:
     """Few-shot workflows of a built-in task of the same family: their operators are the same."""
     if family == "math":
-        from .gsm8k import EXAMPLES
+        from scoreflow.tasks.gsm8k import EXAMPLES
     elif family == "qa":
-        from .qa_tasks import HOTPOT_EXAMPLES as EXAMPLES
+        from scoreflow.tasks.qa_tasks import HOTPOT_EXAMPLES as EXAMPLES
     else:
-        from .code_tasks import MBPP_EXAMPLES as EXAMPLES
+        from scoreflow.tasks.code_tasks import MBPP_EXAMPLES as EXAMPLES
     return EXAMPLES
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .base import Problem, Task
-from .math_equiv import last_boxed
+from scoreflow.tasks.base import Problem, Task
+from scoreflow.tasks.math_equiv import last_boxed
 
 JUDGE_PROMPT = (
     "You grade answers. Decide whether the response gives the same final answer as the reference "

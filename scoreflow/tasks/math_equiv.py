@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from .math_sympy import braced, sympy_worker, to_python
+from scoreflow.tasks.math_sympy import braced, sympy_worker, to_python
 
 # ---- finding the answer ------------------------------------------------------------------------
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
-from .base import Problem, Task, read_jsonl, require, split_file
-from .families import EXTRACT_BOXED, MATH_OPERATORS, MATH_TEMPLATE
-from .math_equiv import last_boxed, math_score
+from scoreflow.errors import UserError
+from scoreflow.tasks.base import Problem, Task, read_jsonl, require, split_file
+from scoreflow.tasks.families import EXTRACT_BOXED, MATH_OPERATORS, MATH_TEMPLATE
+from scoreflow.tasks.math_equiv import last_boxed, math_score
 
 EXAMPLES = (
     ("How many positive divisors does 360 have?",

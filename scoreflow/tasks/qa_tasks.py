@@ -8,10 +8,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import UserError
-from .base import Problem, Task, read_jsonl, require, split_file
-from .families import EXTRACT_SHORT, EXTRACT_SPAN, QA_OPERATORS, QA_TEMPLATE
-from .scoring import drop_f1, token_f1
+from scoreflow.errors import UserError
+from scoreflow.tasks.base import Problem, Task, read_jsonl, require, split_file
+from scoreflow.tasks.families import EXTRACT_SHORT, EXTRACT_SPAN, QA_OPERATORS, QA_TEMPLATE
+from scoreflow.tasks.scoring import drop_f1, token_f1
 
 HOTPOT_EXAMPLES = (
     ("Which city is the birthplace of the director of the film Jaws?",

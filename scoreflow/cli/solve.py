@@ -1,0 +1,73 @@
+"""`scoreflow solve RUN "question"` (or `--file problems.jsonl`): a trained run's generator writes a
+workflow for each new problem, the sandbox runs it with the run's executor, and the answer and the
+workflow are printed (one JSON object per problem with --json). See api.Solver."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from scoreflow.errors import UserError
+
+
+def add_parser(sub: Any, config_args: Any) -> None:
+    p = sub.add_parser("solve", help="answer new problems with a trained run: write a workflow, run it, print both")
+    p.add_argument("run_dir", type=Path, help="the run directory (its config.toml and adapters)")
+    p.add_argument("question", nargs="?", help="the problem's text")
+    p.add_argument("--file", type=Path, help="JSON Lines of problems: question (required), id, answer (to score), "
+                   "context (shown to the workflow, not the generator), entry_point (code tasks)")
+    p.add_argument("--json", action="store_true", help="one JSON object per problem")
+    p.add_argument("--iteration", type=int, help="adapter of this iteration (default the latest; 0 = base model)")
+    p.add_argument("--attempts", type=int, default=3, help="workflows generated per problem until one is valid")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a key of the run's configuration, e.g. executor.model=...")
+    config_args(p)
+
+
+def _problems(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if (args.question is None) == (args.file is None):
+        raise UserError("give the question, or --file with a JSON Lines file of problems (not both)")
+    if args.question is not None:
+        if not args.question.strip():
+            raise UserError("the question is empty")
+        return [{"question": args.question}]
+    from scoreflow.tasks.base import read_jsonl
+
+    recs = list(read_jsonl(args.file))
+    for n, rec in enumerate(recs, 1):
+        if not str(rec.get("question", "")).strip():
+            raise UserError(f"{args.file}:{n}: no question field")
+    if not recs:
+        raise UserError(f"{args.file} holds no problems")
+    return recs
+
+
+def main(args: argparse.Namespace) -> int:
+    from scoreflow.api import Solver
+    from scoreflow.config import parse_set
+
+    if args.attempts < 1:
+        raise UserError(f"--attempts {args.attempts}: give at least 1")
+    records = _problems(args)
+    with Solver.from_run(args.run_dir, args.iteration, parse_set(args.set)) as solver:
+        problems = [solver.problem(str(r["question"]), answer=r.get("answer"), context=str(r.get("context") or ""),
+                                   entry_point=str(r.get("entry_point") or ""), id=str(r.get("id", f"problem-{i}")))
+                    for i, r in enumerate(records, 1)]
+        solutions = solver.solve_problems(problems, attempts=args.attempts)
+        used = f"adapter of iteration {solver.iteration}" if solver.iteration else "base model (no adapter)"
+    for sol in solutions:
+        if args.json:
+            print(json.dumps({**sol.as_dict(), "run": str(args.run_dir), "generator": used}, ensure_ascii=False))
+            continue
+        print(f"problem {sol.id}: {sol.question}")
+        print(f"answer: {sol.answer if sol.answer is not None else '(none)'}")
+        extra = f" | score {sol.score:g}" if sol.score is not None else ""
+        print(f"status: {sol.status}{' (' + sol.reason + ')' if sol.reason else ''} | {used} | "
+              f"{sol.attempts} workflow(s) generated | {sol.executor_calls} executor calls, {sol.tokens} tokens"
+              f"{extra} | {sol.seconds:.1f} s")
+        if sol.workflow:
+            print("workflow:\n" + "\n".join("    " + line for line in sol.workflow.splitlines()))
+        print()
+    return 0

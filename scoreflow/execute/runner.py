@@ -1,0 +1,73 @@
+"""Running one workflow on one problem: the sandboxed run, operator calls answered in this
+process, the answer-extraction call, and the score. Scores are computed here, never in the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from scoreflow.execute import workflow as wf
+from scoreflow.execute.executor import Executor
+from scoreflow.execute.operators import Context, extract_answer, for_task
+from scoreflow.run.records import Execution
+from scoreflow.sandbox.parent import InfraError, Sandbox
+from scoreflow.tasks.base import Problem, Task
+
+
+class Runner:
+    def __init__(self, task: Task, executor: Executor, sandbox: Sandbox, *, max_tokens: int | None = None,
+                 extract: bool = True):
+        self.task, self.executor, self.sandbox = task, executor, sandbox
+        self.max_tokens = max_tokens
+        self.extract = extract and task.extract is not None
+        self.operators = for_task(task)
+
+    def check(self, source: str | None, problem: Problem | None = None) -> wf.Check:
+        """The static policy and the task family's rule against problem-specific workflows."""
+        return wf.check(source, self.task.operators, self.task.template, self.task.similarity_threshold,
+                        attributes=wf.ATTRIBUTES_OF_SELF, family=self.task.family,
+                        problem=problem.question if problem is not None else None)
+
+    async def run(self, source: str, problem: Problem, *, rep: int = 0, score: bool = True,
+                  max_tokens: int | None = None) -> Execution:
+        """Execute `source` on `problem`: the execution's result (where it belongs, iteration, slot and
+        run, is the caller's to fill in). Raises InfraError when the executor is unreachable after
+        its retries (an infrastructure failure, not the workflow's)."""
+        t0 = time.monotonic()
+        ctx = Context(self.executor, self.sandbox, self.task, problem, max_tokens or self.max_tokens, rep=rep)
+
+        async def handler(method: str, args: list, kwargs: dict) -> Any:
+            op = self.operators.get(method)
+            if op is None:
+                raise AttributeError(f"no operator {method}")
+            return await op(ctx, args, kwargs)
+
+        res = await self.sandbox.run_workflow(source, problem.attributes(), sorted(self.operators), handler)
+        out = Execution(status=res.status, output=res.output, reason=res.error or "", calls=ctx.calls, tokens=ctx.tokens)
+        if res.status == "ok" and not (res.output or "").strip():
+            out.status, out.reason = "error", "run_workflow returned an empty result"
+        if out.status == "ok" and score:
+            answer = res.output or ""
+            if self.extract:
+                answer = await extract_answer(ctx, answer)
+            out.answer = answer
+            out.score = float(await asyncio.to_thread(self.task.score, problem, answer))
+            out.calls, out.tokens = ctx.calls, ctx.tokens
+        out.seconds = time.monotonic() - t0
+        return out
+
+    async def validate(self, source: str | None, problem: Problem | None = None, *, max_tokens: int = 48) -> wf.Check:
+        """The static policy and rules (against `problem`, the one it was written for), then a run on
+        the task's toy problem that must return a non-empty result."""
+        c = self.check(source, problem)
+        if not c.ok:
+            return c
+        assert source is not None
+        out = await self.run(source, self.task.toy, score=False, max_tokens=max_tokens)
+        if out.status != "ok":
+            return wf.Check(False, f"toy run {out.status}: {out.reason}"[:300])
+        return wf.Check(True)
+
+
+__all__ = ["Runner", "Execution", "InfraError"]

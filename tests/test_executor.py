@@ -13,7 +13,7 @@ from scoreflow.config import ExecutorConfig
 from scoreflow.errors import StopRun, UserError
 from scoreflow.execute.executor import (Executor, OpenAIExecutor, ReplyCache, Reply, RequestError, RetryPolicy, Usage,
                                 make_executor, price_for, redact)
-from scoreflow.sandbox.parent import InfraError
+from scoreflow.errors import InfraError
 from tests.fake_openai import FakeOpenAI
 
 MSG = [{"role": "user", "content": "hi"}]

@@ -64,7 +64,7 @@ def test_peft_export_loads_in_peft(tmp_path, tiny_llama):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from scoreflow.model.adapters import export_run
+    from scoreflow.report.export import export_run
     from scoreflow.backends.cuda import load
 
     b = load(str(tiny_llama), device="cpu", lora=LORA, seed=0)
@@ -107,7 +107,7 @@ def test_mlx_export_in_mlx_lm_generate_and_fuse(tmp_path, tiny_llama):
     if importlib.util.find_spec("mlx_lm") is None:  # not importorskip: mlx.core must come after OpenBLAS
         pytest.skip("the mlx extra is not installed")
     import scoreflow.backends.mlx as B
-    from scoreflow.model.adapters import export_run
+    from scoreflow.report.export import export_run
 
     b = B.load(str(tiny_llama), device="cpu", lora=LORA, seed=0)
     run = make_run(tmp_path, tiny_llama, b)

@@ -325,7 +325,7 @@ def test_parity_logprobs_loss_and_grad_norm(mb, tb, adapters):
 
 def test_adapters_cross_backends(mb, tb, tmp_path):
     """Trained on one backend, exported to the other's format, same log-probs there."""
-    from scoreflow.model.adapters import export_run
+    from scoreflow.report.export import export_run
 
     cfg = _train_cfg(learning_rate=5e-3)
     for src, dst, fmt in ((tb, mb, "mlx"), (mb, tb, "peft")):

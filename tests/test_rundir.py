@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from scoreflow.run import records
-from scoreflow.run.rundir import RunDir, load_run, read_jsonl
+from scoreflow.run.rundir import RunDir, load_run
+from scoreflow.files import read_jsonl
 
 
 def test_partial_last_line_is_cut_before_appending(tmp_path):
@@ -37,7 +38,7 @@ def test_status_and_latest_adapter(tmp_path):
 
 
 def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
-    from scoreflow.run.rundir import atomic_dir
+    from scoreflow.files import atomic_dir
 
     target = tmp_path / "adapters" / "iter-1"
     with atomic_dir(target) as d:

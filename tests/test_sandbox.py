@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from scoreflow.errors import StopRun
-from scoreflow.sandbox.parent import InfraError, Limits, RunResult, Sandbox
+from scoreflow.errors import InfraError
+from scoreflow.sandbox.parent import Limits, RunResult, Sandbox
 from scoreflow.execute.workflow import check, static_check
 
 LINUX = sys.platform.startswith("linux")

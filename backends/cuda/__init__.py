@@ -22,7 +22,7 @@ from scoreflow.model.backend import (  # noqa: E402
 from scoreflow.model.chat import ChatFormat  # noqa: E402
 from scoreflow.errors import UserError  # noqa: E402
 from scoreflow.model.source import resolve_model  # noqa: E402
-from scoreflow.run.rundir import atomic_dir  # noqa: E402
+from scoreflow.files import atomic_dir  # noqa: E402
 
 from scoreflow.backends.cuda import distributed as _distributed  # noqa: E402
 from scoreflow.backends.cuda import generate as _generate  # noqa: E402

@@ -21,7 +21,7 @@ from scoreflow.model.backend import (  # noqa: E402
 )
 from scoreflow.model.chat import ChatFormat  # noqa: E402
 from scoreflow.model.source import resolve_model  # noqa: E402
-from scoreflow.run.rundir import atomic_dir  # noqa: E402
+from scoreflow.files import atomic_dir  # noqa: E402
 
 from scoreflow.backends.mlx import generate as _generate  # noqa: E402
 from scoreflow.backends.mlx import train as _train  # noqa: E402

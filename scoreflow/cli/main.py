@@ -193,7 +193,7 @@ def cmd_run_workflow(args: argparse.Namespace) -> int:
     from scoreflow.run.preflight import preflight
     from scoreflow.run.session import make_backend, make_executor, make_sandbox
     from scoreflow.execute.runner import Runner
-    from scoreflow.sandbox.parent import InfraError
+    from scoreflow.errors import InfraError
 
     warn_inapplicable_set(args, "run-workflow")
     cfg = build_config(args)
@@ -243,7 +243,7 @@ def cmd_run_workflow(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from scoreflow.model.adapters import export_run
+        from scoreflow.report.export import export_run
     except ImportError:
         raise UserError("adapter export is not available in this build") from None
     if args.to is None and args.workflows is None:

@@ -26,7 +26,7 @@ from typing import Any
 
 from scoreflow.model.backend import Messages, Sampler, SamplingParams
 from scoreflow.errors import StopRun, UserError
-from scoreflow.sandbox.parent import InfraError
+from scoreflow.errors import InfraError
 from scoreflow.execute.usage import PRICES, Reply, ReplyCache, Usage, price_for  # noqa: F401  (the executor's vocabulary)
 
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*]{6,}")

@@ -31,7 +31,7 @@ from typing import Any, Callable, Generic, Iterable, Protocol, Sequence, TypeVar
 
 from scoreflow.model.backend import LOSSES, StepInfo, TrainConfig, TrainPair, TrainStats
 from scoreflow.model.chat import ChatFormat, Encoded
-from scoreflow.run.rundir import atomic_dir
+from scoreflow.files import atomic_dir
 
 STATS = ("loss", "margin", "chosen_reward", "rejected_reward")  # logged per step, weighted batch means
 ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE = "adapter.safetensors", "optimizer.safetensors", "state.json"

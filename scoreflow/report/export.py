@@ -1,4 +1,5 @@
-"""`scoreflow export RUN --workflows OUT_DIR`: each problem's best workflow as a standalone file that
+"""`scoreflow export RUN --to peft|mlx`: a run's adapter converted, with its model card; and
+`scoreflow export RUN --workflows OUT_DIR`: each problem's best workflow as a standalone file that
 `scoreflow run-workflow --config RUN/config.toml --split S --index I --workflow FILE` accepts, and
 an index.jsonl of what was written.
 
@@ -16,7 +17,10 @@ from statistics import mean
 from typing import Any
 
 from scoreflow.errors import UserError
-from scoreflow.run.rundir import RunDir, atomic_write
+from scoreflow.run.rundir import RunDir
+from scoreflow.files import atomic_write
+from scoreflow.model.adapters import convert
+from scoreflow.report.card import write_model_card
 
 SPLITS = (("validate", False), ("test", True))
 
@@ -72,3 +76,18 @@ def export_workflows(run_dir: Path, out: Path) -> list[dict[str, Any]]:
         raise UserError(f"{run_dir} has no executed valid workflow to export")
     atomic_write(out / "index.jsonl", "".join(json.dumps(e) + "\n" for e in entries))
     return entries
+
+
+def export_run(run_dir: Path, to: str, iteration: int | None = None, out: Path | None = None) -> Path:
+    """Convert RUN_DIR/adapters/iter-N (the latest by default) to `to`, with a model card (README.md);
+    returns the output folder, RUN_DIR/export/iter-N-<to>/ unless `out` is given."""
+    run = RunDir(run_dir)
+    found = run.adapters()
+    if not found:
+        raise UserError(f"{run_dir} holds no adapters (expected {run.adapters_path / 'iter-N'})")
+    n = max(found) if iteration is None else iteration
+    if n not in found:
+        raise UserError(f"{run_dir} has no adapter for iteration {n} (have {sorted(found)})")
+    folder = convert(found[n], to, Path(out) if out else run.export_dir(f"iter-{n}-{to}"))
+    write_model_card(run_dir, n, folder)
+    return folder

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from scoreflow.ui.state import fmt_count, fmt_number as _f
+from scoreflow.fmt import fmt_count, fmt_number as _f
 from scoreflow.errors import UserError
 from scoreflow.extras import require
 from scoreflow.run.records import Comparison

@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from scoreflow.errors import StopRun
+from scoreflow.errors import InfraError, StopRun
 
 CHILD = str(Path(__file__).with_name("child.py"))
 CallHandler = Callable[[str, list, dict], Awaitable[Any]]
@@ -46,10 +46,6 @@ def _quiet_child_watcher(record: logging.LogRecord) -> bool:
 
 
 logging.getLogger("asyncio").addFilter(_quiet_child_watcher)
-
-
-class InfraError(Exception):
-    """A failure of the machinery (executor down after retries), not of the code under test."""
 
 
 @dataclass

@@ -9,7 +9,8 @@ import threading
 import time
 from typing import Any, TextIO
 
-from scoreflow.ui.state import DashState, comparison_text, fmt_count, fmt_duration, fmt_rate, summary
+from scoreflow.ui.state import DashState, comparison_text, summary
+from scoreflow.fmt import fmt_count, fmt_duration, fmt_rate
 from scoreflow.ui.reporter import Reporter, RunInfo
 from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from scoreflow.ui.reporter import RunInfo
-from scoreflow.run.records import UNSET, Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics, short_reason
+from scoreflow.fmt import fmt_count, fmt_duration
+from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics, short_reason
 
 PIPELINE = ("generate", "validate", "execute", "pairs", "train")
 EVAL_PIPELINE = ("generate", "validate", "execute")
@@ -189,32 +190,6 @@ def _read_metrics(run_dir: str) -> list[Metrics]:
         return RunDir(run_dir).read("metrics")
     except (OSError, ValueError, TypeError):
         return []
-
-
-def fmt_number(v: Any, spec: str = ".3f") -> str:
-    """A number as `spec`, or a dash for none (None, or a field the record does not carry)."""
-    return "–" if v is None or v is UNSET else format(v, spec)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    s = int(round(seconds))
-    h, rest = divmod(s, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
-
-
-def fmt_count(n: float) -> str:
-    for unit, div in (("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.1f}{unit}"
-    return f"{n:.0f}"
-
-
-def fmt_rate(r: float | None) -> str:
-    if r is None:
-        return "–"
-    return f"{r:.2f}/s" if r < 10 else f"{fmt_count(r)}/s"
 
 
 def comparison_text(m: Comparison) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import asyncio
 import json
 import re
 import shutil
@@ -40,7 +39,7 @@ from scoreflow.loop import loop  # noqa: E402
 from scoreflow.config import build  # noqa: E402
 from scoreflow.run.records import IterationMetrics, TestMetrics  # noqa: E402
 from scoreflow.run.rundir import RunDir  # noqa: E402
-from scoreflow.files import read_jsonl
+from scoreflow.run.reporter import Reporter  # noqa: E402
 from scoreflow.run.session import build_session, run_problems  # noqa: E402
 from scoreflow.stats import bootstrap  # noqa: E402
 from scoreflow.execute.workflow import gold_in_source  # noqa: E402
@@ -54,32 +53,21 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
         user.setdefault(section, {})[name] = value
+    user["run"]["compare"] = True  # the base generator before training, the trained one after the last iteration
     cfg = build(user)
     if args.reuse_from:
         reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir, evaluations=not args.heldout)
     if args.retest_from:
         retest(args.retest_from / run_dir.name, run_dir)
-    s = build_session(cfg, run_dir)
+    s = build_session(cfg, run_dir, Progress(seed))
     if args.heldout:  # evaluate on validate problems this run does not train on, never on the test split
         s.task = HeldOut(s.task, [p.id for it in range(1, cfg.run.iterations + 1)
                                   for p in run_problems(cfg, s.task, iteration=it)])
     s.run.write_config(cfg)  # a run directory like optimize's: report and show read it
     s.run.set_status("running")
 
-    async def work() -> None:
-        await loop.test_solve(s, 0)
-        done = {m.iteration for m in s.run["metrics"].all() if isinstance(m, IterationMetrics)}
-        for it in range(1, cfg.run.iterations + 1):
-            if it not in done:
-                await loop._iteration(s, it, run_problems(cfg, s.task, iteration=it))
-            else:
-                s.backend.load_adapter(s.run.adapter_dir(it))
-            if it in args.eval_at or it == cfg.run.iterations:
-                await loop.test_solve(s, it)
-            print(f"seed {seed} iteration {it} done ({time.strftime('%H:%M:%S')})", file=sys.stderr, flush=True)
-
     try:
-        asyncio.run(loop._closing(s, work()))
+        loop.optimize(s, evaluate_at=args.eval_at)
         s.run.set_status("finished")
     finally:
         s.close()
@@ -167,20 +155,34 @@ def start_from(source: Path, run_dir: Path, keep: dict[str, Callable[[Any], bool
     return True
 
 
+class Progress(Reporter):
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def iteration_end(self, metrics: Any) -> None:
+        what = getattr(metrics, "kind", "")
+        print(f"seed {self.seed} {what} {getattr(metrics, 'iteration', '')} done ({time.strftime('%H:%M:%S')})",
+              file=sys.stderr, flush=True)
+
+
+def _records(run_dir: Path, name: str) -> list[dict]:
+    return [r.to_json() for r in RunDir(run_dir).read(name)]
+
+
 def summarise_run(run_dir: Path, iterations: int, problems: list, cfg) -> dict:
-    metrics = list(read_jsonl(run_dir / "metrics.jsonl"))
+    metrics = _records(run_dir, "metrics")
     ev = {m["iteration"]: m for m in metrics if m.get("kind") == "evaluate"}
     its = {m["iteration"]: m for m in metrics if m.get("kind") == "iteration"}
-    sources = {(r["iteration"], r["problem"]): r["source"] for r in read_jsonl(run_dir / "test_workflows.jsonl")
+    sources = {(r["iteration"], r["problem"]): r["source"] for r in _records(run_dir, "test_workflows")
                if r["valid"]}
-    pairs = list(read_jsonl(run_dir / "pairs.jsonl"))
+    pairs = _records(run_dir, "pairs")
     out = {"seed": cfg.run.seed, "run_dir": str(run_dir), "iterations": []}
     for it in range(iterations + 1):
         row: dict = {"iteration": it}
         if it in ev:  # evaluated on the test split (--eval-at)
             e = ev[it]
             solved = [p for p, sc in enumerate(e["scores"]) if sc > 0]
-            tw = [r for r in read_jsonl(run_dir / "test_workflows.jsonl") if r["iteration"] == it]
+            tw = [r for r in _records(run_dir, "test_workflows") if r["iteration"] == it]
             row.update({"test_solve_rate": e["solve_rate"], "test_valid_rate": e["valid_rate"],
                         "scores": e["scores"], "test_solved": len(solved),
                         "test_solved_with_gold_in_source": sum(gold_in_source(sources[(it, p)], problems[p].answer)
@@ -191,7 +193,7 @@ def summarise_run(run_dir: Path, iterations: int, problems: list, cfg) -> dict:
                                                     for p in range(len(e["scores"])))})
         if it in its:
             m = its[it]
-            wf = [r for r in read_jsonl(run_dir / "workflows.jsonl") if r["iteration"] == it]
+            wf = [r for r in _records(run_dir, "workflows") if r["iteration"] == it]
             row.update({k: m.get(k) for k in ("valid_rate", "first_attempt_valid_rate", "mean_score", "solve_rate",
                                                "pairs", "unique_pairs", "steps", "loss", "seconds")})
             row["rule_rejected_share"] = mean(r["reason"].startswith("problem-specific") for r in wf) if wf else 0.0

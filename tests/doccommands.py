@@ -256,17 +256,9 @@ def _subparsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def subcommand_flags(name: str) -> set[str]:
-    """The options a scoreflow subcommand accepts (report, runs and show parse their own)."""
+    """The options a scoreflow subcommand accepts."""
     p = _subparsers()[name]
-    flags = {o for a in p._actions for o in a.option_strings}
-    if name in ("report", "runs", "show"):
-        from scoreflow.report import report
-
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
-            {"report": report.cmd_report, "runs": report.cmd_runs, "show": report.cmd_show}[name](["--help"])
-        flags = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*|-h)", buf.getvalue()))
-    return flags
+    return {o for a in p._actions for o in a.option_strings}
 
 
 def config_keys() -> dict[str, dict[str, object]]:
@@ -347,7 +339,7 @@ def _elided(argv: list[str]) -> list[str]:
 
 def check_scoreflow(argv: list[str]) -> list[str]:
     """Parses with scoreflow's own parser; --set keys exist; config values are valid (build_config)."""
-    from scoreflow.cli import main as cli
+    from scoreflow.cli import flags, main as cli
     from scoreflow.errors import UserError
 
     args_in = [_expand(w) for w in _elided(argv[1:])]
@@ -358,13 +350,9 @@ def check_scoreflow(argv: list[str]) -> list[str]:
     except SystemExit:
         return [f"scoreflow {' '.join(args_in)}: {err.getvalue().strip().splitlines()[-1]}"]
     problems = set_key_problems(getattr(args, "set", []) or [])
-    if args.command in ("report", "runs", "show"):
-        flags = subcommand_flags(args.command)
-        problems += [f"scoreflow {args.command}: no option {w}" for w in args.rest
-                     if w.startswith("-") and w.split("=")[0] not in flags]
-    elif args.command in cli.CONFIG_COMMANDS and not problems and args.command != "solve":
+    if args.command in flags.CONFIG_COMMANDS and not problems and args.command != "solve":
         try:
-            cli.build_config(args)
+            flags.build_config(args)
         except UserError as e:
             problems.append(f"scoreflow {' '.join(args_in)}: {e}")
     return problems

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scoreflow.cli import main as cli
+from scoreflow.cli import flags, main as cli
 from scoreflow import config as C
 
 TRAINING_AND_COUNTS = ("--iterations", "-k", "--loss", "--pairs", "--alpha", "--lr")
@@ -41,23 +41,23 @@ def test_evaluate_help_from_the_command_line():
 def test_each_command_shows_exactly_the_flags_that_affect_it():
     for command in ("optimize", "evaluate", "run-workflow"):
         shown = help_flags(command)
-        for flag, section, key, _, _ in cli.FLAGS:
-            assert (flag in shown) == (command in cli.key_scope(section, key)), (command, flag)
-    assert {f for f, *_ in cli.FLAGS} <= help_flags("optimize")  # optimize takes them all
+        for flag, section, key, _, _ in flags.FLAGS:
+            assert (flag in shown) == (command in flags.key_scope(section, key)), (command, flag)
+    assert {f for f, *_ in flags.FLAGS} <= help_flags("optimize")  # optimize takes them all
     assert not {"-k", "--runs", "--iterations", "--problems", "--test-problems", "--loss"} & help_flags("run-workflow")
 
 
 def test_the_scope_tables_name_real_keys_and_optimize_is_affected_by_every_key():
     keys = C.as_dict(C.Config())
-    assert set(cli.SECTION_SCOPE) == set(keys)
-    for section, key in cli.KEY_SCOPE:
+    assert set(flags.SECTION_SCOPE) == set(keys)
+    for section, key in flags.KEY_SCOPE:
         assert key in keys[section], f"{section}.{key}"
-    for flag, section, key, _, _ in cli.FLAGS:
+    for flag, section, key, _, _ in flags.FLAGS:
         assert key in keys[section], flag
     for section, values in keys.items():
         for key in values:
-            scope = cli.key_scope(section, key)
-            assert "optimize" in scope and scope <= set(cli.CONFIG_COMMANDS), f"{section}.{key}"
+            scope = flags.key_scope(section, key)
+            assert "optimize" in scope and scope <= set(flags.CONFIG_COMMANDS), f"{section}.{key}"
 
 
 def test_a_flag_given_to_a_command_it_cannot_affect_is_refused_with_a_hint(capsys):
@@ -78,16 +78,16 @@ def test_a_flag_given_to_a_command_it_cannot_affect_is_refused_with_a_hint(capsy
 
 def test_flags_still_reach_their_keys():
     args = cli.parser().parse_args(["evaluate", "--runs", "2", "--test-problems", "5", "--task", "gsm8k"])
-    cfg = cli.build_config(args)
+    cfg = flags.build_config(args)
     assert (cfg.executor.runs, cfg.run.test_problems, cfg.run.task) == (2, 5, "gsm8k")
     args = cli.parser().parse_args(["optimize", "-k", "3", "--loss", "dpo", "--alpha", "1", "--lr", "2e-5"])
-    cfg = cli.build_config(args)
+    cfg = flags.build_config(args)
     assert (cfg.generator.workflows_per_problem, cfg.train.loss, cfg.train.sampling_alpha,
             cfg.train.learning_rate) == (3, "dpo", 1.0, 2e-5)
 
 
 def test_inapplicable_set_keys():
-    f = cli.inapplicable_set_keys
+    f = flags.inapplicable_set_keys
     assert sorted(f(["train.pairs=3", "executor.runs=2", "generator.workflows_per_problem=2"], "evaluate")) == \
         ["generator.workflows_per_problem", "train.pairs"]
     assert f(["train.pairs=3", "run.iterations=2", "lora.rank=4", "sandbox.timeout_s=3"], "optimize") == []
@@ -108,7 +108,7 @@ def test_set_warns_once_on_stderr_and_still_sets_the_key(tmp_path, capsys):
     assert lines[0].startswith("scoreflow: warning: --set") and "train.pairs" in lines[0] and "run.iterations" in lines[0]
     assert "executor.runs" not in lines[0] and "`scoreflow evaluate`" in lines[0]
     args = cli.parser().parse_args(["evaluate", "--set", "train.pairs=3"])
-    assert cli.build_config(args).train.pairs == 3  # set anyway: --set stays the escape hatch
+    assert flags.build_config(args).train.pairs == 3  # set anyway: --set stays the escape hatch
     rc = cli.main(["optimize", "--dry-run", "--run-dir", str(tmp_path / "new2"), "--set", "train.pairs=3",
                    "--set", "run.iterations=1"])
     assert rc == 0 and "warning" not in capsys.readouterr().err
@@ -122,7 +122,7 @@ def test_malformed_set_still_fails_with_one_line(tmp_path, capsys):
 
 
 def test_solve_set_warns(capsys):
-    cli.warn_inapplicable_set(argparse.Namespace(set=["train.pairs=2", "executor.model=m"]), "solve")
+    flags.warn_inapplicable_set(argparse.Namespace(set=["train.pairs=2", "executor.model=m"]), "solve")
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "train.pairs" in err and "executor.model" not in err
 
@@ -132,16 +132,17 @@ def test_run_workflow_keeps_its_flags(tmp_path):
     wf.write_text("async def run_workflow(self):\n    return 'x'\n")
     args = cli.parser().parse_args(["run-workflow", "--workflow", str(wf), "--task", "gsm8k", "--seed", "3",
                                     "--executor", "openai", "--executor-model", "m", "--max-cost-usd", "1"])
-    cfg = cli.build_config(args)
+    cfg = flags.build_config(args)
     assert (cfg.run.task, cfg.run.seed, cfg.executor.kind, cfg.executor.max_cost_usd) == ("gsm8k", 3, "openai", 1.0)
 
 
 def test_report_runs_and_show_take_options_before_the_run(tmp_path, capsys):
-    """They parse their own arguments, so `report --out DIR RUN` reaches report's parser whole."""
+    """`report --out DIR RUN`: options before the run directory reach the command whole."""
     ns = cli.parser().parse_args(["report", "--out", "o", "RUN", "--compare", "B"])
-    assert (ns.command, ns.rest, ns.debug) == ("report", ["--out", "o", "RUN", "--compare", "B"], False)
+    assert (ns.command, str(ns.run_dir), str(ns.out), [str(c) for c in ns.compare], ns.debug) == (
+        "report", "RUN", "o", ["B"], False)
     ns = cli.parser().parse_args(["--debug", "show", "--problem", "1", "RUN"])
-    assert (ns.command, ns.rest, ns.debug) == ("show", ["--problem", "1", "RUN"], True)
+    assert (ns.command, str(ns.run_dir), ns.problem, ns.debug) == ("show", "RUN", "1", True)
     assert cli.main(["show", "--problem", "1", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "unrecognized" not in err and "no run directory" in err

@@ -25,10 +25,10 @@ import pytest
 from rich.console import Console
 
 from scoreflow.model.backend import StepInfo
-from scoreflow.ui.dashboard import LiveReporter, PlainReporter, iteration_line, make_reporter
+from scoreflow.ui.dashboard import LiveReporter, PlainReporter, display, iteration_line
 from scoreflow.ui.state import DashState
 from scoreflow.ui.view import render
-from scoreflow.ui.reporter import RunInfo
+from scoreflow.run.reporter import RunInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S")
@@ -81,7 +81,7 @@ def test_screen_shows_every_section_and_fits(tmp_path, size):
     _drive(rep, tmp_path, _usage())
     for step in range(1, 5):
         rep.train_step(StepInfo(step, 6, 0.69 - 0.02 * step, 0.01 * step, 0.005 * step, -0.005 * step, 2.0))
-    lines = _screen(rep.state, width, height)
+    lines = _screen(rep, width, height)
     text = "\n".join(lines)
     assert len(lines) <= height - 1 and max(map(len, lines)) <= width, text
     for want in ("task arith", "loss score-dpo", "cuda on cpu", "smollm2-135m", str(tmp_path)[:20],
@@ -117,7 +117,7 @@ def test_regenerated_workflows_count_slots_and_attempts(tmp_path):
     rep.stage(2, "validate", 5)
     for i in range(5):
         rep.workflow(i < 2, "" if i < 2 else "run_workflow calls no operator")
-    text = "\n".join(_screen(rep.state, 80, 24))
+    text = "\n".join(_screen(rep, 80, 24))
     assert "Workflows 5/8 valid · 8 rejected" in text, text  # rejected counts attempts
     assert "regenerating rejected workflows, attempt 2" in text
     assert re.search(r"^ +3 run_workflow calls no operator", text, re.M)
@@ -129,7 +129,7 @@ def test_screen_during_evaluation_and_resume(tmp_path):
     rep.start(_run_info(tmp_path, None))  # resumed: iteration 1 comes from metrics.jsonl
     rep.stage(1, "generate", 20)  # evaluate reuses the stage names with a finished iteration's adapter
     rep.advance(5)
-    text = "\n".join(_screen(rep.state, 100, 30))
+    text = "\n".join(_screen(rep, 100, 30))
     assert "Evaluation on the test split with the adapter of iteration 1" in text
     assert "pairs" not in text.split("Evaluation")[1].split("Workflows")[0]
     assert "5/20" in text and "0 calls" in text and "spend" in text  # no usage object: zeros, cap still shown
@@ -154,11 +154,11 @@ def test_concurrent_training_events_while_drawing(tmp_path):
     t.start()
     screens = 0
     while t.is_alive() or screens < 3:
-        _screen(rep.state, 80, 24)
+        _screen(rep, 80, 24)
         screens += 1
     t.join()
     assert not errors
-    lines = _screen(rep.state, 80, 24)
+    lines = _screen(rep, 80, 24)
     assert any("step 400/400" in line for line in lines)
     assert any("train" in line and "400/400" in line for line in lines)
 
@@ -198,10 +198,10 @@ def test_iteration_line_of_an_evaluation():
                     " · 1.0 min")
 
 
-def test_make_reporter_without_a_terminal():
-    assert isinstance(make_reporter(plain=True), PlainReporter)
+def test_display_without_a_terminal():
+    assert isinstance(display(plain=True), PlainReporter)
     assert not sys.stdout.isatty()  # pytest captures stdout
-    assert isinstance(make_reporter(plain=False), PlainReporter)
+    assert isinstance(display(plain=False), PlainReporter)
 
 
 def test_live_reporter_leaves_the_final_screen_and_a_summary(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fake_openai import FakeOpenAI
-from scoreflow.cli import main as cli
+from scoreflow.cli import flags, main as cli
 from scoreflow.config import ExecutorConfig, build
 from scoreflow.run.plan import executor_price, make_plan, workflow_calls
 from scoreflow.run.session import select
@@ -89,11 +89,11 @@ def test_estimate_matches_the_hand_computation(tmp_path):
     hand = hand_estimate()
     assert hand["calls"] == 2 * (36 + 52) + 2 * (44 + 64)
     with FakeOpenAI() as server:
-        flags = ["optimize", "--dry-run", "--executor", "openai", "--executor-model", "gpt-4o-mini",
-                 "--base-url", server.base_url, "--run-dir", str(tmp_path / "run"), *SIZES]
-        cfg = cli.build_config(cli.parser().parse_args(flags))
+        argv = ["optimize", "--dry-run", "--executor", "openai", "--executor-model", "gpt-4o-mini",
+                "--base-url", server.base_url, "--run-dir", str(tmp_path / "run"), *SIZES]
+        cfg = flags.build_config(cli.parser().parse_args(argv))
         plan = make_plan(cfg, "optimize")
-        res = subprocess.run([sys.executable, "-c", PROBE, *flags], cwd=tmp_path, capture_output=True, text=True,
+        res = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=tmp_path, capture_output=True, text=True,
                              timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT),
                                   "PINNED_EXAMPLES": json.dumps(PINNED_EXAMPLES)})
         assert server.requests == []  # no executor call (GET /models is the only request it saw)

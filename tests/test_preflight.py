@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import pytest
 
-from scoreflow.cli import main as cli
+from scoreflow.cli import flags, main as cli
 
 PREFLIGHT_S = 15.0  # generous for 2 busy cores; a model load plus generation takes minutes
 ROOT = Path(__file__).resolve().parents[1]
@@ -441,7 +441,9 @@ def test_unexpected_error_is_one_line_and_debug_prints_the_traceback(monkeypatch
     def boom(args: Any) -> int:
         raise RuntimeError("something\nbroke")
 
-    monkeypatch.setitem(cli.COMMANDS, "config", boom)
+    from scoreflow.cli import config as config_command
+
+    monkeypatch.setattr(config_command, "run", boom)
     assert cli.main(["config"]) == 1
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
@@ -474,7 +476,7 @@ def resumable_run(run: Path, model: Path, url: str) -> None:
         "optimize", "--model", str(model), "--backend", "cuda", "--device", "cpu", "--problems", "1", "-k", "1",
         "--runs", "1", "--iterations", "1", *OPENAI, "--base-url", url, "--set", "executor.max_retries=0",
         "--set", "executor.cache=false"])
-    write(run / "config.toml", C.to_toml(cli.build_config(args)))
+    write(run / "config.toml", C.to_toml(flags.build_config(args)))
     rec = {"iteration": 1, "problem": 0, "problem_id": "p0", "slot": 0, "attempt": 0, "valid": True, "reason": "",
            "tokens": 1, "text": f"<graph>{WORKFLOW}</graph>", "source": WORKFLOW}
     write(run / "workflows.jsonl", json.dumps(rec) + "\n")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from scoreflow.errors import UserError
+
 from fake_backend import BAD, GOOD, FakeBackend, QUESTIONS
 from scoreflow import api
 from scoreflow.cli import main as cli
@@ -51,7 +53,7 @@ def test_solver_api(run):
 
 
 def test_optimize_api_refuses_a_used_directory_and_resumes(run):
-    with pytest.raises(api.UserError, match="not empty"):
+    with pytest.raises(UserError, match="not empty"):
         api.optimize({"run": {"task": "arith"}}, run)
     again = api.optimize(None, run, resume=True)  # everything done: nothing is redone
     assert again.status == "finished" and len(again.metrics) == 1

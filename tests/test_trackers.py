@@ -19,7 +19,7 @@ import pytest
 from fake_backend import FakeBackend, write_task
 from scoreflow.cli import main as cli
 from scoreflow.model.backend import StepInfo
-from scoreflow.ui.reporter import Reporter, RunInfo
+from scoreflow.run.reporter import Reporter, RunInfo
 from scoreflow.ui.tracker_backends import make_trackers
 from scoreflow.ui.trackers import TRACKERS, TrackingReporter, histogram_counts, sample_workflows
 
@@ -238,7 +238,7 @@ def test_mlflow_default_sqlite_store_driven_directly(tmp_path, monkeypatch):
     steps = [StepInfo(i + 1, 2, 0.7 - i / 10, 0.1, 0.05, -0.05, 1.5, 2.0) for i in range(2)]
     metrics = {"kind": "iteration", "iteration": 1, "valid_rate": 0.75, "mean_score": 0.5, "loss": 0.65}
     (run / "metrics.jsonl").write_text(json.dumps(metrics) + "\n")
-    rep = TrackingReporter(Reporter(), make_trackers(["mlflow"]))
+    rep = TrackingReporter(make_trackers(["mlflow"]))
     with rep:
         rep.start(RunInfo("arith", "cuda", "cpu", "m", "e", str(run), 1))
         rep.stage(1, "execute", 3)
@@ -287,7 +287,9 @@ def test_module_not_found_anywhere_names_the_extra(monkeypatch, capsys):
     def broken(args):
         import trl  # noqa: F401  (as if a code path needed the bench extra)
 
-    monkeypatch.setitem(cli.COMMANDS, "config", broken)
+    from scoreflow.cli import config as config_command
+
+    monkeypatch.setattr(config_command, "run", broken)
     monkeypatch.setitem(sys.modules, "trl", None)  # makes `import trl` fail
     assert cli.main(["config"]) == 2
     err = capsys.readouterr().err.strip()

@@ -13,7 +13,7 @@ import pytest
 from scoreflow.model.backend import SamplingParams
 from scoreflow.config import build
 from scoreflow.errors import UserError
-from scoreflow.ui.reporter import Reporter
+from scoreflow.run.reporter import Reporter
 
 vllm_server = pytest.importorskip("scoreflow.backends.cuda.vllm_server")
 

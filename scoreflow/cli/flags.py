@@ -1,17 +1,20 @@
 """The command line's half of the configuration pipeline: flags generated from the config fields
 (their type and help come from config.py, so each key is documented once), which commands each key
 can affect, and `build_config`, the one merge of a run's saved config, a file, flags and --set
-that optimize, evaluate, resume and train-adapter share."""
+that optimize, evaluate, resume and train-adapter share; and the arguments every command that
+starts a run shares, turned into its `RunOptions`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from dataclasses import fields
 from typing import Any, Callable
 
 from scoreflow import config as C
 from scoreflow.errors import UserError
+from scoreflow.run.start import RunOptions
 
 # The commands whose configuration comes from config keys (a file, flags and --set).
 CONFIG_COMMANDS = ("optimize", "evaluate", "run-workflow", "solve")
@@ -126,3 +129,50 @@ def build_config(args: argparse.Namespace, base: dict[str, dict[str, Any]] | Non
             flags.setdefault(section, {})[key] = value
     layers += [flags, C.parse_set(getattr(args, "set", []))]
     return C.build(C.merge(*layers))
+
+
+# ---- the arguments of commands that start a run ---------------------------------------------------
+
+def debug_arg(p: argparse.ArgumentParser, default: Any = argparse.SUPPRESS) -> None:
+    # SUPPRESS on subcommands, so that `scoreflow --debug optimize` is not reset by the subparser.
+    p.add_argument("--debug", action="store_true", default=default, help="print the full traceback of a failure")
+
+
+def run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, help="run directory (default: runs/TASK-DATE-TIME)")
+    p.add_argument("--no-dashboard", action="store_true", help="plain log lines instead of the live dashboard")
+    p.add_argument("--dry-run", action="store_true", help="check the configuration and print the plan with its "
+                   "executor calls, tokens and cost estimate; loads no model, calls no executor")
+
+
+def run_options(args: argparse.Namespace, command: str) -> RunOptions:
+    """The RunOptions of `scoreflow optimize` or `evaluate`: on resume (and when evaluate reads a
+    run) the flags are layered on the run's saved configuration."""
+    from scoreflow.run.rundir import RunDir
+    from scoreflow.ui.dashboard import display
+
+    run = RunDir(args.run_dir) if args.run_dir is not None else None
+    resume = getattr(args, "resume", False)
+    saved = C.read_toml(run.config_path) if run is not None and run.has_config() and (
+        resume or command == "evaluate") else None
+    return RunOptions(build_config(args, saved), args.run_dir, resume=resume, force=getattr(args, "force", False),
+                      evaluate=getattr(args, "evaluate", False), iteration=getattr(args, "iteration", None),
+                      report_to=tuple(getattr(args, "report_to", None) or ()),
+                      reporter=None if args.dry_run else display(plain=args.no_dashboard))
+
+
+def dry_run(opts: RunOptions, command: str) -> int:
+    """Print what the run would do and cost; reads, never creates, the run directory."""
+    from scoreflow.run.plan import make_plan
+    from scoreflow.run.start import prepare
+    from scoreflow.ui.trackers import check_installed
+
+    check_installed(list(opts.report_to))
+    cfg, run_dir, iteration = prepare(opts, command)
+    print(make_plan(cfg, command, run_dir, opts.evaluate, iteration).text())
+    return 0
+
+
+def exit_code(status: str) -> int:
+    """A run's end as the command's exit code: stopped at a cap is a clean end; Ctrl-C is 130."""
+    return 130 if status == "interrupted" else 0

@@ -1,6 +1,6 @@
 """`scoreflow solve RUN "question"` (or `--file problems.jsonl`): a trained run's generator writes a
 workflow for each new problem, the sandbox runs it with the run's executor, and the answer and the
-workflow are printed (one JSON object per problem with --json). See api.Solver."""
+workflow are printed (one JSON object per problem with --json). See scoreflow.loop.solve.Solver."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scoreflow.cli.flags import debug_arg, warn_inapplicable_set
 from scoreflow.errors import UserError
 
 
-def add_parser(sub: Any, config_args: Any) -> None:
+def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("solve", help="answer new problems with a trained run: write a workflow, run it, print both")
+    debug_arg(p)
     p.add_argument("run_dir", type=Path, help="the run directory (its config.toml and adapters)")
     p.add_argument("question", nargs="?", help="the problem's text")
     p.add_argument("--file", type=Path, help="JSON Lines of problems: question (required), id, answer (to score), "
@@ -23,7 +25,7 @@ def add_parser(sub: Any, config_args: Any) -> None:
     p.add_argument("--attempts", type=int, default=3, help="workflows generated per problem until one is valid")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a key of the run's configuration, e.g. executor.model=...")
-    config_args(p)
+    return p
 
 
 def _problems(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -44,10 +46,11 @@ def _problems(args: argparse.Namespace) -> list[dict[str, Any]]:
     return recs
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from scoreflow.api import Solver
     from scoreflow.config import parse_set
 
+    warn_inapplicable_set(args, "solve")
     if args.attempts < 1:
         raise UserError(f"--attempts {args.attempts}: give at least 1")
     records = _problems(args)

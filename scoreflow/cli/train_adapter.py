@@ -12,16 +12,16 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from scoreflow.model.backend import StepInfo, TrainConfig, TrainPair, read_pairs
 from scoreflow.config import Config, read_toml, train_config
 from scoreflow.errors import UserError
-from scoreflow.cli.flags import FLAGS, build_config, config_file_args
+from scoreflow.cli.flags import FLAGS, build_config, config_file_args, debug_arg
 from scoreflow.run.rundir import RunDir
 
 
-def add_parser(sub: Any, debug_arg: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("train-adapter", help="train one adapter with Score-DPO: a run's iteration or a pairs file",
                        description=__doc__.split("\n\n")[1].replace("\n", " "))
     debug_arg(p)
@@ -38,6 +38,7 @@ def add_parser(sub: Any, debug_arg: Callable[[argparse.ArgumentParser], None]) -
         if flag in ("--model", "--backend", "--device"):
             p.add_argument(flag, dest=f"{section}.{key}", type=kind, default=None, help=help)
     config_file_args(p, "override a config key (train.processes=N: data-parallel on N GPUs)")
+    return p
 
 
 @dataclass
@@ -79,7 +80,7 @@ def job_from_args(args: argparse.Namespace) -> AdapterJob:
     return AdapterJob(cfg, pairs, train_config(cfg, it), args.out, init, args.checkpoint_dir)
 
 
-def main(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from scoreflow.run.session import make_backend
 
     job = job_from_args(args)

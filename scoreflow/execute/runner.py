@@ -30,11 +30,12 @@ class Runner:
                         attributes=wf.ATTRIBUTES_OF_SELF, family=self.task.family,
                         problem=problem.question if problem is not None else None)
 
-    async def run(self, source: str, problem: Problem, *, rep: int = 0, score: bool = True,
+    async def run(self, source: str, problem: Problem, *, rep: int = 0, extract: bool = True, score: bool = True,
                   max_tokens: int | None = None) -> Execution:
         """Execute `source` on `problem`: the execution's result (where it belongs, iteration, slot and
-        run, is the caller's to fill in). Raises InfraError when the executor is unreachable after
-        its retries (an infrastructure failure, not the workflow's)."""
+        run, is the caller's to fill in). `extract`: the answer-extraction call (where the task has
+        one and the runner does it); `score`: the task's score against the gold answer. Raises
+        InfraError when the executor is unreachable after its retries (an infrastructure failure)."""
         t0 = time.monotonic()
         ctx = Context(self.executor, self.sandbox, self.task, problem, max_tokens or self.max_tokens, rep=rep)
 
@@ -48,12 +49,13 @@ class Runner:
         out = Execution(status=res.status, output=res.output, reason=res.error or "", calls=ctx.calls, tokens=ctx.tokens)
         if res.status == "ok" and not (res.output or "").strip():
             out.status, out.reason = "error", "run_workflow returned an empty result"
-        if out.status == "ok" and score:
+        if out.status == "ok" and (extract or score):
             answer = res.output or ""
-            if self.extract:
+            if extract and self.extract:
                 answer = await extract_answer(ctx, answer)
             out.answer = answer
-            out.score = float(await asyncio.to_thread(self.task.score, problem, answer))
+            if score:
+                out.score = float(await asyncio.to_thread(self.task.score, problem, answer))
             out.calls, out.tokens = ctx.calls, ctx.tokens
         out.seconds = time.monotonic() - t0
         return out
@@ -65,7 +67,7 @@ class Runner:
         if not c.ok:
             return c
         assert source is not None
-        out = await self.run(source, self.task.toy, score=False, max_tokens=max_tokens)
+        out = await self.run(source, self.task.toy, extract=False, score=False, max_tokens=max_tokens)
         if out.status != "ok":
             return wf.Check(False, f"toy run {out.status}: {out.reason}"[:300])
         return wf.Check(True)

@@ -9,47 +9,28 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from statistics import mean
-from typing import Any
+from typing import Any, Iterable
 
-from scoreflow.model.backend import SamplingParams, TrainPair
+from scoreflow.model.backend import TrainPair
 from scoreflow.config import Config, train_config
 from scoreflow.loop.pairs import Candidate, sample_pairs
+from scoreflow.loop.generate import Generated, Key, gather
+from scoreflow.loop.generate import generate as generate_valid
 from scoreflow.loop.prompts import generator_messages
 from scoreflow.run.records import Comparison, IterationMetrics, PairRecord, TestMetrics, TrainStep, WorkflowAttempt
 from scoreflow.run.rundir import RunDir
 from scoreflow.run.session import Session, make_task, run_problems
 from scoreflow.stats import bootstrap
 from scoreflow.tasks.base import Problem, Task
-from scoreflow.execute.workflow import extract
 
-Key = tuple[int, int]  # (problem index, slot)
-
-
-@dataclass
-class Generated:
-    valid: dict[Key, WorkflowAttempt] = field(default_factory=dict)  # the valid workflow per slot
-    last: dict[Key, WorkflowAttempt] = field(default_factory=dict)  # the latest attempt per slot
-    tokens: int = 0
-    first_valid: int = 0  # slots valid at their first attempt
-
-    def note(self, rec: WorkflowAttempt) -> None:
-        key = rec.key
-        if key not in self.last or rec.attempt >= self.last[key].attempt:
-            self.last[key] = rec
-        self.tokens += rec.tokens
-        if rec.valid:
-            self.valid[key] = rec
-            self.first_valid += rec.attempt == 0
-
-    def attempts(self, key: Key) -> int:
-        return self.last[key].attempt + 1 if key in self.last else 0
-
-
-def optimize(s: Session) -> None:
-    asyncio.run(_closing(s, _optimize(s)))
+def optimize(s: Session, evaluate_at: Iterable[int] = ()) -> None:
+    """The loop: `run.iterations` iterations (those already recorded are skipped, so a killed run
+    resumes), with test-split evaluations of the base and the trained generator when `run.compare`,
+    and after each iteration in `evaluate_at`."""
+    asyncio.run(_closing(s, _optimize(s, set(evaluate_at))))
 
 
 async def _closing(s: Session, work):
@@ -59,7 +40,7 @@ async def _closing(s: Session, work):
         await s.executor.close()
 
 
-async def _optimize(s: Session) -> None:
+async def _optimize(s: Session, evaluate_at: set[int]) -> None:
     cfg = s.cfg
     done = {m.iteration for m in s.run["metrics"].all() if isinstance(m, IterationMetrics)}
     if cfg.run.compare and not done:  # the base generator on the held-out problems, before any training
@@ -71,9 +52,17 @@ async def _optimize(s: Session) -> None:
     for it in range(1, cfg.run.iterations + 1):
         if it not in done:
             await _iteration(s, it, run_problems(cfg, s.task, iteration=it))
+        if it in evaluate_at and it < cfg.run.iterations and not _evaluated(s, it):
+            s.backend.load_adapter(s.run.adapter_dir(it))  # a resumed run holds a later one
+            await test_solve(s, it)
+            s.backend.load_adapter(s.run.latest_adapter()[1])
     if cfg.run.compare:
         await test_solve(s, cfg.run.iterations)
         compare(s, 0, cfg.run.iterations)
+
+
+def _evaluated(s: Session, it: int) -> bool:
+    return any(isinstance(m, TestMetrics) and m.iteration == it for m in s.run["metrics"].all())
 
 
 async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
@@ -115,57 +104,12 @@ def _save_usage(s: Session) -> None:
 # ---- 1-2. generate and validate ----------------------------------------------------------------
 
 async def generate(s: Session, it: int, problems: list[Problem], *, records: str = "workflows",
-             k: int | None = None, explore: bool = False, test: bool = False) -> Generated:
-    """k workflows per problem; invalid ones regenerated up to `max_attempts` times. `explore`: the
-    optimisation's samples, which see the examples rotated with `generator.explore_examples`. `test`:
-    the test split's, first attempted at `generator.test_temperature`."""
-    g = s.cfg.generator
-    k = k or g.workflows_per_problem
-    gen = Generated()
-    for r in s.run[records].all():
-        if r.iteration == it:
-            gen.note(r)
-    for attempt in range(g.max_attempts):
-        todo = [(p, j) for p in range(len(problems)) for j in range(k)
-                if (p, j) not in gen.valid and gen.attempts((p, j)) == attempt]
-        if not todo:
-            continue
-        s.reporter.stage(it, "generate", len(todo))
-        texts: list[tuple[Key, str, int]] = []
-        for c in range(0, len(todo), g.batch_size):
-            chunk = todo[c:c + g.batch_size]
-            params = SamplingParams(g.attempt_temperature(attempt, test), g.top_p, g.max_new_tokens,
-                                    ("</graph>",),
-                                    seed=s.cfg.run.seed * 1_000_003 + it * 10_007 + attempt * 101 + c)
-            rotate = explore and g.explore_examples  # the k samples start from different examples
-            messages = [generator_messages(s.task, problems[p], g.hide_numbers, p + j if rotate else 0) for p, j in chunk]
-            outs = await asyncio.to_thread(s.sampler.generate, messages, params)
-            texts += [(key, o.text, o.tokens) for key, o in zip(chunk, outs)]
-            s.reporter.advance(len(chunk))
-        s.reporter.stage(it, "validate", len(texts))
-
-        async def check(key: Key, text: str, ntok: int) -> None:
-            source = extract(text)
-            c = await s.runner.validate(source, problems[key[0]])
-            rec = WorkflowAttempt(iteration=it, problem=key[0], problem_id=problems[key[0]].id, slot=key[1],
-                                  attempt=attempt, valid=c.ok, reason=c.reason, tokens=ntok, text=text, source=source)
-            s.run[records].append(rec)
-            gen.note(rec)
-            s.reporter.workflow(c.ok, c.reason)
-            s.reporter.advance()
-
-        await _gather(check(*t) for t in texts)
-        _save_usage(s)
-    return gen
-
-
-async def _gather(coros) -> None:
-    tasks = [asyncio.ensure_future(c) for c in coros]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for t in tasks:
-            t.cancel()
+                   k: int | None = None, explore: bool = False, test: bool = False) -> Generated:
+    """The iteration's workflows (generate.py), each attempt appended to the run's `records`."""
+    known = [r for r in s.run[records].all() if r.iteration == it]
+    return await generate_valid(s.sampler, s.runner, problems, s.cfg.generator, seed=s.cfg.run.seed, iteration=it,
+                                k=k, explore=explore, test=test, known=known, record=s.run[records].append,
+                                reporter=s.reporter, after_round=lambda: _save_usage(s))
 
 
 # ---- 3. execute and score ----------------------------------------------------------------------
@@ -198,7 +142,7 @@ async def execute(s: Session, it: int, problems: list[Problem], workflows: dict[
             s.reporter.score(mean(results[key].values()))
         s.reporter.advance()
 
-    await _gather(one(*t) for t in todo)
+    await gather(one(*t) for t in todo)
     _save_usage(s)
     return {key: mean(v.values()) for key, v in results.items() if len(v) == runs}
 
@@ -297,7 +241,7 @@ async def test_solve(s: Session, iteration: int) -> TestMetrics:
     scoring 0. A finished evaluation of this iteration is read back, not redone."""
     cfg = s.cfg
     old = [m for m in s.run["metrics"].all() if isinstance(m, TestMetrics) and m.iteration == iteration]
-    if old:
+    if old:  # finished before: read back, not redone
         return old[-1]
     problems = run_problems(cfg, s.task, "test")
     t0 = time.time()

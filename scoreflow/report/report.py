@@ -1,51 +1,15 @@
-"""`scoreflow report`, `scoreflow runs` and `scoreflow show`: what a run directory holds, as a
-Markdown report with plots, a list of runs, or one problem's workflows."""
+"""What run directories hold, as a Markdown report with plots (`scoreflow report`)."""
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
-from typing import Any, NoReturn
 
-from scoreflow.fmt import fmt_count, fmt_number as _f
+from scoreflow.fmt import fmt_number as _f
 from scoreflow.errors import UserError
-from scoreflow.extras import require
 from scoreflow.run.records import Comparison
-from scoreflow.run.rundir import RunData, is_run_dir, load_run
+from scoreflow.run.rundir import RunData, load_run
 from scoreflow.stats import Estimate
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{self.prog}: {message}")
-
-
-def main(command: str, argv: list[str]) -> int:
-    return {"report": cmd_report, "runs": cmd_runs, "show": cmd_show}[command](argv)
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False)
-
-
-# ---- report ------------------------------------------------------------------------------------
-
-def cmd_report(argv: list[str]) -> int:
-    p = _Parser(prog="scoreflow report", description="write report.md and PNG plots for a run")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--compare", type=Path, nargs="+", default=[], metavar="RUN",
-                   help="other runs to overlay in the same plots (e.g. a DPO run beside Score-DPO)")
-    p.add_argument("--out", type=Path, help="output folder (default: RUN_DIR/report)")
-    args = p.parse_args(argv)
-    require("matplotlib", "scoreflow report")
-    runs = load_runs([args.run_dir, *args.compare])
-    out = args.out or args.run_dir / "report"
-    path = write_report(runs, out)
-    print(path)
-    return 0
 
 
 def load_runs(paths: list[Path]) -> list[RunData]:
@@ -228,63 +192,3 @@ def markdown(runs: list[RunData]) -> str:
 
 
 # ---- runs --------------------------------------------------------------------------------------
-
-def cmd_runs(argv: list[str]) -> int:
-    from rich.table import Table
-
-    p = _Parser(prog="scoreflow runs", description="list the runs in a folder")
-    p.add_argument("dir", type=Path, nargs="?", default=Path("runs"))
-    args = p.parse_args(argv)
-    if not args.dir.is_dir():
-        raise UserError(f"no runs folder at {args.dir}")
-    paths = [args.dir] if is_run_dir(args.dir) else sorted(
-        (d for d in args.dir.iterdir() if is_run_dir(d)), key=lambda d: d.stat().st_mtime)
-    console = _console()
-    if not paths:
-        console.print(f"no runs in {args.dir}")
-        return 0
-    runs = [load_run(d) for d in paths]
-    task = {r.path: str(r.config.get("run", {}).get("task", "–")) for r in runs}
-    loss = {r.path: str(r.config.get("train", {}).get("loss", "–")) for r in runs}
-    shared = [f"{name} {next(iter(v.values()))}" for name, v in (("task", task), ("loss", loss))
-              if len(set(v.values())) == 1]
-    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0),
-                  title=f"{len(runs)} run{'s' if len(runs) != 1 else ''} in {args.dir}"
-                  + (f" ({', '.join(shared)})" if shared else ""), title_justify="left")
-    cols = ["run"] + [c for c, v in (("task", task), ("loss", loss)) if len(set(v.values())) > 1]
-    judged = any(r.tests and r.tests[-1].has("judged_solve_rate") for r in runs)
-    cols += ["status", "iters", "best", "test", *(["judged"] if judged else []), "tokens", "spend"]
-    cols += ["updated"] if console.width >= 110 else []
-    for col in cols:
-        table.add_column(col, justify="right" if col in ("iters", "best", "test", "judged", "tokens", "spend")
-                         else "left",
-                         no_wrap=col != "run", overflow="fold",
-                         min_width=min(12, max(len(r.path.name) for r in runs)) if col == "run" else None)
-    for r in runs:
-        status = r.status_label()
-        style = {"finished": "green", "running": "cyan", "crashed, resumable": "red", "failed": "red"}.get(status,
-                                                                                                      "yellow")
-        cells = {"run": r.path.name, "task": task[r.path], "loss": loss[r.path], "status": f"[{style}]{status}[/]",
-                 "iters": f"{len(r.iterations)}/{r.planned_iterations() or '?'}", "best": _f(r.best_score()),
-                 "test": _f(r.tests[-1].solve_rate) if r.tests else "–",
-                 "judged": _f(r.tests[-1].judged_solve_rate) if r.tests else "–",
-                 "tokens": fmt_count(r.executor_tokens()),
-                 "spend": f"${r.cost():.2f}" if r.cost() is not None else "–",
-                 "updated": str(r.status.get("updated", "–")).replace("T", " ")[:16]}
-        table.add_row(*(cells[c] for c in cols))
-    console.print(table)
-    return 0
-
-
-# ---- show --------------------------------------------------------------------------------------
-
-def cmd_show(argv: list[str]) -> int:
-    from scoreflow.report.show import show
-
-    p = _Parser(prog="scoreflow show", description="print a problem's workflows with their scores, best first")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--problem", required=True, metavar="I", help="problem index in the run (or its id)")
-    p.add_argument("--iteration", type=int, metavar="N", help="iteration (default: the latest with workflows)")
-    args = p.parse_args(argv)
-    show(load_run(args.run_dir), args.problem, args.iteration, _console())
-    return 0

@@ -14,7 +14,7 @@ from scoreflow.config import Config, lora_config, sandbox_limits
 from scoreflow.errors import UserError
 from scoreflow.execute.executor import Executor
 from scoreflow.execute.executor import make_executor as build_executor
-from scoreflow.ui.reporter import Reporter
+from scoreflow.run.reporter import Reporter
 from scoreflow.run.rundir import RunDir
 from scoreflow.execute.runner import Runner
 from scoreflow.sandbox.parent import Sandbox
@@ -82,12 +82,18 @@ def with_engine(cfg: Config, backend: Backend, workdir: Path, reporter: Reporter
     return gen
 
 
-def make_executor(cfg: Config, sampler: Sampler | None, run: RunDir | None = None) -> Executor:
+def run_executor(cfg: Config, sampler: Sampler | None, run: RunDir | None = None) -> Executor:
     """The executor LLM (by default the generator's base model in this process, adapter off), with
     spend caps, the reply cache and, on resume, what the run spent before."""
     usage = run.status().get("usage") if run is not None else None
     cache = run.executor_cache if run is not None else None
     return build_executor(cfg.executor, sampler, seed=cfg.run.seed, cache_path=cache, usage=usage)
+
+
+def make_runner(cfg: Config, task: Task, executor: Executor | None) -> Runner:
+    """What runs workflows on the task's problems: the sandbox and the executor, with the config's limits."""
+    return Runner(task, executor, make_sandbox(cfg), max_tokens=cfg.executor.max_tokens,  # type: ignore[arg-type]
+                  extract=cfg.executor.extract_answer)
 
 
 def build_session(cfg: Config, run_dir: Path, reporter: Reporter | None = None, *,
@@ -97,11 +103,9 @@ def build_session(cfg: Config, run_dir: Path, reporter: Reporter | None = None, 
     reporter = reporter or Reporter()
     backend = make_backend(cfg)
     sampler = with_engine(cfg, backend, run.path, reporter)
-    executor = make_executor(cfg, sampler, run)
-    sandbox = make_sandbox(cfg)
-    runner = Runner(task, executor, sandbox, max_tokens=cfg.executor.max_tokens,
-                    extract=cfg.executor.extract_answer)
-    return Session(cfg, task, backend, executor, sandbox, runner, run, reporter, sampler)
+    executor = run_executor(cfg, sampler, run)
+    runner = make_runner(cfg, task, executor)
+    return Session(cfg, task, backend, executor, runner.sandbox, runner, run, reporter, sampler)
 
 
 def select(problems: list[Problem], n: int, seed: int) -> list[Problem]:

@@ -11,46 +11,18 @@ from typing import Any, TextIO
 
 from scoreflow.ui.state import DashState, comparison_text, summary
 from scoreflow.fmt import fmt_count, fmt_duration, fmt_rate
-from scoreflow.ui.reporter import Reporter, RunInfo
+from scoreflow.run.reporter import RunInfo
 from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
 
 
-def make_reporter(plain: bool = False) -> Reporter:
+def display(plain: bool = False) -> DashState:
+    """The live dashboard on a terminal; plain lines on a pipe, a dumb terminal or when asked."""
     if plain or not sys.stdout.isatty() or os.environ.get("TERM") == "dumb":
         return PlainReporter(sys.stdout)
     return LiveReporter()
 
 
-class _StateReporter(Reporter):
-    def __init__(self) -> None:
-        self.state = DashState()
-
-    def start(self, info: RunInfo) -> None:
-        self.state.start(info)
-
-    def stage(self, iteration: int, name: str, total: int, done: int = 0) -> None:
-        self.state.stage(iteration, name, total, done)
-
-    def advance(self, n: int = 1) -> None:
-        self.state.advance(n)
-
-    def workflow(self, valid: bool, reason: str) -> None:
-        self.state.workflow(valid, reason)
-
-    def score(self, value: float) -> None:
-        self.state.score(value)
-
-    def train_step(self, info: Any) -> None:
-        self.state.train_step(info)
-
-    def iteration_end(self, metrics: Metrics) -> None:
-        self.state.iteration_end(metrics)
-
-    def log(self, message: str) -> None:
-        self.state.log(message)
-
-
-class LiveReporter(_StateReporter):
+class LiveReporter(DashState):
     """Redraws about four times a second from rich's refresh thread; events only update the state."""
 
     def __init__(self, console: Any = None) -> None:
@@ -64,7 +36,7 @@ class LiveReporter(_StateReporter):
         from scoreflow.ui.view import render
 
         size = self.console.size
-        return render(self.state, size.width, size.height)
+        return render(self, size.width, size.height)
 
     def start(self, info: RunInfo) -> None:
         from rich.live import Live
@@ -91,16 +63,16 @@ class LiveReporter(_StateReporter):
             self.live = None
 
     def finish(self, status: str, message: str = "") -> None:
-        self.state.finish(status)
+        DashState.finish(self, status)
         self._stop()
         style = {"finished": "green", "stopped": "yellow", "interrupted": "yellow"}.get(status, "red")
-        self.console.print(f"[bold {style}]{summary(self.state, status, message)}[/]", highlight=False)
+        self.console.print(f"[bold {style}]{summary(self, status, message)}[/]", highlight=False)
 
     def __exit__(self, *exc: Any) -> None:
         self._stop()
 
 
-class PlainReporter(_StateReporter):
+class PlainReporter(DashState):
     """One line per stage change, iteration, log and finish, and progress at most every `every` s."""
 
     def __init__(self, out: TextIO, every: float = 10.0) -> None:
@@ -117,14 +89,14 @@ class PlainReporter(_StateReporter):
             self._last = time.monotonic()
 
     def _where(self) -> str:
-        st = self.state
+        st = self
         if st.evaluating:
             return f"evaluate (adapter {st.iteration})" if st.iteration else "evaluate (base model)"
         total = st.info.iterations if st.info else 0
         return f"iteration {st.iteration}/{total}"
 
     def _progress(self) -> str:
-        st = self.state
+        st = self
         with st.lock:
             s = st.stages.get(st.current or "")
             if s is None:
@@ -146,13 +118,13 @@ class PlainReporter(_StateReporter):
 
     def start(self, info: RunInfo) -> None:
         super().start(info)
-        loss = self.state.config.get("train", {}).get("loss")
+        loss = self.config.get("train", {}).get("loss")
         self._print(f"start · task {info.task}" + (f" · loss {loss}" if loss else "")
                     + f" · backend {info.backend} on {info.device} · generator {info.generator}"
                     f" · executor {info.executor} · iterations {info.iterations} · run directory {info.run_dir}")
 
     def stage(self, iteration: int, name: str, total: int, done: int = 0) -> None:
-        st = self.state
+        st = self
         with st.lock:
             prev = st.stages.get(st.current or "")
             ended = ""
@@ -181,8 +153,8 @@ class PlainReporter(_StateReporter):
         self._print(message)
 
     def finish(self, status: str, message: str = "") -> None:
-        self.state.finish(status)
-        self._print(summary(self.state, status, message))
+        DashState.finish(self, status)
+        self._print(summary(self, status, message))
 
 
 _ASCII = str.maketrans({"·": "|", "–": "-", "…": "...", "✔": "ok"})

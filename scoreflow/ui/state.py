@@ -9,7 +9,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
-from scoreflow.ui.reporter import RunInfo
+from scoreflow.run.reporter import Reporter, RunInfo
 from scoreflow.fmt import fmt_count, fmt_duration
 from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics, short_reason
 
@@ -45,7 +45,9 @@ def usage_value(usage: Any, name: str) -> Any:
     return getattr(usage, name, None) if usage is not None else None
 
 
-class DashState:
+class DashState(Reporter):
+    """The run as the display sees it: every event folded into this state (a Reporter itself)."""
+
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.info: RunInfo | None = None
@@ -139,7 +141,7 @@ class DashState:
         with self.lock:
             self.logs.append((time.time(), message))
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, message: str = "") -> None:
         with self.lock:
             self.status = status
             st = self.stages.get(self.current or "")

@@ -1,5 +1,5 @@
-"""The four trackers behind `--report-to` (see trackers.py for what each receives), and `with_trackers`,
-which wraps a reporter in the asked-for ones. Each imports its package only when the run starts; local
+"""The four trackers behind `--report-to` (see trackers.py for what each receives), and `tracking`,
+the reporter that logs to the asked-for ones. Each imports its package only when the run starts; local
 files go inside the run directory unless the tracker's own environment variables say otherwise
 (WANDB_MODE=offline, MLFLOW_TRACKING_URI, TRACKIO_DIR, ...)."""
 
@@ -13,7 +13,6 @@ import os
 import time
 from typing import Any
 
-from scoreflow.ui.reporter import Reporter
 from scoreflow.ui.trackers import (RunContext, Tracker, TrackingReporter, check_installed, env_or, histogram_counts,
                        tracker_dir)
 
@@ -196,7 +195,7 @@ class TrackioTracker(Tracker):
                 self.run.finish()
 
 
-__all__ = ["TensorBoardTracker", "WandbTracker", "MlflowTracker", "TrackioTracker", "make_trackers", "with_trackers"]
+__all__ = ["TensorBoardTracker", "WandbTracker", "MlflowTracker", "TrackioTracker", "make_trackers", "tracking"]
 
 
 def make_trackers(names: list[str]) -> list[Tracker]:
@@ -206,8 +205,7 @@ def make_trackers(names: list[str]) -> list[Tracker]:
     return [kinds[n]() for n in dict.fromkeys(names)]  # a name given twice counts once
 
 
-def with_trackers(inner: Reporter, names: list[str] | None) -> Reporter:
-    """`inner` itself without trackers, else a TrackingReporter around it."""
-    if not names:
-        return inner
-    return TrackingReporter(inner, make_trackers(list(names)))
+def tracking(names: list[str] | tuple[str, ...]) -> TrackingReporter | None:
+    """The reporter that logs to the named trackers (None for none); a tracker whose package is
+    missing is a UserError here, before a run directory is touched."""
+    return TrackingReporter(make_trackers(list(names))) if names else None

@@ -18,7 +18,7 @@ from typing import Any
 
 from scoreflow.errors import UserError, one_line
 from scoreflow.extras import require
-from scoreflow.ui.reporter import Reporter, RunInfo
+from scoreflow.run.reporter import Reporter, RunInfo
 from scoreflow.run.records import Comparison, Metrics, WorkflowAttempt, as_metrics
 from scoreflow.run.rundir import RunDir
 
@@ -101,8 +101,10 @@ def sample_workflows(run_dir: Path, iteration: int, test: bool = False,
 
 
 class TrackingReporter(Reporter):
-    def __init__(self, inner: Reporter, trackers: list[Tracker]):
-        self.inner, self.trackers = inner, list(trackers)
+    """The trackers as one reporter, a peer of the display under the run's Fanout."""
+
+    def __init__(self, trackers: list[Tracker]):
+        self.trackers = list(trackers)
         self._lock = threading.RLock()  # training steps arrive from a worker thread
         self._scores: list[float] = []
         self._iteration = 0
@@ -110,25 +112,10 @@ class TrackingReporter(Reporter):
         self._run_dir: Path | None = None
         self._compares: set[tuple[int, int]] = set()
 
-    # ---- forwarded unchanged --------------------------------------------------------------------
-    def __enter__(self) -> "TrackingReporter":
-        self.inner.__enter__()
-        return self
+    def _say(self, message: str) -> None:
+        if self.say is not None:
+            self.say(message)
 
-    def __exit__(self, *exc: Any) -> None:
-        self.inner.__exit__(*exc)
-
-    def stage(self, iteration: int, name: str, total: int, done: int = 0) -> None:
-        self._iteration = iteration
-        self.inner.stage(iteration, name, total, done)
-
-    def advance(self, n: int = 1) -> None:
-        self.inner.advance(n)
-
-    def workflow(self, valid: bool, reason: str) -> None:
-        self.inner.workflow(valid, reason)
-
-    # ---- forwarded and tracked ------------------------------------------------------------------
     def start(self, info: RunInfo) -> None:
         self._run_dir = Path(info.run_dir)
         self._step = len(RunDir(self._run_dir).read("train"))
@@ -142,13 +129,14 @@ class TrackingReporter(Reporter):
             except Exception as e:
                 raise UserError(f"--report-to {t.name}: the tracker did not start "
                                 f"({one_line(f'{type(e).__name__}: {e}', 200)})") from e
-        self.inner.start(info)
-        self.inner.log("tracking to " + ", ".join(t.name for t in self.trackers))
+        self._say("tracking to " + ", ".join(t.name for t in self.trackers))
+
+    def stage(self, iteration: int, name: str, total: int, done: int = 0) -> None:
+        self._iteration = iteration
 
     def score(self, value: float) -> None:
         with self._lock:
             self._scores.append(float(value))
-        self.inner.score(value)
 
     def train_step(self, info: Any) -> None:
         with self._lock:
@@ -157,15 +145,12 @@ class TrackingReporter(Reporter):
                                                             "grad_norm", "seconds")}
             values.update(iteration=float(self._iteration), iteration_step=float(info.step))
             self._each("log", "train", values, self._step)
-        self.inner.train_step(info)
 
     def iteration_end(self, metrics: Metrics) -> None:
         with self._lock:
             self._record(as_metrics(metrics))
-        self.inner.iteration_end(metrics)
 
     def log(self, message: str) -> None:
-        self.inner.log(message)
         with self._lock:
             self._new_compares()
 
@@ -174,7 +159,6 @@ class TrackingReporter(Reporter):
             self._new_compares()
             for t in list(self.trackers):
                 self._call(t, "close", status)
-        self.inner.finish(status, message)
 
     # ---- helpers ---------------------------------------------------------------------------------
     def _record(self, m: Metrics) -> None:
@@ -214,7 +198,7 @@ class TrackingReporter(Reporter):
         except Exception as e:
             if t in self.trackers:
                 self.trackers.remove(t)
-            self.inner.log(f"warning: --report-to {t.name} stopped tracking: "
+            self._say(f"warning: --report-to {t.name} stopped tracking: "
                            f"{one_line(f'{type(e).__name__}: {e}', 200)}")
 
 

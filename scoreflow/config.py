@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from scoreflow.model.backend import LOSSES, LoraConfig, TrainConfig
+from scoreflow.model.backend import LOSSES, LR_SCHEDULES, LoraConfig, TrainConfig
 from scoreflow.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -140,7 +140,11 @@ class TrainSection:
                              "(1 - valid_floor) x its task score, so valid but wrong ranks above invalid (0)",
                              min=0)
     sampling_alpha: float = opt(3.0, "pairs drawn with probability proportional to (s_w - s_l)^alpha (0 = uniform)", min=0)
-    learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights", min=0)
+    learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights (the first step's, under lr_schedule)",
+                               min=0)
+    lr_schedule: str = opt("constant", "the learning rate over an iteration's optimiser steps: constant, or linear "
+                           "(learning_rate at the first step, decaying linearly to 0 over the iteration's steps, "
+                           "as the reference trains under trl's DPOTrainer)", choices=LR_SCHEDULES)
     lr_decay: float = opt(1.0, "iteration i trains at learning_rate x lr_decay^(i-1) (1 = the same every iteration): "
                           "0.5 kept the later iterations' samples, and so their pairs, spread over more problems "
                           "(benchmarks/RESULTS.md, seventh pass)", min=0)

@@ -1,7 +1,9 @@
 """The one configuration format: TOML sections mirroring these dataclasses, every key documented here.
 
-Precedence: built-in defaults (the paper's sizes) < preset < config file < command-line flags.
-The `demo` preset (chosen automatically for the embedded SmolLM2) sizes a run for a laptop CPU.
+Precedence: built-in defaults < preset (with its values for the task, if any) < config file <
+command-line flags. The `paper` preset is the reference implementation's recipe (docs/paper.md traces
+every value); the `demo` preset (chosen automatically for the embedded SmolLM2) sizes a run for a
+laptop CPU.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from scoreflow.model.backend import LOSSES, LoraConfig, TrainConfig
+from scoreflow.model.backend import LOSSES, LR_SCHEDULES, LoraConfig, TrainConfig
 from scoreflow.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -43,7 +45,8 @@ class RunConfig:
                       "the gold (1/0) and report judged_solve_rate beside the exact solve rate, as the reference "
                       "does; its calls count against the spend caps")
     seed: int = opt(0, "seed for problem selection, sampling, pair sampling and LoRA init")
-    preset: str = opt("auto", "sizes: demo (laptop CPU), paper (the paper's), auto (demo for the embedded model)",
+    preset: str = opt("auto", "sizes: demo (laptop CPU), paper (the reference implementation's recipe, "
+                      "docs/paper.md), auto (demo for the embedded model, else paper)",
                       choices=("auto", "demo", "paper"))
 
 
@@ -140,7 +143,11 @@ class TrainSection:
                              "(1 - valid_floor) x its task score, so valid but wrong ranks above invalid (0)",
                              min=0)
     sampling_alpha: float = opt(3.0, "pairs drawn with probability proportional to (s_w - s_l)^alpha (0 = uniform)", min=0)
-    learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights", min=0)
+    learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights (the first step's, under lr_schedule)",
+                               min=0)
+    lr_schedule: str = opt("constant", "the learning rate over an iteration's optimiser steps: constant, or linear "
+                           "(learning_rate at the first step, decaying linearly to 0 over the iteration's steps, "
+                           "as the reference trains under trl's DPOTrainer)", choices=LR_SCHEDULES)
     lr_decay: float = opt(1.0, "iteration i trains at learning_rate x lr_decay^(i-1) (1 = the same every iteration): "
                           "0.5 kept the later iterations' samples, and so their pairs, spread over more problems "
                           "(benchmarks/RESULTS.md, seventh pass)", min=0)
@@ -184,7 +191,14 @@ RESUMABLE = {
 }
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {},
+    # The reference implementation's values where they differ from the defaults; docs/paper.md traces
+    # every setting to the reference's files and says where and why scoreflow differs.
+    "paper": {
+        "generator": {"test_temperature": 0.2},
+        "executor": {"max_tokens": 4096},
+        "lora": {"dropout": 0.0},
+        "train": {"learning_rate": 1e-6, "lr_schedule": "linear", "max_length": 10000},
+    },
     # Sized for SmolLM2-135M on 2 CPU cores: two iterations and two held-out evaluations (see README).
     "demo": {
         "run": {"iterations": 2, "problems": 4, "test_problems": 16, "compare": True},
@@ -194,6 +208,17 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"pairs": 12, "invalid_as_zero": True, "valid_floor": 0.5},
     },
 }
+
+
+# A preset's values for one task, over the preset's own (the reference trains HumanEval on fewer pairs).
+PRESET_TASKS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "paper": {"humaneval": {"train": {"pairs": 600}}},
+}
+
+
+def preset_layer(preset: str, task: str) -> dict[str, dict[str, Any]]:
+    """The values a preset sets for a task: its own, then its per-task ones."""
+    return merge(PRESETS[preset], PRESET_TASKS.get(preset, {}).get(task, {}))
 
 
 def _section_classes() -> dict[str, type]:
@@ -301,7 +326,8 @@ def build(user: dict[str, dict[str, Any]]) -> Config:
         preset = "demo" if model.lower() in EMBEDDED_ALIASES else "paper"
     if preset not in PRESETS:
         raise UserError(f"run.preset = {preset!r}: choose auto, demo or paper")
-    layered = merge(PRESETS[preset], user)
+    task = str(user.get("run", {}).get("task", RunConfig.task))
+    layered = merge(preset_layer(preset, task), user)
     cfg = Config()
     for section, values in layered.items():
         obj = getattr(cfg, section)

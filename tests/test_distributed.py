@@ -164,7 +164,8 @@ def test_train_adapter_cli_on_two_ranks(tiny_llama, single, tmp_path):
            "--pairs", str(tmp_path / "pairs.jsonl"), "--model", str(tiny_llama), "--out", str(tmp_path / "adapter"),
            "--init-adapter", str(tmp_path / "init"), "--set", "train.processes=2",
            "--set", "lora.rank=4", "--set", "lora.alpha=8", "--set", "lora.dropout=0",
-           "--set", "train.beta=0.5", "--set", "train.learning_rate=5e-3", "--set", "train.batch_size=3"]
+           "--set", "train.beta=0.5", "--set", "train.learning_rate=5e-3", "--set", "train.lr_schedule=constant",
+           "--set", "train.batch_size=3"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()

@@ -77,7 +77,7 @@ class FakeWork:
         k = p.pairs[0]
         return {"loss": float(k), "margin": 2.0 * k, "chosen_reward": 1.0, "rejected_reward": -1.0}
 
-    def update(self, max_norm):
+    def update(self, max_norm, learning_rate):
         self.updates += 1
         return float(self.updates)
 

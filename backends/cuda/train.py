@@ -298,8 +298,10 @@ class _Work:
         (loss * weight).backward()
         return {"loss": loss.item(), **{k: float(v) for k, v in st.items()}}
 
-    def update(self, max_norm: float) -> float:
+    def update(self, max_norm: float, learning_rate: float) -> float:
         norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate
         self.opt.step()
         return float(norm)
 

@@ -332,8 +332,9 @@ class _Work:
         mx.eval(self.grads, loss, st)  # one pass's graph at a time
         return {"loss": loss.item(), **{k: v.item() for k, v in st.items()}}
 
-    def update(self, max_norm: float) -> float:
+    def update(self, max_norm: float, learning_rate: float) -> float:
         grads, norm = optim.clip_grad_norm(self.grads, max_norm)
+        self.opt.learning_rate = learning_rate
         self.opt.update(self.model, grads)
         mx.eval(self.model.trainable_parameters(), self.opt.state, norm)
         return norm.item()

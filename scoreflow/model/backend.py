@@ -64,6 +64,7 @@ class TrainPair:
 
 
 LOSSES = ("score-dpo", "dpo", "sft")  # the training losses (the formulas: training.preference_loss)
+LR_SCHEDULES = ("constant", "linear")  # the learning rate over an iteration's steps (training.learning_rate_at)
 
 
 @dataclass
@@ -71,6 +72,7 @@ class TrainConfig:
     loss: str = "score-dpo"  # one of LOSSES
     beta: float = 0.1
     learning_rate: float = 1e-4
+    lr_schedule: str = "constant"  # one of LR_SCHEDULES
     epochs: int = 1
     batch_size: int = 1
     max_grad_norm: float = 1.0

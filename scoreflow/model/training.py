@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Protocol, Sequence, TypeVar
 
-from scoreflow.model.backend import LOSSES, StepInfo, TrainConfig, TrainPair, TrainStats
+from scoreflow.model.backend import LOSSES, LR_SCHEDULES, StepInfo, TrainConfig, TrainPair, TrainStats
 from scoreflow.model.chat import ChatFormat, Encoded
 from scoreflow.files import atomic_dir
 
@@ -80,6 +80,24 @@ def preference_loss(kind: str, beta: float, policy_w: A, policy_l: A, ref_w: A, 
     return loss.mean(), stats
 
 
+# -- the learning rate of each step ----------------------------------------------------------------
+
+def learning_rate_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """The learning rate of optimiser step `step` (0-based) of a run of `total` steps.
+
+    constant: cfg.learning_rate at every step.
+    linear: cfg.learning_rate x (total - step) / total, from the full rate at the first step down to
+      1/total of it at the last (0 after it): transformers' default "linear" schedule without warm-up,
+      which trl's DPOTrainer, and so the reference implementation, trains with.
+    A resumed run continues the same schedule, as the rate depends on the step's index only.
+    """
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    if cfg.lr_schedule == "linear":
+        return cfg.learning_rate * max(0, total - step) / max(1, total)
+    raise ValueError(f"unknown learning-rate schedule {cfg.lr_schedule!r}; expected one of {LR_SCHEDULES}")
+
+
 # -- pairs and batches ----------------------------------------------------------------------------
 
 def batches(n_pairs: int, batch_size: int, epochs: int) -> list[list[int]]:
@@ -102,6 +120,7 @@ class Plan:
     def make(cls, fmt: ChatFormat, pairs: Sequence[TrainPair], cfg: TrainConfig) -> Plan:
         if cfg.loss not in LOSSES:
             raise ValueError(f"unknown loss {cfg.loss!r}; expected one of {LOSSES}")
+        learning_rate_at(cfg, 0, 1)  # an unknown schedule fails here, before any tensor work
         enc = Encoded(fmt, cfg.max_length)
         index = [(enc.add(p.prompt, p.chosen), enc.add(p.prompt, p.rejected)) for p in pairs]
         return cls(pairs, enc, index, batches(len(pairs), cfg.batch_size, cfg.epochs), cfg.loss)
@@ -157,8 +176,9 @@ class TensorWork(Protocol):
     def backward(self, p: Pass, weight: float) -> dict[str, float]:
         """Add the gradient of weight x the pass's mean loss; return the pass's STATS, unweighted."""
 
-    def update(self, max_norm: float) -> float:
-        """Clip the gradient to max_norm, take the optimiser step; the norm before clipping."""
+    def update(self, max_norm: float, learning_rate: float) -> float:
+        """Clip the gradient to max_norm, take the optimiser step at this learning rate (the
+        skeleton's learning_rate_at); the norm before clipping."""
 
     def save(self, adapter: Path, optimizer: Path) -> None:
         """Write the trainable tensors and the optimiser state as safetensors files."""
@@ -233,7 +253,7 @@ def train(plan: Plan, cfg: TrainConfig, work: TensorWork, *, on_step: Callable[[
                 sums[k] += st[k] * weight
         if collective is not None:  # every rank now holds the whole step's gradient and statistics
             sums = collective.all_reduce(sums)
-        norm = work.update(max_norm)
+        norm = work.update(max_norm, learning_rate_at(cfg, step, total))
         tokens += plan.tokens(batch)
         info = StepInfo(step + 1, total, sums["loss"], sums["margin"], sums["chosen_reward"],
                         sums["rejected_reward"], time.time() - ts, float(norm))

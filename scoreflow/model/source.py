@@ -1,9 +1,11 @@
-"""Where models come from: the embedded SmolLM2 GGUF, HF-format folders, hub ids; and a tokenizer
-built from a GGUF file's metadata without PyTorch (the MLX backend must not need torch)."""
+"""Where models come from: the embedded SmolLM2 GGUF, HF-format folders, hub ids; the config.json
+keys every reader of a folder needs; and a tokenizer built from a GGUF file's metadata without
+PyTorch (the MLX backend must not need torch)."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from scoreflow.errors import UserError
+from scoreflow.files import atomic_write
 
 EMBEDDED = "smollm2-135m"
 EMBEDDED_ALIASES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "embedded", "default"}
@@ -66,6 +69,48 @@ def resolve_model(spec: str | None) -> ModelSource:
     if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ModelSource(spec, "hub", spec, spec.split("/")[-1])
     raise UserError(f"model path does not exist: {spec}")
+
+
+# -- config.json ----------------------------------------------------------------------------------
+
+def read_config(folder: Path) -> dict:
+    """A model folder's config.json ({} when it is missing or not a JSON object)."""
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def reader_keys(config: dict) -> dict:
+    """The config.json keys to add (or correct) so that every reader builds the model transformers 5
+    builds. Transformers 5 writes RoPE settings only inside `rope_parameters` and the dtype as `dtype`;
+    mlx-lm, vLLM and transformers 4 read the top-level `rope_theta`, `rope_scaling`,
+    `partial_rotary_factor` and `torch_dtype`, and silently fall back to defaults (rope_theta 10000)
+    where they are missing. A `rope_parameters` nested by layer type has no single top-level form
+    and is left as it is."""
+    want: dict = {}
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        want["rope_theta"] = rope["rope_theta"]
+        if "partial_rotary_factor" in rope:
+            want["partial_rotary_factor"] = rope["partial_rotary_factor"]
+        kind = rope.get("rope_type", rope.get("type", "default"))
+        if kind != "default":
+            want["rope_scaling"] = {k: v for k, v in rope.items() if k not in ("rope_theta", "partial_rotary_factor")}
+    if config.get("dtype") is not None and "torch_dtype" not in config:
+        want["torch_dtype"] = config["dtype"]
+    return {k: v for k, v in want.items() if config.get(k) != v}
+
+
+def add_reader_keys(folder: Path) -> bool:
+    """Write `reader_keys` into a folder's config.json; whether it changed."""
+    config = read_config(folder)
+    keys = reader_keys(config)
+    if not keys:
+        return False
+    atomic_write(Path(folder) / "config.json", json.dumps({**config, **keys}, indent=2, sort_keys=True) + "\n")
+    return True
 
 
 @lru_cache(maxsize=4)

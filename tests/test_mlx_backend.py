@@ -264,7 +264,8 @@ def test_saved_adapter_loads_in_mlx_lm(mb, tiny_llama, tmp_path, adapters):
         want = mb.logprobs(items())
     finally:
         mb.load_adapter(None)
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["adapter_config.json", "adapters.safetensors"]
+    saved = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert saved == ["adapter_config.json", "adapters.safetensors", "scoreflow.json"]
     model, _ = mlx_lm.load(str(tiny_llama), adapter_path=str(tmp_path / "a"))
     model.eval()
     from scoreflow.backends.mlx.train import Encoded, scored

@@ -21,7 +21,8 @@ from scoreflow.model.backend import (  # noqa: E402
 )
 from scoreflow.model.chat import ChatFormat  # noqa: E402
 from scoreflow.errors import UserError  # noqa: E402
-from scoreflow.model.source import resolve_model  # noqa: E402
+from scoreflow.model.adapters import write_base  # noqa: E402
+from scoreflow.model.source import hub_id, resolve_model  # noqa: E402
 from scoreflow.files import atomic_dir  # noqa: E402
 
 from scoreflow.backends.cuda import distributed as _distributed  # noqa: E402
@@ -120,13 +121,16 @@ class TorchBackend(AdapterSnapshots):
 
     # -- adapters -----------------------------------------------------------------------------
     def save_adapter(self, path: Path) -> None:
-        """PEFT format (adapter_model.safetensors + adapter_config.json), written atomically."""
+        """PEFT format (adapter_model.safetensors + adapter_config.json) and scoreflow.json (the local
+        base), written atomically."""
         with atomic_dir(Path(path)) as tmp:
             self.model.save_pretrained(str(tmp))
             cfg_path = tmp / ADAPTER_CONFIG
             cfg = json.loads(cfg_path.read_text())
-            cfg["base_model_name_or_path"] = self.source.path if self.source.kind != "gguf" else self.base_path
+            hub = hub_id(self.source)
+            cfg["base_model_name_or_path"] = hub or self.base_path  # another machine resolves a hub id
             cfg_path.write_text(json.dumps(cfg, indent=2))
+            write_base(tmp, hub, self.base_path)
         self._adapter_is(path)
 
     def load_adapter(self, path: Path | None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from scoreflow.errors import UserError
-from scoreflow.model.source import ModelSource, cache_dir, gguf_tokenizer
+from scoreflow.model.source import ModelSource, add_reader_keys, cache_dir, gguf_tokenizer
 
 
 def pick_device(device: str) -> torch.device:
@@ -45,11 +45,13 @@ def gguf_cache_folder(gguf_path: str) -> Path:
 
 
 def convert_gguf(gguf_path: str) -> Path:
-    """Dequantize a GGUF once into an fp32 HF folder (model + tokenizer); later loads take ~0.5 s."""
+    """Dequantize a GGUF once into an fp32 HF folder (model + tokenizer) whose config.json every reader
+    understands (`add_reader_keys`); later loads take ~0.5 s."""
     from transformers import AutoModelForCausalLM
 
     folder = gguf_cache_folder(gguf_path)
     if (folder / "config.json").is_file():
+        add_reader_keys(folder)  # a folder written before the keys were added
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
@@ -60,6 +62,7 @@ def convert_gguf(gguf_path: str) -> Path:
         model.hf_quantizer.remove_quantization_config(model)
     model.save_pretrained(tmp)
     gguf_tokenizer(gguf_path).save_pretrained(tmp)
+    add_reader_keys(tmp)
     try:
         os.replace(tmp, folder)
     except OSError:  # another process won the race

@@ -20,7 +20,8 @@ from scoreflow.model.backend import (  # noqa: E402
     AdapterSnapshots, Completion, LoraConfig, Messages, SamplingParams, StepInfo, TrainConfig, TrainPair, TrainStats,
 )
 from scoreflow.model.chat import ChatFormat  # noqa: E402
-from scoreflow.model.source import resolve_model  # noqa: E402
+from scoreflow.model.adapters import write_base  # noqa: E402
+from scoreflow.model.source import hub_id, resolve_model  # noqa: E402
 from scoreflow.files import atomic_dir  # noqa: E402
 
 from scoreflow.backends.mlx import generate as _generate  # noqa: E402
@@ -112,13 +113,16 @@ class MLXBackend(AdapterSnapshots):
 
     # -- adapters -----------------------------------------------------------------------------
     def save_adapter(self, path: Path) -> None:
-        """mlx-lm format (adapters.safetensors + adapter_config.json), written atomically; loads with
-        `mlx_lm.load(model, adapter_path=path)` and `mlx_lm fuse` where the base is an mlx-lm folder."""
+        """mlx-lm format (adapters.safetensors + adapter_config.json) and scoreflow.json (the local
+        base), written atomically; loads with `mlx_lm.load(model, adapter_path=path)` and
+        `mlx_lm fuse` where the base is an mlx-lm folder."""
         with atomic_dir(Path(path)) as tmp:
             with self._lock:
                 mx.save_safetensors(str(tmp / ADAPTER_WEIGHTS), lora_state(self.model), metadata={"format": "mlx"})
-            cfg = dict(self.adapter_config, model=self.base_path)
+            hub = hub_id(self.source)
+            cfg = dict(self.adapter_config, model=hub or self.base_path)  # another machine resolves a hub id
             (tmp / ADAPTER_CONFIG).write_text(json.dumps(cfg, indent=2))
+            write_base(tmp, hub, self.base_path)
         self._adapter_is(path)
 
     def load_adapter(self, path: Path | None) -> None:

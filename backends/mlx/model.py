@@ -15,7 +15,7 @@ from mlx.utils import tree_flatten
 
 from scoreflow.model.backend import LoraConfig
 from scoreflow.errors import UserError
-from scoreflow.model.source import ModelSource, gguf_tokenizer
+from scoreflow.model.source import ModelSource, gguf_tokenizer, read_config, reader_keys
 
 GGUF_GROUP = 32  # every GGUF block format MLX reads (Q4_0, Q4_1, Q8_0) uses blocks of 32
 _GGUF_NAMES = {
@@ -200,7 +200,9 @@ def load_base(source: ModelSource, dtype: mx.Dtype, keep_quantized: bool) -> Loa
 
         folder = Path(source.path)
         try:
-            model, cfg = load_model(folder)
+            # mlx-lm reads RoPE settings at the top level only: without reader_keys it builds a
+            # transformers 5 folder's model with rope_theta 10000, whatever the folder says.
+            model, cfg = load_model(folder, model_config=reader_keys(read_config(folder)))
         except (ValueError, FileNotFoundError, KeyError) as e:
             raise UserError(f"cannot load model {source.spec} with mlx-lm: {str(e).splitlines()[0]}") from None
         tok = _folder_tokenizer(folder)
@@ -208,9 +210,11 @@ def load_base(source: ModelSource, dtype: mx.Dtype, keep_quantized: bool) -> Loa
         return Loaded(model, tok, cfg, str(folder), quantized)
     # A hub id (mlx-community/... or any HF repo mlx-lm can convert on the fly): needs the network once.
     import mlx_lm
+    from huggingface_hub import hf_hub_download
 
     try:
-        model, wrapper, cfg = mlx_lm.load(source.path, return_config=True)
+        keys = reader_keys(read_config(Path(hf_hub_download(source.path, "config.json")).parent))
+        model, wrapper, cfg = mlx_lm.load(source.path, model_config=keys, return_config=True)
     except Exception as e:  # hub errors come in many types; all mean the same to the user
         raise UserError(f"cannot load {source.spec} from the Hugging Face hub: {str(e).splitlines()[0]}") from None
     quantized = _cast(model, dtype, keep_quantized)

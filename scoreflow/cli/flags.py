@@ -176,3 +176,15 @@ def dry_run(opts: RunOptions, command: str) -> int:
 def exit_code(status: str) -> int:
     """A run's end as the command's exit code: stopped at a cap is a clean end; Ctrl-C is 130."""
     return 130 if status == "interrupted" else 0
+
+
+def console() -> Any:
+    """A rich console for a command's output; a closed pipe raises BrokenPipeError (rich's own
+    handling exits with 1), which main() ends quietly with 0."""
+    from rich.console import Console
+
+    class PipedConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError
+
+    return PipedConsole(highlight=False)

@@ -64,6 +64,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. A reader that closes the output early (`scoreflow config | head`)
+    ends it quietly with 0, as Python's documentation on SIGPIPE recommends."""
+    try:
+        try:
+            return _command(argv)
+        finally:  # also after --help's SystemExit
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's flush at exit
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 0
+
+
+def _stdout_to_devnull() -> None:
+    # Python flushes stdout again at exit; into the closed pipe that would fail once more.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _command(argv: list[str] | None) -> int:
     _quiet()
     try:
         args = parser().parse_args(argv)
@@ -71,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     try:
         return args.run(args)
+    except BrokenPipeError:  # main() ends it quietly; not a failure to log
+        raise
     except UserError as e:
         print(f"scoreflow: error: {one_line(str(e), 1000)}", file=sys.stderr)
         return 2
@@ -78,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         print("scoreflow: interrupted", file=sys.stderr)
         return 130
     except RunFailed as e:  # the run directory's log holds the traceback
+        if isinstance(e.__cause__, BrokenPipeError):  # the run's reader went away
+            raise e.__cause__ from None
         return _failed(args, str(e), e.__cause__ or e)
     except ModuleNotFoundError as e:  # an optional package: one line naming the extra that installs it
         from scoreflow.extras import from_error

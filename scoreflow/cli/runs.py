@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from scoreflow.cli.flags import debug_arg
+from scoreflow.cli.flags import console as flags_console, debug_arg
 from scoreflow.errors import UserError
 from scoreflow.fmt import fmt_count, fmt_number as _f
 from scoreflow.run.rundir import is_run_dir, load_run
@@ -20,14 +20,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     if not args.dir.is_dir():
         raise UserError(f"no runs folder at {args.dir}")
     paths = [args.dir] if is_run_dir(args.dir) else sorted(
         (d for d in args.dir.iterdir() if is_run_dir(d)), key=lambda d: d.stat().st_mtime)
-    console = Console(highlight=False)
+    console = flags_console()
     if not paths:
         console.print(f"no runs in {args.dir}")
         return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from scoreflow.cli.flags import debug_arg
+from scoreflow.cli.flags import console as flags_console, debug_arg
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -20,10 +20,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
     from scoreflow.report.show import show
     from scoreflow.run.rundir import load_run
 
-    show(load_run(args.run_dir), args.problem, args.iteration, Console(highlight=False))
+    show(load_run(args.run_dir), args.problem, args.iteration, flags_console())
     return 0

@@ -6,6 +6,9 @@ PEFT:   adapter_model.safetensors, keys `base_model.model.<path>.lora_A.weight` 
 mlx-lm: adapters.safetensors, keys `<path>.lora_a` (in, rank) and `.lora_b` (rank, out);
         adapter_config.json with num_layers and lora_parameters {rank, scale, dropout, keys}.
         The update is scale * (x @ a) @ b, so a = A.T, b = B.T and scale = alpha / r.
+Both:   the base model is named portably in the config (base_model_name_or_path / model: its hub id
+        where known); scoreflow.json beside it records the local base it was trained on. That file,
+        not a config key: PEFT warns about keys its LoraConfig lacks.
 Pure numpy + safetensors: no torch, no mlx.
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ from scoreflow.errors import UserError
 from scoreflow.files import atomic_dir
 
 PEFT_WEIGHTS, MLX_WEIGHTS, CONFIG = "adapter_model.safetensors", "adapters.safetensors", "adapter_config.json"
+BASE = "scoreflow.json"
 FORMATS = ("peft", "mlx")
 _PEFT_KEY = re.compile(r"^base_model\.model\.(.+)\.lora_([AB])(?:\.default)?\.weight$")
 _MLX_KEY = re.compile(r"^(.+)\.lora_([ab])$")
@@ -44,12 +49,20 @@ def _read_config(folder: Path) -> dict:
         raise UserError(f"cannot read {folder / CONFIG}: {e}") from None
 
 
-def _write(out: Path, weights_name: str, tensors: dict[str, np.ndarray], config: dict) -> Path:
+def write_base(folder: Path, hub_id: str | None, path: str) -> None:
+    """scoreflow.json: the base model's hub id (None if unknown) and the local file or folder the
+    adapter was trained on, for offline use on this machine."""
+    (Path(folder) / BASE).write_text(json.dumps({"base_model": hub_id, "base_path": path}, indent=2) + "\n")
+
+
+def _write(out: Path, weights_name: str, tensors: dict[str, np.ndarray], config: dict, src: Path) -> Path:
     out = Path(out)
     with atomic_dir(out) as tmp:
         save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp / weights_name),
                   metadata={"format": "pt" if weights_name == PEFT_WEIGHTS else "mlx"})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
+        if (src / BASE).is_file():
+            shutil.copyfile(src / BASE, tmp / BASE)
     return out
 
 
@@ -86,7 +99,7 @@ def peft_to_mlx(src: Path, out: Path, *, num_layers: int | None = None) -> Path:
     }
     if cfg.get("base_model_name_or_path"):
         config["model"] = cfg["base_model_name_or_path"]
-    return _write(out, MLX_WEIGHTS, tensors, config)
+    return _write(out, MLX_WEIGHTS, tensors, config, src)
 
 
 def mlx_to_peft(src: Path, out: Path) -> Path:
@@ -115,7 +128,7 @@ def mlx_to_peft(src: Path, out: Path) -> Path:
         "fan_in_fan_out": False, "use_rslora": False, "use_dora": False, "inference_mode": True,
         "base_model_name_or_path": cfg.get("model"),
     }
-    return _write(out, PEFT_WEIGHTS, tensors, config)
+    return _write(out, PEFT_WEIGHTS, tensors, config, src)
 
 
 def convert(src: Path, to: str, out: Path) -> Path:
@@ -127,7 +140,7 @@ def convert(src: Path, to: str, out: Path) -> Path:
     have = detect_format(src)
     if have == to:
         name = PEFT_WEIGHTS if to == "peft" else MLX_WEIGHTS
-        return _write(out, name, load_file(str(src / name)), _read_config(src))
+        return _write(out, name, load_file(str(src / name)), _read_config(src), src)
     return peft_to_mlx(src, out) if to == "mlx" else mlx_to_peft(src, out)
 
 

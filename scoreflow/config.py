@@ -309,8 +309,10 @@ def merge(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def build(user: dict[str, dict[str, Any]]) -> Config:
-    """Defaults < preset < `user` (file then flags, already merged)."""
+def build(user: dict[str, dict[str, Any]], snapshot: bool = False) -> Config:
+    """Defaults < preset < `user` (file then flags, already merged). `snapshot`: `user` holds a run's
+    saved configuration, which already carries its preset's values: a key it lacks (one added since
+    the run began) takes the built-in default, the value the run was made with, not the preset's."""
     from scoreflow.model.source import EMBEDDED_ALIASES
 
     for section, values in user.items():
@@ -327,7 +329,7 @@ def build(user: dict[str, dict[str, Any]]) -> Config:
     if preset not in PRESETS:
         raise UserError(f"run.preset = {preset!r}: choose auto, demo or paper")
     task = str(user.get("run", {}).get("task", RunConfig.task))
-    layered = merge(preset_layer(preset, task), user)
+    layered = user if snapshot else merge(preset_layer(preset, task), user)
     cfg = Config()
     for section, values in layered.items():
         obj = getattr(cfg, section)

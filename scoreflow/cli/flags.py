@@ -128,7 +128,7 @@ def build_config(args: argparse.Namespace, base: dict[str, dict[str, Any]] | Non
             section, key = dest.split(".", 1)
             flags.setdefault(section, {})[key] = value
     layers += [flags, C.parse_set(getattr(args, "set", []))]
-    return C.build(C.merge(*layers))
+    return C.build(C.merge(*layers), snapshot=base is not None)
 
 
 # ---- the arguments of commands that start a run ---------------------------------------------------

@@ -59,7 +59,7 @@ class Solver:
         run = RunDir(run_dir)
         if not run.has_config():
             raise UserError(f"{run_dir} holds no run (no config.toml)")
-        cfg = C.build(C.merge(C.read_toml(run.config_path), overrides or {}))
+        cfg = C.build(C.merge(C.read_toml(run.config_path), overrides or {}), snapshot=True)
         found = list(run.adapters())
         if iteration is None:
             iteration = found[-1] if found else 0

@@ -73,7 +73,7 @@ def model_card(run_dir: Path, iteration: int, fmt: str) -> str:
     from scoreflow import config as C
 
     run = RunDir(run_dir)
-    cfg = C.build(C.read_toml(run.config_path)) if run.has_config() else C.build({})
+    cfg = C.build(C.read_toml(run.config_path), snapshot=True) if run.has_config() else C.build({})
     hub, described, base = _base_model(cfg.generator.model)
     metrics = run.read("metrics")
     done = max((m.iteration for m in metrics if isinstance(m, IterationMetrics)), default=iteration)

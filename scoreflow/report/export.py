@@ -51,7 +51,7 @@ def export_workflows(run_dir: Path, out: Path) -> list[dict[str, Any]]:
     run = RunDir(run_dir)
     if not run.has_config():
         raise UserError(f"{run_dir} holds no run (no config.toml)")
-    cfg = C.build(C.read_toml(run.config_path))
+    cfg = C.build(C.read_toml(run.config_path), snapshot=True)
     task = make_task(cfg)
     entries: list[dict[str, Any]] = []
     for split, test in SPLITS:

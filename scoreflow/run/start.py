@@ -52,8 +52,8 @@ def prepare(opts: RunOptions, command: str) -> tuple[C.Config, Path, int | None]
         if run is None or not has_run:
             raise UserError(f"nothing to resume: {run_dir or '--run-dir'} holds no config.toml")
         saved = C.read_toml(run.config_path)
-        cfg = opts.config or C.build(saved)
-        fresh = C.as_dict(C.build(saved))
+        cfg = opts.config or C.build(saved, snapshot=True)
+        fresh = C.as_dict(C.build(saved, snapshot=True))
         changed = [f"{s}.{k}" for s, v in C.as_dict(cfg).items() for k, x in v.items()
                    if fresh[s][k] != x and (s, k) not in C.RESUMABLE]
         if changed and not opts.force:

@@ -1,10 +1,11 @@
 """Batched sampled generation with left padding, stop strings and per-row token counts.
 
-`generate` is a small decoding loop of its own: identical prompts (the k samples per problem that
-ScoreFlow draws) are prefilled once and their KV cache shared; distinct prompts that open alike (the
-generator prompt's instructions and few-shot examples, ~97% of its tokens, before each problem)
-prefill that common prefix once; and finished rows leave the batch so the rest decode at the size
-they need. `hf_generate` is transformers' `generate`, kept as the reference (greedy outputs must
+`generate` is a small decoding loop of its own: each prompt's opening (the generator prompt's
+instructions and few-shot examples, ~97% of its tokens, before each problem) comes from a prompt
+cache kept while the adapter is unchanged; identical prompts (the k samples per problem that
+ScoreFlow draws) are prefilled once and their KV cache shared; the cache grows in place rather than
+being copied at every step; and finished rows leave the batch so the rest decode at the size they
+need. `hf_generate` is transformers' `generate`, kept as the reference (greedy outputs must
 agree) and as the benchmarks' one-at-a-time baseline.
 """
 
@@ -13,7 +14,10 @@ from __future__ import annotations
 import inspect
 from typing import Sequence
 
+from collections import OrderedDict
+
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 import torch
 
@@ -108,12 +112,110 @@ def _stop_window(stops: Sequence[str]) -> int:
     return max((len(s) for s in stops), default=0) + 2  # tokens: every token decodes to >= 1 character
 
 
+class GrowingLayer(DynamicLayer):
+    """A cache layer whose keys and values live in a buffer grown by chunks: a decoding step writes its
+    one position instead of copying the whole cache (DynamicLayer concatenates at every step)."""
+
+    CHUNK = 256
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.device, self.is_initialized, self.length = key_states.device, True, 0
+            self._k = key_states.new_empty((*key_states.shape[:2], 0, key_states.shape[3]))
+            self._v = value_states.new_empty((*value_states.shape[:2], 0, value_states.shape[3]))
+        end = self.length + key_states.shape[2]
+        if end > self._k.shape[2]:
+            def grow(b: torch.Tensor) -> torch.Tensor:
+                return torch.cat([b, b.new_empty((*b.shape[:2], end - b.shape[2] + self.CHUNK, b.shape[3]))], 2)
+            self._k, self._v = grow(self._k), grow(self._v)
+        self._k[:, :, self.length:end] = key_states
+        self._v[:, :, self.length:end] = value_states
+        self.length = end
+        self.keys, self.values = self._k[:, :, :end], self._v[:, :, :end]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._k, self._v = self._k[indices], self._v[indices]
+            self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+
+
+def _growing_cache(prefixes: Sequence[list[tuple[torch.Tensor, torch.Tensor]]], lengths: Sequence[int],
+                   width: int) -> DynamicCache:
+    """One batch cache from per-row prefix caches, each left-padded (with zeros, masked out) to `width`."""
+    cache = DynamicCache()
+    cache.layers = []
+    for layer in range(len(prefixes[0])):
+        k0, v0 = prefixes[0][layer]
+        keys = k0.new_zeros((len(prefixes), k0.shape[1], width, k0.shape[3]))
+        values = v0.new_zeros((len(prefixes), v0.shape[1], width, v0.shape[3]))
+        for r, (kv, n) in enumerate(zip(prefixes, lengths)):
+            if n:
+                keys[r, :, width - n:] = kv[layer][0][0]
+                values[r, :, width - n:] = kv[layer][1][0]
+        grown = GrowingLayer()
+        grown.update(keys, values)
+        cache.layers.append(grown)
+    return cache
+
+
+class PromptCache:
+    """The key/value tensors of prompt prefixes (the system prompt and few-shot examples that open
+    every generator prompt), kept across calls while the weights that made them are unchanged: the
+    backend clears it whenever the adapter changes. A prefix is computed the same way whether it is
+    kept or not, so keeping it changes no output."""
+
+    def __init__(self, max_entries: int = 16, keep: bool = True):
+        self.max_entries, self.keep = max_entries, keep
+        self._store: OrderedDict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def clear(self) -> None:
+        self._store.clear()
+
+    def follow(self, weights: object) -> None:
+        """Forget everything when `weights` (a fingerprint of the trainable weights) changed since the last call."""
+        if weights != getattr(self, "_weights", None):
+            self.clear()
+            self._weights = weights
+
+    def get(self, model, key: tuple, ids: list[int], device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        kv = self._store.get(key)
+        if kv is not None:
+            self._store.move_to_end(key)
+            self.hits += 1
+            return kv
+        self.misses += 1
+        cache_kw, keep_kw = _forward_kwargs(model)
+        cache = DynamicCache()
+        model(input_ids=torch.tensor([ids], device=device), use_cache=True, **{cache_kw: cache},
+              **({"logits_to_keep": 1} if keep_kw else {}))
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if self.keep:
+            self._store[key] = kv
+            while len(self._store) > self.max_entries:
+                self._store.popitem(last=False)
+        return kv
+
+
+# Below this many tokens a prompt's opening is prefilled with the rest: a separate pass would save little.
+MIN_PREFIX = 32
+
+
 @torch.no_grad()
 def generate(
     model, tokenizer, fmt: ChatFormat, prompts: Sequence[Messages], params: SamplingParams,
-    device: torch.device, batch_size: int,
+    device: torch.device, batch_size: int, cache: PromptCache | None = None, adapter: bool = True,
 ) -> list[Completion]:
+    """Completions of `prompts`, `batch_size` rows at a time. Each prompt's opening (everything before
+    its last message: the system prompt and few-shot examples) comes from `cache`, computed once per
+    distinct opening; only the rest is prefilled per prompt, once for identical prompts."""
+    cache = cache or PromptCache(keep=False)
     encoded = [fmt.prompt_ids(m) for m in prompts]
+    opening = [fmt.context_length(m, ids) for m, ids in zip(prompts, encoded)]
     # Shortest first (less padding); identical prompts adjacent, so they share a batch and a prefill.
     order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), encoded[i]))
     results: list[Completion | None] = [None] * len(encoded)
@@ -122,38 +224,44 @@ def generate(
         gen = None
         if params.seed is not None and params.temperature > 0:
             gen = torch.Generator(device=device).manual_seed(params.seed + start)
-        for i, c in zip(rows, _generate_batch(model, fmt, [encoded[i] for i in rows], params, device,
-                                              tokenizer.pad_token_id, gen)):
+        batch = [(encoded[i], opening[i] if opening[i] >= MIN_PREFIX else 0) for i in rows]
+        for i, c in zip(rows, _generate_batch(model, fmt, batch, params, device, tokenizer.pad_token_id, gen,
+                                              cache, adapter)):
             c.prompt_tokens = len(encoded[i])
             results[i] = c
     return [c for c in results if c is not None]
 
 
-def _generate_batch(model, fmt: ChatFormat, prompts: list[list[int]], params: SamplingParams, device: torch.device,
-                    pad: int, gen: torch.Generator | None) -> list[Completion]:
+def _generate_batch(model, fmt: ChatFormat, prompts: list[tuple[list[int], int]], params: SamplingParams,
+                    device: torch.device, pad: int, gen: torch.Generator | None, prompt_cache: PromptCache,
+                    adapter: bool) -> list[Completion]:
     unique: dict[tuple[int, ...], int] = {}
-    source = [unique.setdefault(tuple(p), len(unique)) for p in prompts]
+    source = [unique.setdefault(tuple(p), len(unique)) for p, _ in prompts]
+    opening = {tuple(p): n for p, n in prompts}
     keys = list(unique)
-    cache = DynamicCache()
     cache_kw, keep_kw = _forward_kwargs(model)
-    # The rows are [shared prefix][left padding][own suffix]: the padding sits where each suffix begins,
-    # masked out, and positions run on without a gap, as with plain left padding (shared = 0).
-    shared = common_prefix(keys) if len(keys) > 1 else 0
-    if shared < MIN_SHARED:
-        shared = 0
+    # Row r is [padding][its opening, from the prompt cache][padding][the rest of its prompt]: padding
+    # is masked out and positions run on without a gap, as with plain left padding.
+    lengths = [opening[k] for k in keys]
+    width = max(lengths)
+    prefixes = [prompt_cache.get(model, (adapter, k[:n]), list(k[:n]), device) if n else None
+                for k, n in zip(keys, lengths)]
+    rest = max(len(k) - n for k, n in zip(keys, lengths))
+    ids = torch.full((len(keys), rest), pad, dtype=torch.long)
+    mask = torch.zeros((len(keys), width + rest), dtype=torch.long)
+    for r, (k, n) in enumerate(zip(keys, lengths)):
+        mask[r, width - n:width] = 1
+        ids[r, rest - (len(k) - n):] = torch.tensor(k[n:])
+        mask[r, width + rest - (len(k) - n):] = 1
+    if width:
+        empty = next(p for p in prefixes if p is not None)
+        filled = [p if p is not None else [(k[:, :, :0], v[:, :, :0]) for k, v in empty] for p in prefixes]
+        cache = _growing_cache(filled, lengths, width)
     else:
-        model(input_ids=torch.tensor([keys[0][:shared]], device=device), use_cache=True, **{cache_kw: cache},
-              **({"logits_to_keep": 1} if keep_kw else {}))
-        cache.batch_select_indices(torch.zeros(len(keys), dtype=torch.long, device=device))
-    width = max(len(k) for k in keys) - shared
-    ids = torch.full((len(keys), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(keys), shared + width), dtype=torch.long)
-    mask[:, :shared] = 1
-    for r, k in enumerate(keys):
-        ids[r, width - (len(k) - shared):] = torch.tensor(k[shared:])
-        mask[r, shared + width - (len(k) - shared):] = 1
+        cache = DynamicCache()
+        cache.layers, cache.layer_class_to_replicate = [], GrowingLayer
     ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, width:]
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache},
                 **({"logits_to_keep": 1} if keep_kw else {}))
     pick = torch.tensor(source, device=device)
@@ -196,20 +304,6 @@ def _generate_batch(model, fmt: ChatFormat, prompts: list[list[int]], params: Sa
         if done[i] is None:
             done[i] = _finish(fmt, tokens[i], params.stop, eos=False)
     return [c for c in done if c is not None]
-
-
-# Below this many common tokens the prompts are prefilled whole: a separate call would save little.
-MIN_SHARED = 32
-
-
-def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
-    """The number of leading tokens all prompts share, leaving each at least one token of its own
-    (the last prompt token's logits start the decoding)."""
-    n = min(len(p) for p in prompts) - 1
-    first = prompts[0]
-    for p in prompts[1:]:
-        n = next((i for i in range(n) if p[i] != first[i]), n)
-    return max(n, 0)
 
 
 def _finish(fmt: ChatFormat, body: list[int], stops: Sequence[str], *, eos: bool) -> Completion:

@@ -9,9 +9,10 @@ files without the raw-memory extension modules, read-write temporary directory, 
 outside the run) and a seccomp filter (no sockets of any family); a second interpreter for the
 code itself that never loads ctypes, with an audit hook refusing processes, sockets, frames and
 files outside its directory; a wall-clock deadline after which the PID namespace (or process group,
-or every process of the run's uid) is killed; capped output; and a verdict that counts only with
-the run's nonce. Executor calls are made by the parent on the child's behalf, so the child holds no
-secret and needs no network.
+or every process of the run's uid) is killed; capped output, and messages decoded defensively
+(protocol.py); a verdict that counts only with the run's nonce; and a cleanup that removes whatever
+the run left (cleanup.py). Executor calls are made by the parent on the child's behalf, so the child
+holds no secret and needs no network.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import stat
 import sys
@@ -34,11 +34,15 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from scoreflow.errors import InfraError, StopRun
+from scoreflow.sandbox import protocol
 from scoreflow.sandbox.access import read_roots, read_rules
+from scoreflow.sandbox.cleanup import remove_tree
 
 CONFINE = str(Path(__file__).with_name("confine.py"))
 CallHandler = Callable[[str, list, dict], Awaitable[Any]]
 LINUX = sys.platform.startswith("linux")
+PID_MAX = 1 << 22  # the kernel's largest pid
+log = logging.getLogger("scoreflow.sandbox")
 
 
 def _quiet_child_watcher(record: logging.LogRecord) -> bool:
@@ -193,7 +197,7 @@ class Sandbox:
                 result = await self._converse(run, handler, budget, t0)
             finally:
                 await run.kill()
-                shutil.rmtree(workdir, ignore_errors=True)
+                await _remove(workdir)
             result.seconds = time.monotonic() - t0
             return result
 
@@ -241,17 +245,16 @@ class Sandbox:
                     elif rc == -signal.SIGKILL:  # PID 1 of a namespace ignores SIGXCPU: the hard limit kills
                         why = "SIGKILL: CPU time limit exceeded or out of memory"
                     return RunResult("crashed", error=f"process died ({why})", calls=ncalls)
-                try:
-                    msg = json.loads(line)
-                    kind = msg.get("type")
-                except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-                    return RunResult("crashed", error="malformed message from the sandbox", calls=ncalls)
+                msg = protocol.decode(line)
+                if isinstance(msg, protocol.Malformed):
+                    return RunResult("crashed", error=f"{msg.reason} from the sandbox", calls=ncalls)
+                kind = msg["type"]
                 if first and kind == "pid":
-                    run.adopt(msg.get("pid"))
+                    run.adopt(msg["pid"])
                 elif kind == "done":
-                    if not isinstance(msg.get("nonce"), str) or not secrets.compare_digest(msg["nonce"], run.nonce):
+                    if not secrets.compare_digest(msg["nonce"].encode(), run.nonce.encode()):
                         return RunResult("crashed", error="forged verdict from the sandbox", calls=ncalls)
-                    status = msg.get("status") if msg.get("status") in ("ok", "error") else "error"
+                    status = msg["status"] if msg["status"] in ("ok", "error") else "error"
                     return RunResult(status, msg.get("output"), msg.get("error"), msg.get("stdout") or "",
                                      calls=ncalls, passed=msg.get("passed") if status == "ok" else False,
                                      layers=tuple(msg.get("layers") or ()))
@@ -262,7 +265,7 @@ class Sandbox:
                                          calls=ncalls)
                     calls.add(asyncio.ensure_future(self._answer(proc, handler, msg)))
                 else:
-                    return RunResult("crashed", error=f"unexpected message from the sandbox: {str(kind)[:40]}",
+                    return RunResult("crashed", error=f"unexpected message from the sandbox: {kind[:40]}",
                                      calls=ncalls)
                 first = False
                 reader = asyncio.ensure_future(proc.stdout.readline())
@@ -273,7 +276,7 @@ class Sandbox:
 
     async def _answer(self, proc, handler: CallHandler, msg: dict) -> None:
         try:
-            value = await handler(str(msg.get("method")), list(msg.get("args") or []), dict(msg.get("kwargs") or {}))
+            value = await handler(msg["method"], msg.get("args") or [], msg.get("kwargs") or {})
             reply = {"type": "reply", "id": msg.get("id"), "ok": True, "value": value}
         except (InfraError, StopRun):
             raise
@@ -296,7 +299,7 @@ class _Run:
 
     def adopt(self, pid: Any) -> None:
         """The init process of the run's PID namespace: accepted only if it is our child's child."""
-        if self.proc is None or not isinstance(pid, int) or pid <= 1 or not hasattr(os, "pidfd_open"):
+        if self.proc is None or not isinstance(pid, int) or not 1 < pid <= PID_MAX or not hasattr(os, "pidfd_open"):
             return
         try:
             fd = os.pidfd_open(pid)
@@ -328,6 +331,17 @@ class _Run:
             await asyncio.wait_for(proc.communicate(), 5)
         except (asyncio.TimeoutError, OSError, ValueError, RuntimeError):
             pass
+
+
+async def _remove(workdir: str) -> None:
+    """Removes a run's folder; never raises (what cannot be removed is logged)."""
+    try:
+        removal = await asyncio.to_thread(remove_tree, workdir)
+    except Exception as e:  # noqa: BLE001  (a cleanup failure must not end the caller's run)
+        log.warning("sandbox: could not clean up %s: %s: %s", workdir, type(e).__name__, e)
+        return
+    if not removal.ok:
+        log.warning("sandbox: left behind in %s: %s", workdir, removal.summary())
 
 
 def _ppid(pid: int) -> int | None:

@@ -209,12 +209,13 @@ def landlock(ctypes, libc, workdir, rules, layers):
 
 # The system calls refused with EPERM, per architecture (AUDIT_ARCH value, numbers): sockets of any
 # family (socket, socketpair, and io_uring, which can open them too); another process's memory
-# (ptrace, process_vm_readv/writev); new namespaces and mounts (unshare, setns, mount, umount2,
-# pivot_root, chroot, open_tree, move_mount, fsopen, fsconfig, fsmount).
+# (ptrace, process_vm_readv/writev); files by handle rather than path (open_by_handle_at); new
+# namespaces and mounts (unshare, setns, mount, umount2, pivot_root, chroot, open_tree, move_mount,
+# fsopen, fsconfig, fsmount).
 SECCOMP_DENIED = {
-    "x86_64": (0xC000003E, (41, 53, 425, 426, 427, 101, 310, 311, 272, 308, 165, 166, 155, 161,
+    "x86_64": (0xC000003E, (41, 53, 425, 426, 427, 101, 310, 311, 304, 272, 308, 165, 166, 155, 161,
                             428, 429, 430, 431, 432)),
-    "aarch64": (0xC00000B7, (198, 199, 425, 426, 427, 117, 270, 271, 97, 268, 40, 39, 41, 51,
+    "aarch64": (0xC00000B7, (198, 199, 425, 426, 427, 117, 270, 271, 265, 97, 268, 40, 39, 41, 51,
                              428, 429, 430, 431, 432)),
 }
 X32_SYSCALL_BIT = 0x40000000

@@ -11,10 +11,12 @@ or write it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 MAX_DEPTH = 32  # levels of lists and dicts in one message; operator arguments stay well under it
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -23,12 +25,12 @@ class Malformed:
 
 
 def valid_text(s: str) -> str:
-    """`s` as valid UTF-8: lone surrogates (which JSON's \\ud800 escapes can produce) replaced."""
+    """`s` as valid UTF-8: each lone surrogate (JSON's \\ud800 escapes can produce them) becomes U+FFFD."""
     try:
         s.encode("utf-8")
         return s
     except UnicodeEncodeError:
-        return s.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return SURROGATE.sub("\ufffd", s)
 
 
 class _TooDeep(Exception):

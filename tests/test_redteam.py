@@ -226,7 +226,8 @@ SOCKETS = r'''
 import socket
 outcomes = []
 for make in (lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), lambda: socket.socketpair(),
-             lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM), lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)):
+             lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+             lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)):
     try:
         made = make()
         outcomes.append("made")
@@ -371,12 +372,14 @@ IMPORT_STATE_ATTACKS = {  # on the tests' import of a module nothing imported be
                                                             "Finder()), sys.path_importer_cache.clear())):\n"
                                                             "    return None\n"),
 }
-FRACTION_TESTS = "import fractions\n\ndef check(candidate):\n    assert fractions.Fraction(candidate(1, 2)) == fractions.Fraction(3)\n"
+FRACTION_TESTS = ("import fractions\n\ndef check(candidate):\n"
+                  "    assert fractions.Fraction(candidate(1, 2)) == fractions.Fraction(3)\n")
 
 
 def test_candidates_that_steer_the_harness_score_zero(data_dir):
     mbpp, humaneval = load("mbpp", data_dir), load("humaneval", data_dir)
-    problems = {p.id: (task, p) for task in (mbpp, humaneval) for p in task.problems("validate") + task.problems("test")}
+    problems = {p.id: (task, p) for task in (mbpp, humaneval)
+                for p in task.problems("validate") + task.problems("test")}
     sandbox = Sandbox(LIMITS, 4)
     jobs, names = [], []
     for pid, attacks in HARNESS_ATTACKS.items():
@@ -658,7 +661,8 @@ def test_an_optimize_iteration_with_hostile_workflows_finishes(tmp_path, monkeyp
     run = tmp_path / "run"
     assert cli.main(["optimize", "--task", "jsonl", "--data", str(data), "--config", str(cfg), "--run-dir", str(run),
                      "--iterations", "1", "--problems", "1", "-k", "5", "--no-dashboard",
-                     "--set", "executor.runs=1", "--set", "generator.max_attempts=1", "--set", "run.compare=false"]) == 0
+                     "--set", "executor.runs=1", "--set", "generator.max_attempts=1",
+                     "--set", "run.compare=false"]) == 0
     attempts = [json.loads(line) for line in (run / "workflows.jsonl").read_text(encoding="utf-8").splitlines()]
     executions = [json.loads(line) for line in (run / "executions.jsonl").read_text(encoding="utf-8").splitlines()]
     by_source = {a["source"]: a for a in attempts}
@@ -735,7 +739,8 @@ if sys.version_info >= (3, 11):
 
 
 def _workflow(body: str) -> str:
-    return f"async def run_workflow(self):\n    {body}\n    return await self.custom(input=self.problem, instruction='x')\n"
+    end = "return await self.custom(input=self.problem, instruction='x')"
+    return f"async def run_workflow(self):\n    {body}\n    {end}\n"
 
 
 def test_every_allowed_node_type_is_accepted_and_each_rejected_one_refused():

@@ -62,7 +62,7 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
     s = build_session(cfg, run_dir, Progress(seed))
     if args.heldout:  # evaluate on validate problems this run does not train on, never on the test split
         s.task = HeldOut(s.task, [p.id for it in range(1, cfg.run.iterations + 1)
-                                  for p in run_problems(cfg, s.task, iteration=it)])
+                                  for p in run_problems(cfg, s.task, iteration=it)], args.heldout_pool)
     s.run.write_config(cfg)  # a run directory like optimize's: report and show read it
     s.run.set_status("running")
 
@@ -100,12 +100,17 @@ def names_operation(question: str, source: str | None) -> bool:
 
 class HeldOut:
     """The task with its test split replaced by the validate problems a run does not train on: where
-    settings are chosen (`--heldout`), so that the test split is only ever scored."""
+    settings are chosen (`--heldout`), so that the test split is only ever scored. With `pool`, those
+    are `pool` more arith validate problems, drawn after the split's own (which the runs train on)."""
 
-    def __init__(self, task, training_ids: list[str]):
-        self.task, self.training_ids = task, set(training_ids)
+    def __init__(self, task, training_ids: list[str], pool: int = 0):
+        self.task, self.training_ids, self.pool = task, set(training_ids), pool
 
     def problems(self, split: str) -> list:
+        if split == "test" and self.pool:
+            from scoreflow.tasks.arith import SIZES, ArithTask
+
+            return ArithTask(size={"validate": SIZES["validate"] + self.pool}).problems("validate")[SIZES["validate"]:]
         if split == "test":
             return [p for p in self.task.problems("validate") if p.id not in self.training_ids]
         return self.task.problems(split)
@@ -323,6 +328,8 @@ def main() -> None:
     ap.add_argument("--heldout", action="store_true",
                     help="evaluate on the validate problems the run does not train on instead of the test split "
                          "(for choosing settings)")
+    ap.add_argument("--heldout-pool", type=int, default=0, metavar="N",
+                    help="with --heldout: evaluate on N more arith validate problems, drawn after the split's own")
     ap.add_argument("--tag", default="", help="a name for this setting: runs go to <loss>-<tag>-seed<N>")
     ap.add_argument("--quick", action="store_true", help="one seed, one iteration of 2 problems: the machinery only")
     ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",

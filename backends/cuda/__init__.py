@@ -66,6 +66,7 @@ class TorchBackend(AdapterSnapshots):
         # Prompt openings' keys and values, with the adapter on and off; valid until the adapter changes.
         self.prompt_cache = _generate.PromptCache(keep=prompt_cache)
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.parameters = sum(p.numel() for p in self.model.get_base_model().parameters() if not p.requires_grad)
 
     # -- generation and scoring -------------------------------------------------------------
     def generate(self, prompts: Sequence[Messages], params: SamplingParams, *, adapter: bool = True) -> list[Completion]:

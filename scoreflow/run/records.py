@@ -129,6 +129,7 @@ class TrainStep(Record):
     rejected_reward: float = 0.0
     seconds: float = 0.0
     grad_norm: float = 0.0
+    tokens: Any = UNSET  # int: the step's prompt and completion tokens; older runs lack it
 
 
 @dataclass

@@ -163,6 +163,10 @@ class RunDir:
         return self.path / "executor-cache.jsonl"
 
     @property
+    def profile_path(self) -> Path:
+        return self.path / "profile.md"
+
+    @property
     def error_log(self) -> Path:
         return self.path / "error.log"
 

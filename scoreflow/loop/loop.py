@@ -281,8 +281,12 @@ def compare(s: Session, base: int, trained: int) -> Comparison:
     ev = {m.iteration: m for m in records if isinstance(m, TestMetrics)}
     a, b = ev[trained].scores, ev[base].scores
     diff = bootstrap([a], [b])
+    sources = {(r.iteration, r.problem): r.source for r in s.run["test_workflows"].all() if r.valid}
+    problems = run_problems(s.cfg, s.task, "test")
+    change = s.task.describe_change(problems, [sources.get((base, p)) for p in range(len(problems))],
+                                    [sources.get((trained, p)) for p in range(len(problems))])
     rec = Comparison(base=base, trained=trained, problems=len(a), base_solve_rate=ev[base].solve_rate,
-                     trained_solve_rate=ev[trained].solve_rate, difference=diff.as_dict())
+                     trained_solve_rate=ev[trained].solve_rate, difference=diff.as_dict(), change=change)
     s.run["metrics"].append(rec)
     s.reporter.iteration_end(rec)
     return rec

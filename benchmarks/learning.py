@@ -55,8 +55,9 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
         user.setdefault(section, {})[name] = value
     user["run"]["compare"] = True  # the base generator before training, the trained one after the last iteration
     cfg = build(user)
-    if args.reuse_from:
-        reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir, evaluations=not args.heldout)
+    if args.reuse_from:  # a held-out pool is the same for every run of a seed: its base evaluation too
+        source = args.reuse_from if (args.reuse_from / "config.toml").is_file() else args.reuse_from / f"score-dpo-seed{seed}"
+        reuse(source, run_dir, evaluations=not args.heldout or bool(args.heldout_pool), pairs=not args.new_pairs)
     if args.retest_from:
         retest(args.retest_from / run_dir.name, run_dir)
     s = build_session(cfg, run_dir, Progress(seed))
@@ -119,13 +120,14 @@ class HeldOut:
         return getattr(self.task, name)
 
 
-def reuse(source: Path, run_dir: Path, evaluations: bool = True) -> None:
+def reuse(source: Path, run_dir: Path, evaluations: bool = True, pairs: bool = True) -> None:
     """Start from another run of the same seed: its base-generator evaluation (unless `evaluations`
     is off) and its first iteration's workflows, executions and sampled pairs (none of which depends
     on the loss or the training settings), so that losses and settings are compared on exactly the
     same pairs."""
-    keep = {"workflows": lambda r: r.iteration == 1, "executions": lambda r: r.iteration == 1,
-            "pairs": lambda r: r.iteration == 1}
+    keep = {"workflows": lambda r: r.iteration == 1, "executions": lambda r: r.iteration == 1}
+    if pairs:
+        keep["pairs"] = lambda r: r.iteration == 1
     if evaluations:
         keep.update({"metrics": lambda r: isinstance(r, TestMetrics) and r.iteration == 0,
                      "test_workflows": lambda r: r.iteration == 0, "test_executions": lambda r: r.iteration == 0})
@@ -323,6 +325,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the JSON here (and a PNG beside it)")
     ap.add_argument("--reuse-from", type=Path, help="a --runs-dir of score-dpo runs of the same seeds: reuse their "
                     "base evaluation and first iteration's workflows, scores and pairs (compare losses on the same pairs)")
+    ap.add_argument("--new-pairs", action="store_true", help="with --reuse-from: draw iteration 1's pairs again "
+                    "(another train.pair_draw) from the reused workflows and scores")
     ap.add_argument("--retest-from", type=Path, help="another --runs-dir holding finished runs of this setting: "
                     "take their training and adapters, evaluate again (e.g. on more --test-problems)")
     ap.add_argument("--heldout", action="store_true",

@@ -159,7 +159,7 @@ def make_pairs(s: Session, it: int, scores: dict[Key, float]) -> list[PairRecord
     if old:  # cut short by a crash: rewrite this iteration's block whole
         s.run["pairs"].rewrite(p for p in s.run["pairs"].all() if p.iteration != it)
     candidates = [Candidate(p, j, sc) for (p, j), sc in sorted(scores.items())]
-    sampled = sample_pairs(candidates, t.pairs, t.sampling_alpha, seed=s.cfg.run.seed * 7919 + it)
+    sampled = sample_pairs(candidates, t.pairs, t.sampling_alpha, seed=s.cfg.run.seed * 7919 + it, draw=t.pair_draw)
     out = [PairRecord(iteration=it, **asdict(p)) for p in sampled]
     s.run["pairs"].extend(out)
     s.reporter.advance()

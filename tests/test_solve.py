@@ -14,20 +14,11 @@ import pytest
 
 from scoreflow.errors import UserError
 
-from fake_backend import BAD, GOOD, FakeBackend, QUESTIONS
+from fake_backend import BAD, GOOD, FakeBackend, config
 from scoreflow import api
 from scoreflow.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def config(tmp: Path) -> dict:
-    data = tmp / "qa.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answer": a}) + "\n"
-                            for i, (q, a) in enumerate(QUESTIONS)))
-    return {"run": {"task": "jsonl", "data": str(data), "iterations": 1, "problems": 2, "compare": False},
-            "task": {"scorer": "exact", "family": "qa", "description": "short general-knowledge questions"},
-            "generator": {"workflows_per_problem": 2}, "executor": {"runs": 1}, "train": {"pairs": 2}}
 
 
 @pytest.fixture

@@ -1,0 +1,282 @@
+"""The ScoreFlow loop (scoreflow/loop/): pairs and their sampling, the generator's prompt, each iteration's
+problems and learning rate, the test temperature; on the scripted backend of fake_backend.py (real loop,
+sandbox, executor and run directory)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import pytest
+
+from fake_backend import FakeBackend, config, write_task
+from scoreflow import api
+from scoreflow.config import build, train_config
+from scoreflow.loop.pairs import Candidate, all_pairs, sample_pairs
+from scoreflow.loop.prompts import generator_messages
+from scoreflow.run.session import select, select_fresh
+from scoreflow.tasks.arith import ArithTask
+
+
+# ==== Pair construction and (s_w - s_l)^alpha sampling. (was tests/test_pairs.py)
+
+def test_every_unequal_pair_once_and_ties_dropped():
+    c = [Candidate(0, 0, 1.0), Candidate(0, 1, 0.0), Candidate(0, 2, 1.0), Candidate(1, 0, 0.5), Candidate(1, 1, 0.5)]
+    pairs = all_pairs(c)
+    assert {(p.problem, p.chosen, p.rejected) for p in pairs} == {(0, 0, 1), (0, 2, 1)}
+    assert all(p.score_chosen > p.score_rejected for p in pairs)
+
+
+def test_no_pairs_across_problems():
+    assert all_pairs([Candidate(0, 0, 1.0), Candidate(1, 0, 0.0)]) == []
+
+
+def test_all_ties_give_nothing():
+    assert sample_pairs([Candidate(0, j, 1 / 3) for j in range(5)], 100) == []
+
+
+def test_sampling_frequencies_follow_cubed_gap():
+    # gaps 1.0, 0.5, 0.25 -> weights 1, 1/8, 1/64
+    c = [Candidate(0, 0, 1.0), Candidate(0, 1, 0.0), Candidate(1, 0, 0.75), Candidate(1, 1, 0.25),
+         Candidate(2, 0, 0.5), Candidate(2, 1, 0.25)]
+    n = 200_000
+    drawn = Counter(p.problem for p in sample_pairs(c, n, alpha=3.0, seed=1))
+    weights = {0: 1.0, 1: 0.5 ** 3, 2: 0.25 ** 3}
+    total = sum(weights.values())
+    for problem, w in weights.items():
+        expected = n * w / total
+        sd = math.sqrt(n * (w / total) * (1 - w / total))
+        assert abs(drawn[problem] - expected) < 5 * sd, (problem, drawn[problem], expected)
+
+
+def test_alpha_zero_is_uniform_and_seed_reproducible():
+    c = [Candidate(0, 0, 1.0), Candidate(0, 1, 0.0), Candidate(1, 0, 0.3), Candidate(1, 1, 0.2)]
+    n = 100_000
+    drawn = Counter(p.problem for p in sample_pairs(c, n, alpha=0.0, seed=2))
+    assert abs(drawn[0] - n / 2) < 5 * math.sqrt(n / 4)
+    assert sample_pairs(c, 50, alpha=0, seed=3) == sample_pairs(c, 50, alpha=0, seed=3)
+    assert sample_pairs(c, 50, alpha=0, seed=3) != sample_pairs(c, 50, alpha=0, seed=4)
+
+
+# ==== The generator's prompt: few-shot examples in their order for training, evaluation and solve, and
+# rotated per sample in optimisation with `generator.explore_examples`. (was tests/test_prompts.py)
+
+def _example_questions(messages) -> list[str]:
+    return [m["content"] for m in messages[1:-1] if m["role"] == "user"]
+
+
+def test_rotate_shows_the_examples_in_another_order_and_the_same_problem():
+    task = ArithTask()
+    problem = task.problems("validate")[0]
+    n = len(task.examples)
+    plain = generator_messages(task, problem, hide=True)
+    assert generator_messages(task, problem, hide=True, rotate=0) == plain
+    assert generator_messages(task, problem, hide=True, rotate=n) == plain
+    for r in range(1, n):
+        rotated = generator_messages(task, problem, hide=True, rotate=r)
+        assert rotated[0] == plain[0] and rotated[-1] == plain[-1]  # system prompt and problem unchanged
+        qs = _example_questions(plain)
+        assert _example_questions(rotated) == qs[r:] + qs[:r]
+        assert sorted(map(str, rotated)) == sorted(map(str, plain))  # the same messages, reordered
+
+
+class PromptLog(FakeBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompts: list[list[str]] = []  # the examples' questions of each generator prompt
+        self.trained: list = []
+
+    def generate(self, prompts, params, *, adapter: bool = True):
+        if adapter:
+            self.prompts += [_example_questions(m) for m in prompts]
+        return super().generate(prompts, params, adapter=adapter)
+
+    def train(self, pairs, cfg, **kw):
+        self.trained += list(pairs)
+        return super().train(pairs, cfg, **kw)
+
+
+def _run_prompts(tmp_path, monkeypatch, explore: bool) -> PromptLog:
+    from scoreflow.cli import main as cli
+
+    backend = PromptLog()
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: backend)
+    task = write_task(tmp_path)
+    assert cli.main(["optimize", *task, "--run-dir", str(tmp_path / "run"), "--iterations", "1", "--problems", "2",
+                     "-k", "3", "--test-problems", "2", "--no-dashboard", "--set", "run.compare=true",
+                     "--set", f"generator.explore_examples={str(explore).lower()}"]) == 0
+    return backend
+
+
+def test_optimisation_samples_explore_and_training_and_evaluation_use_the_order(tmp_path, monkeypatch):
+    b = _run_prompts(tmp_path, monkeypatch, explore=True)
+    # 2 test problems before training, 2 problems x 3 optimisation samples, 2 test problems after
+    assert len(b.prompts) == 10
+    base, samples, trained = b.prompts[:2], b.prompts[2:8], b.prompts[8:]
+    qs = base[0]
+    n = len(qs)
+    assert n >= 2 and base == trained == [qs, qs]
+
+    def rot(r: int) -> list[str]:
+        return qs[r % n:] + qs[:r % n]
+
+    assert samples == [rot(i + j) for i in range(2) for j in range(3)]  # problem i, slot j
+    assert b.trained and all(_example_questions(p.prompt) == qs for p in b.trained)
+
+    (tmp_path / "off").mkdir()
+    off = _run_prompts(tmp_path / "off", monkeypatch, explore=False)
+    assert len(off.prompts) == 10 and all(p == qs for p in off.prompts)
+
+
+# ==== run.fresh_problems: each iteration takes problems not used yet instead of the same ones. (was
+# tests/test_fresh_problems.py)
+
+def test_fresh_iterations_cover_the_split_before_repeating():
+    problems = ArithTask().problems("validate")
+    assert len(problems) == 60
+    ids = [[p.id for p in select_fresh(problems, 12, 3, it)] for it in range(1, 7)]
+    assert ids[0] == [p.id for p in select(problems, 12, 3)]  # the first iteration is unchanged
+    assert all(len(set(i)) == 12 for i in ids)
+    assert len(set().union(*ids[:5])) == 60  # five iterations of 12: every problem once
+    assert ids[5] == ids[0]  # then round again
+    assert ids[1] != [p.id for p in select_fresh(problems, 12, 4, 2)]  # the order follows the seed
+    order = [p.id for p in problems]
+    assert all(i == sorted(i, key=order.index) for i in ids)  # in file order
+    assert select_fresh(problems, 0, 3, 2) == problems == select_fresh(problems, 60, 3, 2)
+
+
+class TrainLog(FakeBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.trained: list[list] = []  # each iteration's training pairs
+
+    def train(self, pairs, cfg, **kw):
+        self.trained.append(list(pairs))
+        return super().train(pairs, cfg, **kw)
+
+
+def _run_fresh(tmp_path, monkeypatch, fresh: bool) -> tuple[TrainLog, dict[int, set[str]]]:
+    from scoreflow.cli import main as cli
+
+    backend = TrainLog()
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: backend)
+    task = write_task(tmp_path)  # 10 records: 2 validate problems
+    run = tmp_path / "run"
+    assert cli.main(["optimize", *task, "--run-dir", str(run), "--iterations", "2", "--problems", "1",
+                     "-k", "2", "--no-dashboard", "--set", f"run.fresh_problems={str(fresh).lower()}"]) == 0
+    seen: dict[int, set[str]] = {}
+    for line in (run / "workflows.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        seen.setdefault(r["iteration"], set()).add(r["problem_id"])
+    return backend, seen
+
+
+def test_the_loop_trains_each_iteration_on_its_own_problems(tmp_path, monkeypatch, capsys):
+    from scoreflow.cli import main as cli
+    from scoreflow.config import build
+    from scoreflow.loop.loop import recorded_pairs
+    from scoreflow.run.rundir import RunDir
+
+    (tmp_path / "fresh").mkdir()
+    b, seen = _run_fresh(tmp_path / "fresh", monkeypatch, fresh=True)
+    assert len(seen[1]) == len(seen[2]) == 1 and seen[1] != seen[2]
+    assert len(b.trained) == 2 and all(b.trained)
+    questions = [{p.prompt[-1]["content"] for p in pairs} for pairs in b.trained]
+    assert len(questions[0]) == len(questions[1]) == 1 and questions[0] != questions[1]
+    # What the run directory records rebuilds the pairs each iteration trained on.
+    run = tmp_path / "fresh" / "run"
+    cfg = build(RunDir(run).read_config())
+    for it in (1, 2):
+        assert [(p.prompt, p.chosen, p.rejected) for p in recorded_pairs(cfg, run, it)] == \
+            [(p.prompt, p.chosen, p.rejected) for p in b.trained[it - 1]]
+
+    # `show` prints each iteration's own problem beside its workflows.
+    for it, question in ((1, questions[0]), (2, questions[1])):
+        capsys.readouterr()
+        assert cli.main(["show", str(run), "--problem", "0", "--iteration", str(it)]) == 0
+        shown = capsys.readouterr().out
+        asked = next(iter(question)).split("Problem:")[-1].strip().splitlines()[0]
+        assert asked and asked in shown, (asked, shown[:500])
+
+    (tmp_path / "same").mkdir()
+    _, same = _run_fresh(tmp_path / "same", monkeypatch, fresh=False)
+    assert same[1] == same[2] == seen[1]
+
+
+# ==== train.lr_decay: iteration i trains at learning_rate x lr_decay^(i-1). (was tests/test_lr_decay.py)
+
+def test_train_config_decays_the_rate_by_iteration():
+    cfg = build({"train": {"learning_rate": 1e-4, "lr_decay": 0.5}})
+    assert [train_config(cfg, it).learning_rate for it in (1, 2, 3)] == pytest.approx([1e-4, 5e-5, 2.5e-5])
+    assert train_config(build({}), 3).learning_rate == build({}).train.learning_rate  # off by default
+
+
+class RateLog(FakeBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def train(self, pairs, cfg, **kw):
+        self.rates.append(cfg.learning_rate)
+        return super().train(pairs, cfg, **kw)
+
+
+def test_the_loop_trains_each_iteration_at_its_decayed_rate(tmp_path, monkeypatch):
+    from scoreflow.cli import main as cli
+
+    backend = RateLog()
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: backend)
+    task = write_task(tmp_path)
+    assert cli.main(["optimize", *task, "--run-dir", str(tmp_path / "run"), "--iterations", "3", "--problems", "2",
+                     "-k", "2", "--no-dashboard", "--set", "train.learning_rate=2e-4",
+                     "--set", "train.lr_decay=0.25"]) == 0
+    assert backend.rates == pytest.approx([2e-4, 5e-5, 1.25e-5])
+
+
+# ==== `generator.test_temperature`: evaluation and `solve` generate their one workflow per problem at it (0 =
+# greedy), optimisation samples at `generator.temperature`, and a retry of an invalid workflow samples at
+# `generator.temperature` (a greedy retry would only repeat itself). (was tests/test_test_temperature.py)
+
+class GreedyWritesInvalid(FakeBackend):
+    """Logs the temperature of every generator call; a greedy call writes an invalid workflow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.temperatures: list[float] = []
+
+    def generate(self, prompts, params, *, adapter: bool = True):
+        if not adapter:
+            return super().generate(prompts, params, adapter=adapter)
+        self.temperatures += [params.temperature] * len(prompts)
+        out = super().generate(prompts, params, adapter=adapter)
+        if params.temperature == 0:
+            for c in out:
+                c.text = "<graph>\nasync def run_workflow(self):\n    return 'no operator'\n</graph>"
+        return out
+
+
+def test_evaluation_and_solve_generate_at_the_test_temperature_and_retry_at_the_sampling_one(tmp_path, monkeypatch):
+    backend = GreedyWritesInvalid()
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: backend)
+    cfg = config(tmp_path)
+    cfg["run"].update(compare=True, test_problems=2)
+    cfg["generator"].update(temperature=0.7, test_temperature=0.0, max_attempts=2)
+    result = api.optimize(cfg, tmp_path / "run")
+    assert result.status == "finished"
+    # base evaluation: 2 greedy (invalid) then 2 retries; optimisation: 2 problems x k=2; trained evaluation likewise
+    assert backend.temperatures == [0.0, 0.0, 0.7, 0.7] + [0.7] * 4 + [0.0, 0.0, 0.7, 0.7]
+    evaluations = [m for m in result.metrics if m["kind"] == "evaluate"]
+    assert [m["valid_rate"] for m in evaluations] == [1.0, 1.0]  # every problem valid at its retry
+
+    backend.temperatures.clear()
+    with api.Solver.from_run(tmp_path / "run") as solver:
+        solved = solver.solve("What do bees make?")
+    assert solved.attempts == 2 and backend.temperatures == [0.0, 0.7]
+
+    backend.temperatures.clear()
+    with api.Solver.from_run(tmp_path / "run") as solver:
+        solver.cfg.generator.test_temperature = 0.4  # sampled: valid at once
+        assert solver.solve("What do bees make?").attempts == 1
+    assert backend.temperatures == [0.4]
+

@@ -1,6 +1,7 @@
 """The command line (scoreflow/cli/): bad input ends with one clear line on stderr, exit code 2, no
 traceback and no half-made run directory; each subcommand shows and accepts only the flags whose config
-key can affect it, and `--set` reaches every key; output into a pipe the reader closes ends quietly."""
+key can affect it, and `--set` reaches every key; output into a pipe the reader closes ends quietly; and,
+marked slow, `run-workflow` on the embedded model."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from runs import ROOT, env
 from scoreflow import config as C
 from scoreflow.cli import flags, main as cli
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # ==== Bad input ends with one clear line on stderr, exit code 2, no traceback, no half-made run directory.
@@ -274,3 +274,30 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path, args):
     assert (r.returncode, r.stderr) == (0, b"")
     assert not list(tmp_path.glob("scoreflow-error-*.log"))
 
+
+# ==== run-workflow on the embedded model (was in tests/test_e2e.py)
+
+def run_workflow(tmp_path: Path, source: str, *extra: str) -> dict:
+    wf = tmp_path / "wf.py"
+    wf.write_text(source)
+    res = subprocess.run([sys.executable, "-m", "scoreflow", "run-workflow", "--workflow", str(wf),
+                          "--set", "executor.max_tokens=24", "--set", "sandbox.timeout_s=3", *extra],
+                         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_run_workflow_verdicts(tmp_path):
+    bad = run_workflow(tmp_path, "async def run_workflow(self):\n    import os\n    return os.getcwd()\n")
+    assert bad["status"] == "rejected" and "import" in bad["reason"] and bad["score"] == 0
+    opened = run_workflow(tmp_path, "async def run_workflow(self):\n    return open('/etc/passwd').read()\n")
+    assert opened["status"] == "rejected" and opened["score"] == 0
+    dunder = run_workflow(tmp_path, "async def run_workflow(self):\n    return self.__class__.__name__\n")
+    assert dunder["status"] == "rejected"
+    loop = run_workflow(tmp_path, "async def run_workflow(self):\n    x = await self.custom(input=self.problem, "
+                        "instruction='Solve it.')\n    while True:\n        x = x + ''\n    return x\n")
+    assert loop["status"] == "timeout" and loop["score"] == 0, loop
+    ok = run_workflow(tmp_path, "async def run_workflow(self):\n    return await self.programmer(problem=self.problem)\n",
+                      "--index", "3")
+    assert ok["status"] == "ok" and ok["executor_calls"] >= 1 and ok["score"] in (0.0, 1.0), ok

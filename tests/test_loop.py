@@ -1,6 +1,8 @@
 """The ScoreFlow loop (scoreflow/loop/): pairs and their sampling, the generator's prompt, each iteration's
 problems and learning rate, the test temperature; on the scripted backend of fake_backend.py (real loop,
-sandbox, executor and run directory)."""
+sandbox, executor and run directory) and, marked slow, on the shared real runs of tests/runs.py: the
+README's demo preset trains and compares, a run killed with SIGKILL at four chosen points resumes to a
+complete run, and the MLX backend's run (under -m mlx)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ from collections import Counter
 
 import pytest
 
+import runs
 from fake_backend import FakeBackend, config, write_task
+from runs import check_complete, records
 from scoreflow import api
 from scoreflow.config import build, train_config
 from scoreflow.loop.pairs import Candidate, all_pairs, sample_pairs
@@ -280,3 +284,121 @@ def test_evaluation_and_solve_generate_at_the_test_temperature_and_retry_at_the_
         assert solver.solve("What do bees make?").attempts == 1
     assert backend.temperatures == [0.4]
 
+
+# ==== The real runs (tests/runs.py): the demo preset, kill -9 and --resume, the MLX backend (were in
+# tests/test_e2e.py)
+
+@pytest.mark.slow
+def test_demo_preset_trains_and_compares_with_the_base_generator(demo_run):
+    """The README's main command at smaller test sizes: the demo preset's settings (hidden numbers,
+    one attempt, valid-but-wrong above invalid) form pairs and take optimiser steps on arith, and the
+    run ends by printing the held-out comparison of the trained and the base generator."""
+    run, out = demo_run.run_dir, demo_run.out
+    assert demo_run.rc == 0, out[-3000:] + demo_run.err[-3000:]
+    metrics = records(run, "metrics")
+    it = next(m for m in metrics if m["kind"] == "iteration")
+    assert it["pairs"] > 0 and it["steps"] > 0, it
+    steps = [r for r in records(run, "train") if r["iteration"] == 1]
+    assert len(steps) == it["steps"] and all(r["loss"] > 0 for r in steps)
+    evaluated = sorted(m["iteration"] for m in metrics if m["kind"] == "evaluate")
+    assert evaluated == [0, 1]
+    compared = next(m for m in metrics if m["kind"] == "compare")
+    assert compared["problems"] == 2  # --test-problems of runs.DEMO_SIZES
+    d = compared["difference"]
+    assert d["low"] <= d["value"] <= d["high"]
+    assert abs(d["value"] - (compared["trained_solve_rate"] - compared["base_solve_rate"])) < 1e-9
+    last = out.strip().splitlines()[-1]
+    assert "trained vs base" in last and "95% CI" in last, last
+    # no solved workflow, in training or on the test split, holds the gold answer in its source
+    from scoreflow.tasks.arith import ArithTask
+    from scoreflow.execute.workflow import gold_in_source
+
+    test = ArithTask().problems("test")
+    sources = {(r["iteration"], r["problem"]): r for r in records(run, "test_workflows") if r["valid"]}
+    for e in records(run, "test_executions"):
+        if e["score"] > 0:
+            w = sources[(e["iteration"], e["problem"])]
+            problem = next(p for p in test if p.id == w["problem_id"])
+            assert not gold_in_source(w["source"], problem.answer), w["source"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_four_points_resumes_each_time_to_a_complete_run(killed_run):
+    """kill -9 during generation, execution (between two workflows' executions), training (between two
+    checkpointed steps) and the held-out evaluation of the trained generator; every resume picks up
+    where the last left off: what was recorded before a kill is neither redone nor lost, training goes
+    on from its checkpoint, the evaluation with the saved adapter, and the finished run has every
+    record exactly once."""
+    k = killed_run
+    assert k.rc == 0, k.log[-3000:]
+    assert [(x.meant, x.stage) for x in k.kills] == [
+        ("generation", ("iteration 1/1", "generate")), ("execution", ("iteration 1/1", "execute")),
+        ("training", ("iteration 1/1", "train")), ("evaluation", ("evaluate (adapter 1)", "generate"))], k.kills
+    check_complete(k.run_dir, 1)
+    for kill in k.kills:  # nothing recorded before the kill was redone or lost
+        for name in runs.RECORDS:
+            before, after = kill.records[name], records(k.run_dir, name)
+            assert after[: len(before)] == before, (kill.meant, name)
+    executed = kill_of(k, "execution").records["executions"]
+    assert 0 < len(executed) < len(records(k.run_dir, "executions"))  # killed between two executions
+    trained = kill_of(k, "training").records["metrics"]
+    assert not [m for m in trained if m["kind"] == "iteration"]  # killed before the iteration's end
+    assert [r["step"] for r in records(k.run_dir, "train")] == [1, 2]
+    after_training = k.logs[k.kills.index(kill_of(k, "training")) + 1]
+    assert "train 1/2" in after_training  # went on from the checkpoint of step 1
+    after_evaluation = k.logs[-1]
+    assert "resumed with the adapter of iteration 1" in after_evaluation
+    metrics = records(k.run_dir, "metrics")
+    assert sorted(m["iteration"] for m in metrics if m["kind"] == "evaluate") == [0, 1]
+    [compared] = [m for m in metrics if m["kind"] == "compare"]
+    assert (compared["base"], compared["trained"], compared["problems"]) == (0, 1, 1)
+
+
+def kill_of(k: runs.Killed, meant: str) -> runs.Kill:
+    return next(x for x in k.kills if x.meant == meant)
+
+
+@pytest.mark.slow
+def test_the_resumed_run_as_an_uninterrupted_one(killed_run):
+    """The killed run checked as an uninterrupted run was (formerly test_optimize_two_iterations): the
+    iteration's line, metrics in range, a reason for every rejected workflow, the adapter, the losses,
+    and a config that names the task and holds no API key."""
+    run, out = killed_run.run_dir, killed_run.log
+    for it in (1,):
+        line = next(ln for ln in out.splitlines() if f"iteration {it} done" in ln)
+        assert "valid" in line and ("mean score" in line or "no valid workflow" in line), line
+    metrics = [m for m in records(run, "metrics") if m["kind"] == "iteration"]
+    assert all(0 <= m["valid_rate"] <= 1 and 0 <= m["mean_score"] <= 1 for m in metrics)
+    rejected = [r for r in records(run, "workflows") if not r["valid"]]
+    assert all(r["reason"] for r in rejected)
+    weights = list((run / "adapters" / "iter-1").glob("*.safetensors"))
+    assert weights, "no adapter weights saved"
+    assert sum(m["pairs"] for m in metrics)  # the seed of runs.KILLED_SIZES forms pairs here
+    train = records(run, "train")
+    assert all(t["loss"] > 0 for t in train)
+    config = (run / "config.toml").read_text()
+    assert 'task = "arith"' in config and "api_key =" not in config
+
+
+@pytest.mark.mlx
+def test_optimize_with_the_mlx_backend(mlx_run):
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # find_spec, not importorskip: importing mlx here would defeat the OpenBLAS preload of the MLX tests
+    if importlib.util.find_spec("mlx_lm") is None:
+        pytest.skip("the mlx extra is not installed")
+    run, out = mlx_run.run_dir, mlx_run.out
+    assert mlx_run.rc == 0, out[-3000:] + mlx_run.err[-3000:]
+    assert "backend mlx" in out
+    check_complete(run, 1)
+    it = next(m for m in records(run, "metrics") if m["kind"] == "iteration")
+    assert it["pairs"] > 0 and it["steps"] > 0, it  # the seed of runs.MLX_SIZES forms pairs here
+    adapter = run / "adapters" / "iter-1"
+    assert (adapter / "adapters.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
+    exported = subprocess.run([sys.executable, "-m", "scoreflow", "export", str(run), "--to", "peft"],
+                              cwd=mlx_run.cwd, env=runs.env(), capture_output=True, text=True, timeout=120)
+    assert exported.returncode == 0, exported.stderr
+    assert (Path(exported.stdout.strip()) / "adapter_model.safetensors").is_file()

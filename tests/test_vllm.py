@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from runs import ROOT, env, records
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 torch = pytest.importorskip("torch")
 
 from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
-from tests.test_e2e import env, qa_task, records  # noqa: E402,F401
 
 PROMPTS = [
     [{"role": "user", "content": "Write a haiku about rivers."}],
@@ -122,7 +121,7 @@ def test_sampling_seeds_differ_per_row_and_repeat(engine):
     assert all(o.tokens == 16 and not o.finished for o in first if not o.finished)
 
 
-def test_optimize_with_the_vllm_engine(engine, tmp_path, qa_task):  # noqa: F811
+def test_optimize_with_the_vllm_engine(engine, tmp_path, qa_task):
     """The real loop through the CLI, generating on the running server (generator.vllm_url): two
     iterations, the second served iteration 1's adapter."""
     run = tmp_path / "run"
@@ -143,7 +142,7 @@ def test_optimize_with_the_vllm_engine(engine, tmp_path, qa_task):  # noqa: F811
 def test_generation_benchmark_quick_with_vllm(smollm2_hf):
     """benchmarks/generation.py --engine vllm in quick mode prints the vLLM side's ratios. (SmolLM2:
     vLLM's CPU kernels fail on the tiny random model's 16-wide attention heads.)"""
-    from tests.test_benchmarks import _run
+    from helpers import run_benchmark as _run
 
     python = vllm_python()
     if python is None:

@@ -285,6 +285,26 @@ def test_evaluation_and_solve_generate_at_the_test_temperature_and_retry_at_the_
     assert backend.temperatures == [0.4]
 
 
+def test_a_run_with_its_iterations_but_no_base_evaluation_evaluates_the_base_before_comparing(tmp_path, monkeypatch):
+    """As benchmarks/learning.py --retest-from starts a run (a finished run's iterations and adapters,
+    none of its evaluations): run.compare evaluates the base generator, then the trained one, and
+    compares them, instead of failing for want of iteration 0's evaluation."""
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: FakeBackend())
+    cfg = config(tmp_path)
+    cfg["run"].update(compare=True, test_problems=2)
+    run = tmp_path / "run"
+    first = api.optimize(cfg, run)
+    assert [m["kind"] for m in first.metrics] == ["evaluate", "iteration", "evaluate", "compare"]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in first.metrics if m["kind"] == "iteration"))
+    for name in ("test_workflows", "test_executions"):
+        (run / f"{name}.jsonl").unlink()
+    again = api.optimize(None, run, resume=True)
+    assert again.status == "finished"
+    assert [(m["kind"], m.get("iteration")) for m in again.metrics] == [
+        ("iteration", 1), ("evaluate", 0), ("evaluate", 1), ("compare", None)]
+    assert [m for m in again.metrics if m["kind"] == "compare"] == [m for m in first.metrics if m["kind"] == "compare"]
+
+
 # ==== The real runs (tests/runs.py): the demo preset, kill -9 and --resume, the MLX backend (were in
 # tests/test_e2e.py)
 

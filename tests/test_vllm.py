@@ -139,18 +139,16 @@ def test_optimize_with_the_vllm_engine(engine, tmp_path, qa_task):
     assert str((run / "adapters" / "iter-1").resolve()) in served(engine).values()
 
 
-def test_generation_benchmark_quick_with_vllm(smollm2_hf):
-    """benchmarks/generation.py --engine vllm in quick mode prints the vLLM side's ratios. (SmolLM2:
+def test_generation_benchmark_quick_with_vllm(engine, smollm2_hf):
+    """benchmarks/generation.py --engine vllm in quick mode prints the vLLM side's ratios, measured on
+    this module's server (--vllm-url; its start from .venv-vllm is the `engine` fixture's). (SmolLM2:
     vLLM's CPU kernels fail on the tiny random model's 16-wide attention heads.)"""
-    from helpers import run_benchmark as _run
+    from helpers import run_benchmark
 
-    python = vllm_python()
-    if python is None:
-        pytest.skip("no vLLM: set SCOREFLOW_TEST_VLLM_PYTHON or make .venv-vllm")
-    out = _run("generation.py", "--model", str(smollm2_hf), "--device", "cpu", "--engine", "vllm",
-               "--vllm-python", python, timeout=900)
+    out = run_benchmark("generation.py", "--model", str(smollm2_hf), "--device", "cpu", "--engine", "vllm",
+                        "--vllm-url", f"{engine.client.url}/v1", "--cases", "samples", "distinct", timeout=900)
     assert "error" not in out["vllm"], out["vllm"]
     for case in ("samples", "distinct"):
         side = out["vllm"][case]
         assert side["workflows_per_s"] > 0 and side["tokens"] > 0 and side["ratio_vs_torch_batched"] > 0
-    assert out["vllm"]["startup_s"] > 0
+    assert out["vllm"]["url"] == f"{engine.client.url}/v1" and out["vllm"]["startup_s"] is None

@@ -1,23 +1,14 @@
 """The live dashboard and the plain logger: the screen drawn from synthetic events (at 80x24 and
 wider, with training events from another thread), the plain lines, and the real `scoreflow optimize`
-watched in a pseudo-terminal (rendered with pyte) and through a pipe."""
+watched in a pseudo-terminal (rendered with pyte) and through a pipe: the shared runs `terminal` and
+`demo` of tests/runs.py."""
 
 from __future__ import annotations
 
-import fcntl
 import io
-import os
-import pty
 import re
-import select
-import struct
-import subprocess
 import sys
-import termios
 import threading
-import time
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,11 +21,7 @@ from scoreflow.ui.state import DashState
 from scoreflow.ui.view import render
 from scoreflow.run.reporter import RunInfo
 
-ROOT = Path(__file__).resolve().parents[1]
-STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S")
-TINY = ["--problems", "1", "-k", "2", "--iterations", "1", "--pairs", "2", "--set", "generator.max_new_tokens=128",
-        "--set", "executor.max_tokens=32", "--set", "generator.max_attempts=1",
-        "--set", "run.compare=false"]
+from runs import STAMP  # the plain logger's line stamp
 ITERATION_1 = {"kind": "iteration", "iteration": 1, "problems": 2, "workflows": 8, "valid": 3, "valid_rate": 0.375,
                "first_attempt_valid_rate": 0.25, "mean_score": 0.3333, "solve_rate": 0.125, "pairs": 6,
                "unique_pairs": 6, "steps": 6, "loss": 0.6921, "margin": 0.0012, "executor_calls": 14,

@@ -10,7 +10,6 @@ import importlib.util
 import json
 import os
 import struct
-import subprocess
 import sys
 from pathlib import Path
 from statistics import mean

@@ -178,9 +178,9 @@ def run_to_end(argv: list[str], cwd: Path, run_dir: Path, e: dict[str, str], tim
 
 # ---- demo: the README's main command, small, with every tracker -------------------------------------
 
-# Two problems, k = 2, two pairs (two optimiser steps), two held-out test problems. Seed 1: on these
+# Two problems, k = 2, one pair (one optimiser step), two held-out test problems. Seed 1: on these
 # problems the four workflows score apart (seed 0's all score 0 and no pair forms).
-DEMO_SIZES = ["--iterations", "1", "--problems", "2", "-k", "2", "--pairs", "2", "--test-problems", "2",
+DEMO_SIZES = ["--iterations", "1", "--problems", "2", "-k", "2", "--pairs", "1", "--test-problems", "2",
               "--seed", "1"]
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 
@@ -380,8 +380,9 @@ def killed(base: Path) -> Killed:
 
 # ---- mlx: the MLX backend's run ---------------------------------------------------------------------
 
-# The demo preset on the MLX backend: two problems, k = 2, two pairs, one held-out test problem.
-MLX_SIZES = ["--backend", "mlx", "--iterations", "1", "--problems", "2", "-k", "2", "--pairs", "2",
+# The demo preset on the MLX backend: two problems, k = 2, one pair (one optimiser step), one held-out
+# test problem. Seed 1: pairs form here.
+MLX_SIZES = ["--backend", "mlx", "--iterations", "1", "--problems", "2", "-k", "2", "--pairs", "1",
              "--test-problems", "1", "--seed", "1"]
 
 

@@ -355,6 +355,10 @@ def test_a_run_killed_at_four_points_resumes_each_time_to_a_complete_run(killed_
         ("generation", ("iteration 1/1", "generate")), ("execution", ("iteration 1/1", "execute")),
         ("training", ("iteration 1/1", "train")), ("evaluation", ("evaluate (adapter 1)", "generate"))], k.kills
     check_complete(k.run_dir, 1)
+    for name, key in (("test_workflows", ("iteration", "problem", "slot", "attempt")),
+                      ("test_executions", ("iteration", "problem", "slot", "run"))):  # the evaluations too
+        seen = Counter(tuple(r[f] for f in key) for r in records(k.run_dir, name))
+        assert seen and all(n == 1 for n in seen.values()), (name, seen)
     for kill in k.kills:  # nothing recorded before the kill was redone or lost
         for name in runs.RECORDS:
             before, after = kill.records[name], records(k.run_dir, name)

@@ -43,7 +43,7 @@ async def _closing(s: Session, work):
 async def _optimize(s: Session, evaluate_at: set[int]) -> None:
     cfg = s.cfg
     done = {m.iteration for m in s.run["metrics"].all() if isinstance(m, IterationMetrics)}
-    if cfg.run.compare and not done:  # the base generator on the held-out problems, before any training
+    if cfg.run.compare:  # the base generator on the held-out problems (read back if done; no adapter loaded yet)
         await test_solve(s, 0)
     latest = s.run.latest_adapter()
     if latest is not None:

@@ -151,9 +151,9 @@ class TrainSection:
     lr_schedule: str = opt("constant", "the learning rate over an iteration's optimiser steps: constant, or linear "
                            "(learning_rate at the first step, decaying linearly to 0 over the iteration's steps, "
                            "as the reference trains under trl's DPOTrainer)", choices=LR_SCHEDULES)
-    lr_decay: float = opt(1.0, "iteration i trains at learning_rate x lr_decay^(i-1) (1 = the same every iteration): "
-                          "0.5 kept the later iterations' samples, and so their pairs, spread over more problems "
-                          "(benchmarks/RESULTS.md, seventh pass)", min=0)
+    lr_decay: float = opt(1.0, "iteration i trains at learning_rate x lr_decay^(i-1) (1 = the same every iteration); "
+                          "below 1 keeps later iterations' samples, and so their pairs, spread over more problems",
+                          min=0)
     epochs: int = opt(1, "passes over the sampled pairs", min=1)
     batch_size: int = opt(1, "pairs per optimiser step", min=1)
     gradient_checkpointing: bool = opt(False, "recompute activations: 2-3x less memory, 10-20% slower")

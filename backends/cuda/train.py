@@ -165,8 +165,7 @@ def _segments(model, trees: Sequence[Tree], device: torch.device):
 
 def _kernels(mask, device: torch.device):
     """SDPA kernels for a custom boolean mask on CUDA: the memory-efficient one (math where it cannot
-    run, e.g. float64). torch otherwise picks cuDNN's, whose per-shape setup costs host time every step:
-    on an H200, 135M model, 16 steps of 8 pairs, 24.6 pairs/s against 19.5 (benchmarks/RESULTS.md)."""
+    run, e.g. float64). torch otherwise picks cuDNN's, whose per-shape setup costs host time every step."""
     if device.type != "cuda" or mask.dtype != torch.bool:
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -20,10 +20,8 @@ SEEDS = {"validate": 1001, "test": 2002}
 # only to read the problem's numbers and leaves the arithmetic to the workflow's code, in the
 # operation the generator chose for the problem's kind; the workflow holds no number of its problem
 # (indices only), so it solves any problem of that kind. A 135M executor copies numbers reliably
-# but computes badly: on 48 held-out validate problems the base generator's greedy workflows solved
-# 13 with these examples (13 of the 19 with the right operation, none of the 29 with a wrong one)
-# against 9 with one Custom call whose instruction names the operation, so the reward measures the
-# generator's choice (benchmarks/RESULTS.md, section 4, fifth pass). A small generator copies the
+# but computes badly, so the reward measures the generator's choice of operation rather than the
+# executor's arithmetic (benchmarks/RESULTS.md compares this with one Custom call). A small generator copies the
 # last example's wording, so with `generator.explore_examples` each sample of a problem starts from
 # another one (see prompts.generator_messages).
 READ = "Write the numbers in the problem, in order, separated by spaces. Write nothing else."

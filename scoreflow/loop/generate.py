@@ -81,28 +81,29 @@ async def generate(sampler: Sampler, runner: Runner, problems: list[Problem], g:
             reporter.advance(len(chunk))
         reporter.stage(iteration, "validate", len(texts))
 
-        async def check(key: Key, text: str, ntok: int) -> None:
+        async def check(key: Key, text: str, ntok: int) -> WorkflowAttempt:
             source = extract(text)
             c = await runner.validate(source, problems[key[0]])
-            rec = WorkflowAttempt(iteration=iteration, problem=key[0], problem_id=problems[key[0]].id, slot=key[1],
-                                  attempt=attempt, valid=c.ok, reason=c.reason, tokens=ntok, text=text, source=source)
+            reporter.workflow(c.ok, c.reason)
+            reporter.advance()
+            return WorkflowAttempt(iteration=iteration, problem=key[0], problem_id=problems[key[0]].id, slot=key[1],
+                                   attempt=attempt, valid=c.ok, reason=c.reason, tokens=ntok, text=text, source=source)
+
+        for rec in await gather(check(*t) for t in texts):  # recorded in (problem, slot) order
             if record is not None:
                 record(rec)
             gen.note(rec)
-            reporter.workflow(c.ok, c.reason)
-            reporter.advance()
-
-        await gather(check(*t) for t in texts)
         if after_round is not None:
             after_round()
     return gen
 
 
-async def gather(coros) -> None:
-    """Run the coroutines together; the rest are cancelled when one fails."""
+async def gather(coros) -> list:
+    """Run the coroutines together and return their results in order; the rest are cancelled when
+    one fails."""
     tasks = [asyncio.ensure_future(c) for c in coros]
     try:
-        await asyncio.gather(*tasks)
+        return await asyncio.gather(*tasks)
     finally:
         for t in tasks:
             t.cancel()

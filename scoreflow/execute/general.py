@@ -161,6 +161,13 @@ def _qa_rule(t: Texts) -> Check:
     c = _quote(t, "the problem reaches the executor through self.problem")
     if not c.ok:
         return c
+    named = spelling.names(t.problem or "")
+    for text in t.strings():
+        w = spelling.words(text)
+        for name in named:
+            if any(tuple(w[i:i + len(name)]) == name for i in range(len(w) - len(name) + 1)):
+                return Check(False, f"problem-specific: a string names {' '.join(name)!r}, as the problem does "
+                                    f"({text[:40]!r}); a QA workflow leaves the problem's names to self.problem")
     for text in t.strings():
         _, phrases = spelling.number_phrases(text)
         big = [x for x in spelling.numerals(text) + [p.value for p in phrases] if not x <= SMALL_NUMBER]

@@ -27,8 +27,9 @@ OPERATIONS = frozenset({"plus", "minus", "times", "multiplied", "divided", "over
                         "subtracted", "add", "subtract", "multiply", "divide", "sum", "product", "difference",
                         "quotient", "total", "squared", "cubed", "power", "+", "-", "*", "/", "×", "÷", "^", "="})
 GLUE = frozenset({"by", "to", "from", "and", "of", "the", "than", "with", "a"})
-STATED = re.compile(r"\b(?:answer|result|total|solution|sum|product)\s*(?:is|was|equals|=|:|should be|must be|"
-                    r"will be)\s+((?:[a-z]+[\s-]*){1,6}?)\s*(?:[.!,;)]|$)")
+STATED = re.compile(r"\b(?:(?:answer|result|total|solution|sum|product)\s*(?:is|was|equals|=|:|should be|must be|"
+                    r"will be)|(?:reply|respond|answer|write|say|output|print|return|give)\s+(?:with\s+|only\s+|just\s+)?"
+                    r"(?:the\s+number\s+)?)\s*((?:[a-z]+[\s-]*){1,6}?)\s*(?:[.!,;)]|$)")
 
 
 def plain(text: str) -> str:
@@ -158,6 +159,30 @@ def stated_number(text: str) -> str | None:
     return None
 
 
+CONNECTORS = frozenset({"of", "for", "the", "and", "de", "la", "von", "van", "s"})
+
+
+def names(text: str) -> set[tuple[str, ...]]:
+    """The names of `text` that run over two words or more ("Arthur's Magazine", "First for Women"):
+    capitalised words after the first of a sentence, joined by small connecting words."""
+    found: set[tuple[str, ...]] = set()
+    for sentence in re.split(r"(?<=[.!?:])\s+|\n", unicodedata.normalize("NFKC", text)):
+        toks = re.findall(r"[^\W_]+", sentence)
+        run: list[str] = []
+        for i, t in enumerate(toks + [""]):
+            capital = i > 0 and t[:1].isupper()
+            if capital or (run and t.casefold() in CONNECTORS and i + 1 < len(toks) and
+                           (toks[i + 1][:1].isupper() or toks[i + 1].casefold() in CONNECTORS)):
+                run.append(plain(t))
+                continue
+            while run and run[-1] in CONNECTORS:
+                run.pop()
+            if len([w for w in run if w not in CONNECTORS]) >= 2:
+                found.add(tuple(run))
+            run = []
+    return found
+
+
 def quotes(text: str, source_words: list[str], n: int) -> str | None:
     """The first run of `n` consecutive words of `source_words` that `text` repeats, or None."""
     spans = {tuple(source_words[i:i + n]) for i in range(len(source_words) - n + 1)}
@@ -204,10 +229,20 @@ def _hyphenated(node: ast.AST) -> bool:
         and _hyphenated(node.right)
 
 
+def _bracketed(line: str, start: int, opening: int) -> str:
+    """`line` from `start` to the bracket that closes the one at `opening`."""
+    depth = 0
+    for i in range(opening, len(line)):
+        depth += (line[i] in "([{") - (line[i] in ")]}")
+        if depth == 0:
+            return line[start:i + 1]
+    return line[start:]
+
+
 def carries_code(text: str) -> str | None:
     """A fragment of Python in `text` (after normalising case, width and invisible characters): the
-    whole text, a line, a backtick span, or what follows a colon or a sentence end, that parses as
-    code (a definition, an import, a return of an expression, an assignment, a call with arguments,
+    whole text, a line, a backtick span, what follows a colon or a sentence end, or what starts at a
+    call written as code (`sorted(`), that parses as code (a definition, an import, a return of an expression, an assignment, a call with arguments,
     a comparison, arithmetic)."""
     t = unicodedata.normalize("NFKC", text)
     t = "".join(c for c in t if unicodedata.category(c) != "Cf")
@@ -219,6 +254,9 @@ def carries_code(text: str) -> str | None:
         for line in variant.splitlines():
             fragments += re.split(r"(?<=[.:;!?])\s+", line)[1:]
             fragments += [line[m.end():] for m in re.finditer(r"[:;]\s*", line)]
+            # code inside prose: a call or a subscript written as code, `use sorted(set(a)) here`
+            fragments += [_bracketed(line, m.start(), m.end() - 1) for m in re.finditer(r"\b[A-Za-z_][\w.]*[(\[]", line)
+                          if not re.match(r"\w+\((?:e?s)\)", line[m.start():])]  # "the number(s)" is prose
         for f in fragments[:200]:
             if _is_code(f):
                 return f.strip()[:40]

@@ -11,6 +11,7 @@ added as ratios against the PyTorch backend's batched generation (the MLX side r
     python benchmarks/generation.py --quick    # tiny sizes, for CI
     python benchmarks/generation.py --backend mlx   # add the MLX backend (Metal on Apple silicon, else CPU)
     python benchmarks/generation.py --engine vllm --vllm-python .venv-vllm/bin/python   # add the vLLM engine
+    python benchmarks/generation.py --engine vllm --vllm-url http://127.0.0.1:8000/v1   # on a server already running
     python benchmarks/generation.py --cases arith   # only the product's own prompts, prompt cache on and off
 
 With --engine vllm the generator's vLLM engine (a vLLM server serving the LoRA adapter per request,
@@ -103,6 +104,8 @@ def main() -> None:
                     help="vllm: also measure generation on a vLLM server (ratios against the PyTorch backend)")
     ap.add_argument("--vllm-python", default="", help="the Python that has vLLM ('' = this one)")
     ap.add_argument("--vllm-args", default="", help="extra vLLM server arguments")
+    ap.add_argument("--vllm-url", default="", help="measure on a vLLM server already running for this model "
+                    "(as generator.vllm_url) instead of starting one: startup_s is then not measured")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--problems", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=None)
@@ -169,7 +172,11 @@ def shared_opening(b, G, params, ps: list) -> dict:
     """The product's own prompts (each opening with the same instructions and few-shot examples),
     generated twice in a row with the prompt cache kept across calls (the backend's default: the
     second call prefills no opening) against the same calls with nothing kept, interleaved; the
-    texts must not change."""
+    texts must not change. Greedy: the two paths add in another order, and a sampled draw from a flat
+    distribution (the tiny random model's) can flip on that last-bit difference, where the argmax does not."""
+    from dataclasses import replace
+
+    params = replace(params, temperature=0.0)
     runs: dict[str, list] = {"cached": [], "uncached": []}
     caches = {"cached": b.prompt_cache, "uncached": G.PromptCache(keep=False)}
     kept = b.prompt_cache
@@ -182,7 +189,7 @@ def shared_opening(b, G, params, ps: list) -> dict:
         b.prompt_cache = kept
     texts = {name: [c.text for c in r[-1][0]] for name, r in runs.items()}
     secs = {name: [round(t, 2) for _, t in r] for name, r in runs.items()}
-    return {"rows": len(ps), "prompt_tokens": len(b.fmt.prompt_ids(ps[0])),
+    return {"rows": len(ps), "prompt_tokens": len(b.fmt.prompt_ids(ps[0])), "temperature": params.temperature,
             "opening_tokens": b.fmt.context_length(ps[0]), "seconds": secs,
             "ratio": secs["uncached"][-1] / secs["cached"][-1],
             "same_text": sum(x == y for x, y in zip(texts["cached"], texts["uncached"]))}
@@ -206,10 +213,12 @@ def measure_vllm(a, b, params, samples, distinct, result) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             started = time.perf_counter()
-            engine = vllm_server.start(b, python=a.vllm_python, extra_args=a.vllm_args, workdir=Path(tmp), seed=a.seed)
+            engine = vllm_server.start(b, python=a.vllm_python, url=a.vllm_url, extra_args=a.vllm_args,
+                                       workdir=Path(tmp), seed=a.seed)
         except UserError as e:
             return {"error": str(e)[-2000:]}
-        out: dict = {"startup_s": time.perf_counter() - started, "args": a.vllm_args}
+        out: dict = {"startup_s": None if a.vllm_url else time.perf_counter() - started, "args": a.vllm_args,
+                     "url": a.vllm_url or None}
         try:
             b.save_adapter(Path(tmp) / "adapter")  # the policy saves, the engine serves it
             engine.generate(samples[:1], SamplingParams(max_new_tokens=2, stop=()))  # warm-up, adapter registered

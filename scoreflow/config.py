@@ -143,6 +143,9 @@ class TrainSection:
                              "(1 - valid_floor) x its task score, so valid but wrong ranks above invalid (0)",
                              min=0)
     sampling_alpha: float = opt(3.0, "pairs drawn with probability proportional to (s_w - s_l)^alpha (0 = uniform)", min=0)
+    pair_draw: str = opt("weighted", "weighted: every pair of the iteration by that weight (the paper's); per-problem: "
+                         "a problem uniformly among those with pairs, then one of its pairs by that weight",
+                         choices=("weighted", "per-problem"))
     learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights (the first step's, under lr_schedule)",
                                min=0)
     lr_schedule: str = opt("constant", "the learning rate over an iteration's optimiser steps: constant, or linear "

@@ -7,6 +7,23 @@ import os
 # Before torch starts OpenMP: spinning worker threads starve the sandbox children on small machines.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+def _return_large_frees() -> None:
+    """glibc keeps freed blocks of up to 32 MB for reuse once it has freed one (its mmap threshold
+    grows), so a CPU training step's activations stay resident long after the step; a fixed
+    threshold gives every block of 128 KB or more back to the system when torch frees it."""
+    import ctypes
+    import sys
+
+    if sys.platform == "linux":
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        except (OSError, AttributeError):  # not glibc
+            pass
+
+
+_return_large_frees()
+
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import threading  # noqa: E402
@@ -66,6 +83,7 @@ class TorchBackend(AdapterSnapshots):
         # Prompt openings' keys and values, with the adapter on and off; valid until the adapter changes.
         self.prompt_cache = _generate.PromptCache(keep=prompt_cache)
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.parameters = sum(p.numel() for p in self.model.get_base_model().parameters() if not p.requires_grad)
 
     # -- generation and scoring -------------------------------------------------------------
     def generate(self, prompts: Sequence[Messages], params: SamplingParams, *, adapter: bool = True) -> list[Completion]:

@@ -24,6 +24,8 @@ import torch
 from scoreflow.model.backend import Completion, Messages, SamplingParams
 from scoreflow.model.chat import ChatFormat, cut_at_stop
 
+from . import cascade
+
 
 @torch.no_grad()
 def hf_generate(
@@ -143,25 +145,6 @@ class GrowingLayer(DynamicLayer):
             self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
 
 
-def _growing_cache(prefixes: Sequence[list[tuple[torch.Tensor, torch.Tensor]]], lengths: Sequence[int],
-                   width: int) -> DynamicCache:
-    """One batch cache from per-row prefix caches, each left-padded (with zeros, masked out) to `width`."""
-    cache = DynamicCache()
-    cache.layers = []
-    for layer in range(len(prefixes[0])):
-        k0, v0 = prefixes[0][layer]
-        keys = k0.new_zeros((len(prefixes), k0.shape[1], width, k0.shape[3]))
-        values = v0.new_zeros((len(prefixes), v0.shape[1], width, v0.shape[3]))
-        for r, (kv, n) in enumerate(zip(prefixes, lengths)):
-            if n:
-                keys[r, :, width - n:] = kv[layer][0][0]
-                values[r, :, width - n:] = kv[layer][1][0]
-        grown = GrowingLayer()
-        grown.update(keys, values)
-        cache.layers.append(grown)
-    return cache
-
-
 class PromptCache:
     """The key/value tensors of prompt prefixes (the system prompt and few-shot examples that open
     every generator prompt), kept across calls while the weights that made them are unchanged: the
@@ -199,6 +182,19 @@ class PromptCache:
             while len(self._store) > self.max_entries:
                 self._store.popitem(last=False)
         return kv
+
+
+def _forward(model, openings: cascade.Openings | None, **inputs):
+    """The model on its own tokens (a 4D mask over them), the openings' attention joined in cascade."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if openings is None:
+        if base.config._attn_implementation != "sdpa":  # eager attention adds its mask
+            mask = inputs["attention_mask"]
+            inputs["attention_mask"] = torch.zeros(mask.shape, dtype=base.dtype, device=mask.device).masked_fill(
+                ~mask, torch.finfo(base.dtype).min)
+        return model(**inputs)
+    with cascade.over_openings(base.config):
+        return model(**inputs, openings=openings)
 
 
 # Below this many tokens a prompt's opening is prefilled with the rest: a separate pass would save little.
@@ -240,35 +236,37 @@ def _generate_batch(model, fmt: ChatFormat, prompts: list[tuple[list[int], int]]
     opening = {tuple(p): n for p, n in prompts}
     keys = list(unique)
     cache_kw, keep_kw = _forward_kwargs(model)
-    # Row r is [padding][its opening, from the prompt cache][padding][the rest of its prompt]: padding
-    # is masked out and positions run on without a gap, as with plain left padding.
+    # Each row's cache holds its own tokens only (the rest of its prompt, left-padded, then what it
+    # writes); its opening's keys and values come once from the prompt cache (cascade.py).
     lengths = [opening[k] for k in keys]
-    width = max(lengths)
-    prefixes = [prompt_cache.get(model, (adapter, k[:n]), list(k[:n]), device) if n else None
-                for k, n in zip(keys, lengths)]
+    distinct = list(dict.fromkeys(k[:n] for k, n in zip(keys, lengths) if n))
+    kv = [prompt_cache.get(model, (adapter, o), list(o), device) for o in distinct]
+    group = torch.tensor([distinct.index(k[:n]) if n else len(distinct) for k, n in zip(keys, lengths)],
+                         device=device)
+    openings = cascade.Openings([*kv, None], group) if kv else None
     rest = max(len(k) - n for k, n in zip(keys, lengths))
     ids = torch.full((len(keys), rest), pad, dtype=torch.long)
-    mask = torch.zeros((len(keys), width + rest), dtype=torch.long)
+    own = torch.zeros((len(keys), rest), dtype=torch.bool)
     for r, (k, n) in enumerate(zip(keys, lengths)):
-        mask[r, width - n:width] = 1
         ids[r, rest - (len(k) - n):] = torch.tensor(k[n:])
-        mask[r, width + rest - (len(k) - n):] = 1
-    if width:
-        empty = next(p for p in prefixes if p is not None)
-        filled = [p if p is not None else [(k[:, :, :0], v[:, :, :0]) for k, v in empty] for p in prefixes]
-        cache = _growing_cache(filled, lengths, width)
-    else:
-        cache = DynamicCache()
-        cache.layers, cache.layer_class_to_replicate = [], GrowingLayer
-    ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, width:]
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kw: cache},
-                **({"logits_to_keep": 1} if keep_kw else {}))
+        own[r, rest - (len(k) - n):] = True
+    ids, own = ids.to(device), own.to(device)
+    starts = torch.tensor(lengths, device=device)[:, None]
+    pos = (own.long().cumsum(-1) - 1).clamp(min=0) + starts
+    cache = DynamicCache()
+    cache.layers, cache.layer_class_to_replicate = [], GrowingLayer
+    # Query i sees own keys 0..i that are tokens (a padding query sees itself: no empty softmax).
+    seen = torch.ones(rest, rest, dtype=torch.bool, device=device).tril() & own[:, None, :]
+    seen |= torch.eye(rest, dtype=torch.bool, device=device)
+    out = _forward(model, openings, input_ids=ids, attention_mask=seen[:, None], position_ids=pos, use_cache=True,
+                   **{cache_kw: cache}, **({"logits_to_keep": 1} if keep_kw else {}))
     pick = torch.tensor(source, device=device)
     if len(keys) < len(prompts):  # each sample of a prompt gets its own copy of the prompt's cache
         cache.batch_select_indices(pick)
+    if openings is not None:
+        openings = openings.select(pick)
     logits = out.logits[pick, -1]
-    mask, last_pos = mask[pick], pos[pick, -1]
+    own, last_pos = own[pick], pos[pick, -1]
 
     stop_ids = set(fmt.stop_ids) | {pad}
     window = _stop_window(params.stop)
@@ -292,13 +290,15 @@ def _generate_batch(model, fmt: ChatFormat, prompts: list[tuple[list[int], int]]
         if len(keep) < len(alive):  # drop finished rows from the batch and the cache
             sel = torch.tensor(keep, device=device)
             cache.batch_select_indices(sel)
-            mask, last_pos = mask[sel], last_pos[sel]
+            own, last_pos = own[sel], last_pos[sel]
+            openings = openings.select(sel) if openings is not None else None
             nxt = [nxt[r] for r in keep]
             alive = [alive[r] for r in keep]
-        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+        own = torch.cat([own, own.new_ones((len(alive), 1))], dim=1)
         last_pos = last_pos + 1
-        out = model(input_ids=torch.tensor(nxt, device=device)[:, None], attention_mask=mask,
-                    position_ids=last_pos[:, None], use_cache=True, **{cache_kw: cache})
+        out = _forward(model, openings, input_ids=torch.tensor(nxt, device=device)[:, None],
+                       attention_mask=own[:, None, None, :], position_ids=last_pos[:, None], use_cache=True,
+                       **{cache_kw: cache})
         logits = out.logits[:, -1]
     for i in range(len(prompts)):
         if done[i] is None:

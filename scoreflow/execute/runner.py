@@ -11,7 +11,7 @@ from scoreflow.execute import workflow as wf
 from scoreflow.execute.dependence import Call, perturbed_answers, spelled_words, twin_numbers, verdict
 from scoreflow.execute.executor import Executor
 from scoreflow.execute.operators import Context, extract_answer, for_task
-from scoreflow.run.records import Execution
+from scoreflow.records import Execution
 from scoreflow.errors import InfraError
 from scoreflow.sandbox.parent import Sandbox
 from scoreflow.tasks.base import Problem, Task

@@ -85,8 +85,10 @@ class Encoded:
         self.fmt, self.max_length = fmt, max_length
         self.seqs: list[list[int]] = []
         self.prompt_lens: list[int] = []
+        self.opening_lens: list[int] = []  # leading prompt tokens shared with prompts that differ only at the end
         self._index: dict[tuple[str, str], int] = {}
         self._prompts: dict[str, list[int]] = {}
+        self._openings: dict[str, int] = {}
         self.truncated = 0
 
     def add(self, prompt: Messages, completion: str) -> int:
@@ -100,6 +102,7 @@ class Encoded:
             self._index[key] = len(self.seqs)
             self.seqs.append(pids + cids)
             self.prompt_lens.append(len(pids))
+            self.opening_lens.append(self._openings.setdefault(ptext, self.fmt.context_length(prompt, pids)))
         return self._index[key]
 
     def completion_len(self, i: int) -> int:

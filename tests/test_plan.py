@@ -70,7 +70,7 @@ def hand_estimate() -> dict:
     task = ArithTask()
     val = select(task.problems("validate"), 4, 0)  # demo: 4 problems, seed 0
     test = select(task.problems("test"), 20, 0)  # demo: 20 test problems
-    toy_prompt = math.ceil(len("What is 2 + 3?") / 4) + 100  # 104
+    toy_prompt = math.ceil(len("What is 6 + 2 - 3?") / 4) + 100  # 105
     val_prompt = math.ceil(sum(len(p.inputs) for p in val) / len(val) / 4) + 100
     test_prompt = math.ceil(sum(len(p.inputs) for p in test) / len(test) / 4) + 100
     # one iteration: 4 problems x k=4 = 16 workflows, 1 attempt each, r = 1, 160-token completions
@@ -119,10 +119,10 @@ def test_price_override_and_evaluate(tmp_path, capsys):
         assert server.requests == []
     out = capsys.readouterr().out
     assert rc == 0 and "the base model" in out and "$2 in / $8 out" in out
-    # 10 test problems: 10 toy runs x 2.2 calls (104 + 48 tokens) and 10 runs x 3.2 calls (r = 1, 160 tokens)
+    # 10 test problems: 10 toy runs x 2.2 calls (105 + 48 tokens) and 10 runs x 3.2 calls (r = 1, 160 tokens)
     test = select(ArithTask().problems("test"), 10, 0)
     prompt = math.ceil(sum(len(p.inputs) for p in test) / len(test) / 4) + 100
-    cost = (22 * (104 * 2 + 48 * 8) + 32 * (prompt * 2 + 160 * 8)) / 1e6
+    cost = (22 * (105 * 2 + 48 * 8) + 32 * (prompt * 2 + 160 * 8)) / 1e6
     assert f"cost at most ${cost:,.4f}" in out
     assert not (tmp_path / "new").exists()
 

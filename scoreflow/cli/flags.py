@@ -164,14 +164,17 @@ def run_options(args: argparse.Namespace, command: str) -> RunOptions:
 
 
 def dry_run(opts: RunOptions, command: str) -> int:
-    """Print what the run would do and cost; reads, never creates, the run directory."""
+    """Print what the run would do and cost; reads, never creates, the run directory. The network
+    checks come last: an executor server that cannot be reached is one error line after the plan."""
     from scoreflow.run.plan import make_plan
+    from scoreflow.run.preflight import network_checks
     from scoreflow.run.start import prepare
     from scoreflow.ui.trackers import check_installed
 
     check_installed(list(opts.report_to))
     cfg, run_dir, iteration = prepare(opts, command)
-    print(make_plan(cfg, command, run_dir, opts.evaluate, iteration).text())
+    print(make_plan(cfg, command, run_dir, opts.evaluate, iteration).text(), flush=True)
+    network_checks(cfg)
     return 0
 
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from scoreflow.execute import workflow as wf
+from scoreflow.execute.dependence import Call, perturbed_answers, spelled_words, twin_numbers, verdict
 from scoreflow.execute.executor import Executor
 from scoreflow.execute.operators import Context, extract_answer, for_task
 from scoreflow.records import Execution
@@ -31,11 +32,12 @@ class Runner:
                         problem=problem.question if problem is not None else None)
 
     async def run(self, source: str, problem: Problem, *, rep: int = 0, extract: bool = True, score: bool = True,
-                  max_tokens: int | None = None) -> Execution:
+                  max_tokens: int | None = None, record: list[Call] | None = None) -> Execution:
         """Execute `source` on `problem`: the execution's result (where it belongs, iteration, slot and
         run, is the caller's to fill in). `extract`: the answer-extraction call (where the task has
-        one and the runner does it); `score`: the task's score against the gold answer. Raises
-        InfraError when the executor is unreachable after its retries (an infrastructure failure)."""
+        one and the runner does it); `score`: the task's score against the gold answer; `record`
+        gets each operator call's output. Raises InfraError when the executor is unreachable after
+        its retries (an infrastructure failure)."""
         t0 = time.monotonic()
         ctx = Context(self.executor, self.sandbox, self.task, problem, max_tokens or self.max_tokens, rep=rep)
 
@@ -43,7 +45,10 @@ class Runner:
             op = self.operators.get(method)
             if op is None:
                 raise AttributeError(f"no operator {method}")
-            return await op(ctx, args, kwargs)
+            out = await op(ctx, args, kwargs)
+            if record is not None:
+                record.append(Call(method, out))
+            return out
 
         res = await self.sandbox.run_workflow(source, problem.attributes(), sorted(self.operators), handler)
         out = Execution(status=res.status, output=res.output, reason=res.error or "", calls=ctx.calls, tokens=ctx.tokens)
@@ -61,16 +66,26 @@ class Runner:
         return out
 
     async def validate(self, source: str | None, problem: Problem | None = None, *, max_tokens: int = 48) -> wf.Check:
-        """The static policy and rules (against `problem`, the one it was written for), then a run on
-        the task's toy problem that must return a non-empty result."""
+        """The static policy and rules (against `problem`, the one it was written for); a run on the
+        task's toy problem that must return a non-empty result; then the same run with the operators'
+        outputs perturbed, in which the answer must move (dependence.py). The perturbed runs call no
+        model."""
         c = self.check(source, problem)
         if not c.ok:
             return c
         assert source is not None
-        out = await self.run(source, self.task.toy, extract=False, score=False, max_tokens=max_tokens)
+        calls: list[Call] = []
+        out = await self.run(source, self.task.toy, extract=False, score=False, max_tokens=max_tokens, record=calls)
         if out.status != "ok":
             return wf.Check(False, f"toy run {out.status}: {out.reason}"[:300])
-        return wf.Check(True)
+        return await self.answer_moves(source, out.output or "", calls)
+
+    async def answer_moves(self, source: str, answer: str, calls: list[Call]) -> wf.Check:
+        """The toy run's `answer` against the answers with its operators' outputs (`calls`) perturbed."""
+        toy, twin = self.task.toy, self.task.twin
+        perturbed = await perturbed_answers(self.sandbox, source, (twin or toy).attributes(), sorted(self.operators),
+                                            calls, spelled_words(wf.literal_strings(source)), twin_numbers(toy, twin))
+        return verdict(answer, perturbed, wf.ANSWER_RULES.get(self.task.family))
 
 
 __all__ = ["Runner", "Execution", "InfraError"]

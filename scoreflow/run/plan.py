@@ -1,5 +1,7 @@
 """`--dry-run`: what `optimize` or `evaluate` would do and what its executor would cost, from the
-configuration and the preflight alone (no weights loaded, no executor called).
+configuration and the offline part of the preflight (no weights loaded, no executor called). The
+network checks (the executor's server, a hub model) come after the plan is printed, so that the
+price shows even when the server cannot be reached.
 
 The estimate, per phase of work (stated in the printed plan, so it can be checked by hand):
 - executor calls per workflow run = the mean number of operator calls in the task's few-shot example
@@ -187,7 +189,7 @@ def make_plan(cfg, command: str, run_dir: Path | None = None, evaluate_after: bo
 
     splits = ("test",) if command == "evaluate" else (("validate", "test") if evaluate_after or cfg.run.compare
                                                        else ("validate",))
-    task = preflight(cfg, splits)
+    task = preflight(cfg, splits, network=False)
     per_run = calls_per_run(task)
     r = cfg.run
     stages: list[Stage] = []

@@ -29,23 +29,41 @@ OPENAI_URL = "https://api.openai.com/v1"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def preflight(cfg, splits: Iterable[str] = ("validate",), *, model: bool = True, executor: bool = True):
-    """Check `cfg` for a command that reads `splits` and loads the generator model; return the task."""
+def preflight(cfg, splits: Iterable[str] = ("validate",), *, model: bool = True, executor: bool = True,
+              network: bool = True):
+    """Check `cfg` for a command that reads `splits` and loads the generator model; return the task.
+    `network` False: only what can be checked offline (a dry run checks the rest after its plan,
+    with `network_checks`)."""
     from scoreflow.run.session import make_task
 
     task = make_task(cfg)
     for split in splits:
         task.problems(split)
     if model:
-        check_model(cfg.generator.model)
+        check_model(cfg.generator.model, network=network)
     if executor:
-        check_executor(cfg.executor)
+        check_executor(cfg.executor, server=network)
     return task
+
+
+def network_checks(cfg, *, model: bool = True, executor: bool = True) -> None:
+    """The checks that need the network: a hub model that is not cached, the executor's server."""
+    from scoreflow.model.source import resolve_model
+
+    if model:
+        source = resolve_model(cfg.generator.model)
+        if source.kind == "hub":
+            check_hub(source.path)
+    if executor and cfg.executor.kind == "openai":
+        ex = cfg.executor
+        served = list_models(ex.base_url or OPENAI_URL, api_key(ex.api_key_env, required=False), ex.api_key_env)
+        if served and not serves(served, ex.model):
+            raise UserError(not_served(ex, served))
 
 
 # ---- the generator model -----------------------------------------------------------------------
 
-def check_model(spec: str) -> None:
+def check_model(spec: str, *, network: bool = True) -> None:
     from scoreflow.model.source import resolve_model
 
     source = resolve_model(spec)
@@ -53,7 +71,7 @@ def check_model(spec: str) -> None:
         check_gguf(Path(source.path), source.spec)
     elif source.kind == "folder":
         check_hf_folder(Path(source.path), source.spec)
-    else:
+    elif network:
         check_hub(source.path)
 
 
@@ -246,8 +264,9 @@ def check_hub(repo_id: str) -> None:
 
 # ---- the executor ------------------------------------------------------------------------------
 
-def check_executor(ex) -> None:
-    """An OpenAI-compatible executor: its model named, its key variable set, its server answering."""
+def check_executor(ex, *, server: bool = True) -> None:
+    """An OpenAI-compatible executor: its model named, its key variable set, its server answering
+    (`server` False: not asked)."""
     if ex.kind != "openai":
         return
     if not ex.model:
@@ -255,11 +274,17 @@ def check_executor(ex) -> None:
     if ex.base_url:
         check_url(ex.base_url)
     key = api_key(ex.api_key_env, required=not ex.base_url or ex.api_key_env != DEFAULT_KEY_ENV)
+    if not server:
+        return
     served = list_models(ex.base_url or OPENAI_URL, key, ex.api_key_env)
     if served and not serves(served, ex.model):
-        shown = ", ".join(served[:6]) + (", ..." if len(served) > 6 else "")
-        raise UserError(f"the executor server {ex.base_url or OPENAI_URL} does not serve model {ex.model!r} "
-                        f"(it lists: {shown}): fix --executor-model")
+        raise UserError(not_served(ex, served))
+
+
+def not_served(ex, served: list[str]) -> str:
+    shown = ", ".join(served[:6]) + (", ..." if len(served) > 6 else "")
+    return (f"the executor server {ex.base_url or OPENAI_URL} does not serve model {ex.model!r} "
+            f"(it lists: {shown}): fix --executor-model")
 
 
 def api_key(env: str, *, required: bool) -> str:

@@ -94,10 +94,13 @@ class ArithTask(Task):
             description="short arithmetic word problems; the answer is one whole number",
             operators=MATH_OPERATORS,
             template=MATH_TEMPLATE,
-            toy=Problem("arith-toy", "What is 2 + 3?", "What is 2 + 3?", 5),
+            # three numbers, so that every kind's example reads as many as it uses; its twin's numbers
+            # give each kind's arithmetic another result
+            toy=Problem("arith-toy", "What is 6 + 2 - 3?", "What is 6 + 2 - 3?", 5),
             similarity_threshold=0.8,
             extract=EXTRACT_NUMBER,
             examples=EXAMPLES,
+            twin=Problem("arith-twin", "What is 9 + 4 - 2?", "What is 9 + 4 - 2?", 11),
         )
         self.size = {**SIZES, **(size or {})}
 

@@ -45,6 +45,8 @@ class Task(ABC):
     judged: bool = False  # test-split reports add the executor's 1/0 verdict (tasks/judge.py), as the reference does
     judge_length_ratio: float = 0.0  # judged 0 unasked when the answer is >= this many times longer or shorter
     # than the gold answer, in characters (0 = no such guard; HotpotQA: 10, the reference's rule)
+    twin: Problem | None = None  # the toy problem with other numbers, for tasks made from numbers: the
+    # dependence check's perturbed runs read it (scoreflow/execute/dependence.py)
 
     @abstractmethod
     def problems(self, split: str) -> list[Problem]:

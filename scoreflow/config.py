@@ -204,11 +204,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # Sized for SmolLM2-135M on 2 CPU cores: two iterations and two held-out evaluations (see README).
     "demo": {
-        "run": {"iterations": 2, "problems": 4, "test_problems": 16, "compare": True},
-        "generator": {"workflows_per_problem": 4, "temperature": 0.5, "max_new_tokens": 160, "max_attempts": 1,
-                      "hide_numbers": True, "explore_examples": True},
-        "executor": {"runs": 1, "max_tokens": 160},
-        "train": {"pairs": 12, "invalid_as_zero": True, "valid_floor": 0.5},
+        "run": {"iterations": 1, "problems": 12, "test_problems": 32, "compare": True},
+        "generator": {"workflows_per_problem": 8, "temperature": 0.5, "max_new_tokens": 128, "max_attempts": 1,
+                      "hide_numbers": True, "explore_examples": True, "batch_size": 16},
+        "executor": {"runs": 1, "max_tokens": 48},
+        "train": {"pairs": 32, "batch_size": 1, "invalid_as_zero": True, "valid_floor": 0.5},
     },
 }
 

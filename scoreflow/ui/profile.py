@@ -125,6 +125,7 @@ def table(run_dir: Path, spans: list[Span], parameters: int | None, peak: float)
     head = [f"# Profile of {Path(run_dir).name}", "",
             f"The limit: a dense fp32 matrix multiply on this machine, {peak:.0f} GFLOP/s. Work: "
             f"{'%.0fM' % (parameters / 1e6) if parameters else 'unknown'} parameters, 2 FLOPs per parameter "
-            "per token forward (generate: generated tokens; execute: executor prompt and reply tokens), "
-            "6 per trained token. Clocked stages: " + fmt_duration(total) + ".", ""]
+            "per token forward (generate: generated tokens; execute: executor prompt and reply tokens, "
+            "including replies the run's cache served for repeated temperature-0 calls, which is how an "
+            "execute row can pass 100%), 6 per trained token. Clocked stages: " + fmt_duration(total) + ".", ""]
     return "\n".join(head + rows) + "\n"

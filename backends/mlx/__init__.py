@@ -26,7 +26,9 @@ from scoreflow.files import atomic_dir  # noqa: E402
 
 from scoreflow.backends.mlx import generate as _generate  # noqa: E402
 from scoreflow.backends.mlx import train as _train  # noqa: E402
-from scoreflow.backends.mlx.model import add_lora, adapter_disabled, load_base, lora_state, pick_device, pick_dtype, read_json  # noqa: E402
+from scoreflow.backends.mlx.model import (  # noqa: E402
+    add_lora, adapter_disabled, load_base, lora_state, pick_device, pick_dtype, read_json, wire_memory,
+)
 
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -39,7 +41,10 @@ class MLXBackend(AdapterSnapshots):
     name = "mlx"
 
     def __init__(self, model: str, *, device: str = "auto", lora: LoraConfig, seed: int = 0,
-                 dtype: str = "auto", generation_batch_size: int = 8, quantized: bool | None = None):
+                 dtype: str = "auto", generation_batch_size: int = 8, quantized: bool | None = None,
+                 compiled_step: bool | None = None):
+        """compiled_step: compile the training step with mx.compile as mlx-lm's tuner does (None: on
+        Metal only; on CPU it gained nothing)."""
         from scoreflow.errors import UserError
 
         self.source = resolve_model(model)
@@ -48,6 +53,8 @@ class MLXBackend(AdapterSnapshots):
         self.model_name = self.source.name
         self.lora = lora
         self.generation_batch_size = generation_batch_size
+        self.compiled_step = self.device == "gpu" if compiled_step is None else compiled_step
+        wire_memory(self.device)
         # QLoRA on Metal: a quantized base stays quantized unless a dtype is asked for. On CPU,
         # quantized matmuls are ~40x slower than fp32, so dequantize there.
         keep_quantized = (self.device == "gpu" and dtype in ("auto", "", None)) if quantized is None else quantized
@@ -101,7 +108,8 @@ class MLXBackend(AdapterSnapshots):
         mx.random.seed(cfg.seed)
         try:
             with self._lock:
-                return _train.train(self.model, self.fmt, self.pad_id, pairs, cfg, on_step, checkpoint_dir)
+                return _train.train(self.model, self.fmt, self.pad_id, pairs, cfg, on_step, checkpoint_dir,
+                                    compiled=self.compiled_step)
         finally:
             self._adapter_trained()
 

@@ -37,7 +37,7 @@ from common import device_info, emit, today  # noqa: E402
 
 from scoreflow.loop import loop  # noqa: E402
 from scoreflow.config import build  # noqa: E402
-from scoreflow.run.records import IterationMetrics, TestMetrics  # noqa: E402
+from scoreflow.records import IterationMetrics, TestMetrics  # noqa: E402
 from scoreflow.run.rundir import RunDir  # noqa: E402
 from scoreflow.run.reporter import Reporter  # noqa: E402
 from scoreflow.run.session import build_session, run_problems  # noqa: E402
@@ -55,14 +55,15 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
         user.setdefault(section, {})[name] = value
     user["run"]["compare"] = True  # the base generator before training, the trained one after the last iteration
     cfg = build(user)
-    if args.reuse_from:
-        reuse(args.reuse_from / f"score-dpo-seed{seed}", run_dir, evaluations=not args.heldout)
+    if args.reuse_from:  # a held-out pool is the same for every run of a seed: its base evaluation too
+        source = args.reuse_from if (args.reuse_from / "config.toml").is_file() else args.reuse_from / f"score-dpo-seed{seed}"
+        reuse(source, run_dir, evaluations=not args.heldout or bool(args.heldout_pool), pairs=not args.new_pairs)
     if args.retest_from:
         retest(args.retest_from / run_dir.name, run_dir)
     s = build_session(cfg, run_dir, Progress(seed))
     if args.heldout:  # evaluate on validate problems this run does not train on, never on the test split
         s.task = HeldOut(s.task, [p.id for it in range(1, cfg.run.iterations + 1)
-                                  for p in run_problems(cfg, s.task, iteration=it)])
+                                  for p in run_problems(cfg, s.task, iteration=it)], args.heldout_pool)
     s.run.write_config(cfg)  # a run directory like optimize's: report and show read it
     s.run.set_status("running")
 
@@ -100,12 +101,17 @@ def names_operation(question: str, source: str | None) -> bool:
 
 class HeldOut:
     """The task with its test split replaced by the validate problems a run does not train on: where
-    settings are chosen (`--heldout`), so that the test split is only ever scored."""
+    settings are chosen (`--heldout`), so that the test split is only ever scored. With `pool`, those
+    are `pool` more arith validate problems, drawn after the split's own (which the runs train on)."""
 
-    def __init__(self, task, training_ids: list[str]):
-        self.task, self.training_ids = task, set(training_ids)
+    def __init__(self, task, training_ids: list[str], pool: int = 0):
+        self.task, self.training_ids, self.pool = task, set(training_ids), pool
 
     def problems(self, split: str) -> list:
+        if split == "test" and self.pool:
+            from scoreflow.tasks.arith import SIZES, ArithTask
+
+            return ArithTask(size={"validate": SIZES["validate"] + self.pool}).problems("validate")[SIZES["validate"]:]
         if split == "test":
             return [p for p in self.task.problems("validate") if p.id not in self.training_ids]
         return self.task.problems(split)
@@ -114,13 +120,14 @@ class HeldOut:
         return getattr(self.task, name)
 
 
-def reuse(source: Path, run_dir: Path, evaluations: bool = True) -> None:
+def reuse(source: Path, run_dir: Path, evaluations: bool = True, pairs: bool = True) -> None:
     """Start from another run of the same seed: its base-generator evaluation (unless `evaluations`
     is off) and its first iteration's workflows, executions and sampled pairs (none of which depends
     on the loss or the training settings), so that losses and settings are compared on exactly the
     same pairs."""
-    keep = {"workflows": lambda r: r.iteration == 1, "executions": lambda r: r.iteration == 1,
-            "pairs": lambda r: r.iteration == 1}
+    keep = {"workflows": lambda r: r.iteration == 1, "executions": lambda r: r.iteration == 1}
+    if pairs:
+        keep["pairs"] = lambda r: r.iteration == 1
     if evaluations:
         keep.update({"metrics": lambda r: isinstance(r, TestMetrics) and r.iteration == 0,
                      "test_workflows": lambda r: r.iteration == 0, "test_executions": lambda r: r.iteration == 0})
@@ -318,11 +325,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the JSON here (and a PNG beside it)")
     ap.add_argument("--reuse-from", type=Path, help="a --runs-dir of score-dpo runs of the same seeds: reuse their "
                     "base evaluation and first iteration's workflows, scores and pairs (compare losses on the same pairs)")
+    ap.add_argument("--new-pairs", action="store_true", help="with --reuse-from: draw iteration 1's pairs again "
+                    "(another train.pair_draw) from the reused workflows and scores")
     ap.add_argument("--retest-from", type=Path, help="another --runs-dir holding finished runs of this setting: "
                     "take their training and adapters, evaluate again (e.g. on more --test-problems)")
     ap.add_argument("--heldout", action="store_true",
                     help="evaluate on the validate problems the run does not train on instead of the test split "
                          "(for choosing settings)")
+    ap.add_argument("--heldout-pool", type=int, default=0, metavar="N",
+                    help="with --heldout: evaluate on N more arith validate problems, drawn after the split's own")
     ap.add_argument("--tag", default="", help="a name for this setting: runs go to <loss>-<tag>-seed<N>")
     ap.add_argument("--quick", action="store_true", help="one seed, one iteration of 2 problems: the machinery only")
     ap.add_argument("--combine", type=Path, nargs="+", metavar="JSON",

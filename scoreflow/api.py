@@ -51,20 +51,24 @@ def launch(opts: RunOptions, command: str = "optimize",
     from scoreflow.run.reporter import Fanout, Reporter
     from scoreflow.run.session import build_session
     from scoreflow.run.start import commit, prepare, run_session, splits
+    from scoreflow.ui.profile import StageClock
     from scoreflow.ui.tracker_backends import tracking
 
     cfg, run_dir, iteration = prepare(opts, command)
     task = preflight(cfg, splits(cfg, command, opts.evaluate))
     trackers = tracking(opts.report_to)
+    clock = StageClock() if opts.profile else None
     fresh = commit(opts, cfg, run_dir)
     try:
-        s = build_session(cfg, run_dir, Fanout(opts.reporter or Reporter(), trackers), task=task)
+        s = build_session(cfg, run_dir, Fanout(opts.reporter or Reporter(), trackers, clock), task=task)
     except BaseException:
         if fresh:  # nothing ran yet: leave no half-made run directory behind
             import shutil
 
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    if clock is not None:
+        clock.parameters = getattr(s.backend, "parameters", None)
     status = run_session(s, run_dir, lambda: (work or _WORK[command])(s, opts, iteration))
     return RunOutcome(run_dir, status, [m.to_json() for m in s.run.read("metrics")])
 
@@ -90,12 +94,13 @@ _WORK = {"optimize": _optimize, "evaluate": _evaluate}
 
 
 def optimize(config: Any, run_dir: str | Path | None = None, *, resume: bool = False, force: bool = False,
-             evaluate: bool = False, report_to: list[str] | tuple[str, ...] = (), reporter: Any = None) -> RunOutcome:
+             evaluate: bool = False, report_to: list[str] | tuple[str, ...] = (), reporter: Any = None,
+             profile: bool = False) -> RunOutcome:
     """Run the loop as `scoreflow optimize` does. `config`: a dict of sections ({"run": {...}, ...}), a
     TOML path or a Config (None with `resume=True`: the run's own). `report_to`: tracker names.
     A spend cap or Ctrl-C ends it with status "stopped" / "interrupted"."""
     return launch(RunOptions(_config(config), Path(run_dir) if run_dir else None, resume=resume, force=force,
-                             evaluate=evaluate, report_to=tuple(report_to), reporter=reporter))
+                             evaluate=evaluate, report_to=tuple(report_to), reporter=reporter, profile=profile))
 
 
 def evaluate(run_dir: str | Path, *, iteration: int | None = None, config: Any = None,

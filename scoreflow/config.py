@@ -143,14 +143,17 @@ class TrainSection:
                              "(1 - valid_floor) x its task score, so valid but wrong ranks above invalid (0)",
                              min=0)
     sampling_alpha: float = opt(3.0, "pairs drawn with probability proportional to (s_w - s_l)^alpha (0 = uniform)", min=0)
+    pair_draw: str = opt("weighted", "weighted: every pair of the iteration by that weight (the paper's); per-problem: "
+                         "a problem uniformly among those with pairs, then one of its pairs by that weight",
+                         choices=("weighted", "per-problem"))
     learning_rate: float = opt(1e-4, "AdamW learning rate on the LoRA weights (the first step's, under lr_schedule)",
                                min=0)
     lr_schedule: str = opt("constant", "the learning rate over an iteration's optimiser steps: constant, or linear "
                            "(learning_rate at the first step, decaying linearly to 0 over the iteration's steps, "
                            "as the reference trains under trl's DPOTrainer)", choices=LR_SCHEDULES)
-    lr_decay: float = opt(1.0, "iteration i trains at learning_rate x lr_decay^(i-1) (1 = the same every iteration): "
-                          "0.5 kept the later iterations' samples, and so their pairs, spread over more problems "
-                          "(benchmarks/RESULTS.md, seventh pass)", min=0)
+    lr_decay: float = opt(1.0, "iteration i trains at learning_rate x lr_decay^(i-1) (1 = the same every iteration); "
+                          "below 1 keeps later iterations' samples, and so their pairs, spread over more problems",
+                          min=0)
     epochs: int = opt(1, "passes over the sampled pairs", min=1)
     batch_size: int = opt(1, "pairs per optimiser step", min=1)
     gradient_checkpointing: bool = opt(False, "recompute activations: 2-3x less memory, 10-20% slower")

@@ -1,5 +1,6 @@
-"""Shared fixtures: the real data splits in ../shared/data, the embedded SmolLM2 model, and a tiny
-random Llama with SmolLM2's tokenizer for fast unit tests of the backends."""
+"""Shared fixtures: the real data splits in ../shared/data, the embedded SmolLM2 model, a tiny random
+Llama with SmolLM2's tokenizer for fast unit tests of the backends, and the real runs that the slow
+tests share (tests/runs.py: each made once per session, in the background by default)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,82 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("SCOREFLOW_TEST_DATA", ROOT.parent / "shared" / "data"))
+import runs
+from runs import DATA_DIR, ROOT  # noqa: F401  (ROOT: for tests that want the repository root)
+
+SHARED = {"demo_run": "demo", "terminal_run": "terminal", "killed_run": "killed", "learning_run": "learning",
+          "mlx_run": "mlx"}
+_shared: runs.SharedRuns | None = None
+
+
+def shared_runs(config) -> runs.SharedRuns:
+    global _shared
+    if _shared is None:
+        _shared = runs.SharedRuns(config._tmp_path_factory.mktemp("shared-runs"))
+    return _shared
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _start_shared_runs(request):
+    """The shared runs this session's tests read, started in the background at its first test."""
+    wanted = {SHARED[f] for item in request.session.items for f in getattr(item, "fixturenames", ()) if f in SHARED}
+    if wanted and os.environ.get("SCOREFLOW_TEST_BACKGROUND", "1") != "0":
+        shared_runs(request.config).start_background([n for n in runs.MAKERS if n in wanted])
+    yield
+    runs.stop_all()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that read a shared run go last (in the order the runs are made), so that the runs are
+    made in the background while the other tests run, and their readers seldom wait."""
+    order = list(runs.MAKERS)
+
+    def rank(item) -> int:
+        used = [order.index(SHARED[f]) for f in getattr(item, "fixturenames", ()) if f in SHARED]
+        return 1 + max(used) if used else 0
+
+    items.sort(key=rank)  # stable: the order within each group is pytest's
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if _shared is not None and _shared.summary():
+        terminalreporter.write_line("shared runs: " + "; ".join(_shared.summary()))
+
+
+@pytest.fixture(scope="session")
+def demo_run(request) -> runs.Finished:
+    """`scoreflow optimize` of the README at small sizes with every installed tracker (tests/runs.py)."""
+    return shared_runs(request.config).get("demo")
+
+
+@pytest.fixture(scope="session")
+def terminal_run(request) -> runs.Terminal:
+    """A one-problem run in an 80x24 pseudo-terminal: the live dashboard's screens."""
+    return shared_runs(request.config).get("terminal")
+
+
+@pytest.fixture(scope="session")
+def killed_run(request) -> runs.Killed:
+    """A two-iteration run killed with SIGKILL at four chosen points and resumed to its end."""
+    return shared_runs(request.config).get("killed")
+
+
+@pytest.fixture(scope="session")
+def learning_run(request) -> runs.Learning:
+    """benchmarks/learning.py --quick: a run, --reuse-from with another loss, --combine, --retest-from."""
+    return shared_runs(request.config).get("learning")
+
+
+@pytest.fixture(scope="session")
+def mlx_run(request) -> runs.Finished:
+    """`scoreflow optimize --backend mlx` at small sizes."""
+    return shared_runs(request.config).get("mlx")
+
+
+@pytest.fixture
+def qa_task(tmp_path) -> list[str]:
+    """The flags of a small F1-scored QA task (tests/runs.py) written into tmp_path."""
+    return runs.write_qa_task(tmp_path)
 
 
 @pytest.fixture(scope="session")

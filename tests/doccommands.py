@@ -312,7 +312,7 @@ def top_level_names(path: Path) -> set[str]:
 def dotted_problem(dotted: str) -> str | None:
     """None when `scoreflow.a.b.Name` is a module, or a module and a name defined at its top level."""
     parts = dotted.split(".")
-    for cut in range(len(parts), 1, -1):
+    for cut in range(len(parts), 0, -1):
         path = module_file(".".join(parts[:cut]))
         if path is None:
             continue
@@ -668,10 +668,8 @@ def name_problems(doc: str) -> list[str]:
             if key not in config_keys()[section] and not (mod.is_file() and key in top_level_names(mod)):
                 problems.append(f"{where(line)}: {section}.{key} is neither a config key nor a name in "
                                 f"scoreflow/{section}.py")
-    for c in inline_commands(doc):  # complete ones parse; with placeholders, their names exist
-        complete = not any(re.search(r"[\[\]…]|\.\.\.|^[A-Z][A-Z0-9_]*$|RUN", w) for w in c.argv)
-        names = c.program == "scoreflow" and not complete
-        problems += [f"{c.where}: {p}" for p in (check_names(c.argv) if names else check(c))]
+    for c in inline_commands(doc):  # named in prose: their subcommand, flags and keys exist
+        problems += [f"{c.where}: {p}" for p in (check_names(c.argv) if c.program == "scoreflow" else check(c))]
     # install lines in the comments of shell blocks ("...: pip install -e '.[tensorboard]'")
     for c in commands(doc):
         if "pip install" in c.comment:

@@ -39,6 +39,15 @@ def write_task(folder: Path) -> list[str]:
     return ["--task", "jsonl", "--data", str(data), "--config", str(cfg)]
 
 
+def config(tmp: Path) -> dict:
+    data = tmp / "qa.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answer": a}) + "\n"
+                            for i, (q, a) in enumerate(QUESTIONS)))
+    return {"run": {"task": "jsonl", "data": str(data), "iterations": 1, "problems": 2, "compare": False},
+            "task": {"scorer": "exact", "family": "qa", "description": "short general-knowledge questions"},
+            "generator": {"workflows_per_problem": 2}, "executor": {"runs": 1}, "train": {"pairs": 2}}
+
+
 class FakeBackend:
     name = "fake"
     device = "cpu"

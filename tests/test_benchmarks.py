@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import run_benchmark as _run
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(script: str, *args: str, timeout: float = 300) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert lines, proc.stderr[-2000:]
-    out = json.loads(lines[-1])
-    assert isinstance(out, dict)
-    return out
 
 
 def _learning():
@@ -70,7 +59,7 @@ def test_generation_quick(tiny_llama):
         assert out[case]["batched"]["workflows_per_s"] > 0 and out[case]["naive"]["workflows_per_s"] > 0
         assert out[case]["batched"]["tokens"] > 0
     arith = out["arith"]
-    assert arith["shared_tokens"] > 0.8 * arith["prompt_tokens"] and arith["ratio"] > 0
+    assert arith["opening_tokens"] > 0.8 * arith["prompt_tokens"] and arith["ratio"] > 0
     assert arith["same_text"] == arith["rows"]
 
 
@@ -144,12 +133,14 @@ def test_execution_local_mlx_quick(tiny_llama):
 
 
 @pytest.mark.slow
-def test_learning_quick(tmp_path):
+def test_learning_quick(learning_run):
     """The learning benchmark's machinery on the real model: base and trained evaluations, the
     summary with CIs, the rule's share and the gold-in-source count; then another loss on the same
-    pairs (--reuse-from)."""
+    pairs (--reuse-from), both summarised as one (--combine), and the adapters evaluated again
+    (--retest-from). The four commands run as the shared run `learning` (tests/runs.py)."""
+    tmp_path = learning_run.base
     runs = tmp_path / "runs"
-    out = _run("learning.py", "--runs-dir", str(runs), "--out", str(tmp_path / "learning.json"), timeout=900)
+    out = learning_run.first
     assert out["benchmark"] == "learning" and out["loss"] == "score-dpo"
     rows = out["summary"]
     assert [r["iteration"] for r in rows] == [0, 1]
@@ -159,21 +150,19 @@ def test_learning_quick(tmp_path):
         assert r["test_solved_with_gold_in_source"] == 0
     assert rows[0]["difference_from_iteration_0"]["value"] == 0
     assert (tmp_path / "learning.png").is_file()
-    dpo = _run("learning.py", "--loss", "dpo", "--runs-dir", str(runs), "--reuse-from", str(runs),
-               "--out", str(tmp_path / "learning-dpo.json"), timeout=900)
+    dpo = learning_run.dpo
     assert dpo["summary"][0]["test_solve_rate"] == rows[0]["test_solve_rate"]  # the same base evaluation
     first = [json.loads(x) for x in (runs / "score-dpo-seed0" / "pairs.jsonl").read_text().splitlines()]
     again = [json.loads(x) for x in (runs / "dpo-seed0" / "pairs.jsonl").read_text().splitlines()]
     assert first == again  # the same pairs, another loss
-    both = _run("learning.py", "--combine", str(tmp_path / "learning.json"), str(tmp_path / "learning-dpo.json"),
-                "--out", str(tmp_path / "losses.json"))
+    both = learning_run.both
     assert both["settings"] == ["score-dpo", "dpo"] and both["summary"]["dpo"] == dpo["summary"]
     (diff,) = both["differences"]
     assert diff["iteration"] == 1 and diff["seeds"] == [0]
     want = dpo["summary"][1]["test_solve_rate"]["value"] - rows[1]["test_solve_rate"]["value"]
     assert abs(diff["difference"]["value"] - want) < 1e-9
     assert (tmp_path / "losses.png").is_file()
-    again = _run("learning.py", "--runs-dir", str(tmp_path / "retest"), "--retest-from", str(runs), timeout=900)
+    again = learning_run.again
     retested = tmp_path / "retest" / "score-dpo-seed0"
     def lines(run: Path, name: str) -> list[str]:  # a run whose problems gave no pair has no train.jsonl
         return (run / name).read_text().splitlines() if (run / name).is_file() else []

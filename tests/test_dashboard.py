@@ -1,23 +1,14 @@
 """The live dashboard and the plain logger: the screen drawn from synthetic events (at 80x24 and
 wider, with training events from another thread), the plain lines, and the real `scoreflow optimize`
-watched in a pseudo-terminal (rendered with pyte) and through a pipe."""
+watched in a pseudo-terminal (rendered with pyte) and through a pipe: the shared runs `terminal` and
+`demo` of tests/runs.py."""
 
 from __future__ import annotations
 
-import fcntl
 import io
-import os
-import pty
 import re
-import select
-import struct
-import subprocess
 import sys
-import termios
 import threading
-import time
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -30,11 +21,7 @@ from scoreflow.ui.state import DashState
 from scoreflow.ui.view import render
 from scoreflow.run.reporter import RunInfo
 
-ROOT = Path(__file__).resolve().parents[1]
-STAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S")
-TINY = ["--problems", "1", "-k", "2", "--iterations", "1", "--pairs", "2", "--set", "generator.max_new_tokens=128",
-        "--set", "executor.max_tokens=32", "--set", "generator.max_attempts=1",
-        "--set", "run.compare=false"]
+from runs import STAMP  # the plain logger's line stamp
 ITERATION_1 = {"kind": "iteration", "iteration": 1, "problems": 2, "workflows": 8, "valid": 3, "valid_rate": 0.375,
                "first_attempt_valid_rate": 0.25, "mean_score": 0.3333, "solve_rate": 0.125, "pairs": 6,
                "unique_pairs": 6, "steps": 6, "loss": 0.6921, "margin": 0.0012, "executor_calls": 14,
@@ -218,80 +205,7 @@ def test_live_reporter_leaves_the_final_screen_and_a_summary(tmp_path):
     assert rep.live is None
 
 
-# ---- the real command in a pseudo-terminal and through a pipe --------------------------------------
-
-@dataclass
-class RealRuns:
-    screens: list[tuple[float, str]] = field(default_factory=list)  # (seconds since start, screen text)
-    final: str = ""
-    pty_rc: int | None = None
-    pty_dir: Path = Path()
-    plain_out: str = ""
-    plain_err: str = ""
-    plain_rc: int | None = None
-    plain_dir: Path = Path()
-
-
-def _env(cols: int, rows: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE",
-                                                            "TTY_INTERACTIVE", "COLUMNS", "LINES")}
-    env.update(TERM="xterm-256color", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-def _watch_pty(cmd: list[str], cols: int, rows: int, out: RealRuns, timeout: float) -> None:
-    import pyte  # test dependency (the `test` extra): a terminal emulator to read the screen a user sees
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=_env(cols, rows), cwd=ROOT,
-                            start_new_session=True)
-    os.close(slave)
-    screen = pyte.Screen(cols, rows)
-    stream = pyte.ByteStream(screen)
-    t0 = last = time.monotonic()
-    try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 0.25)
-            if ready:
-                try:
-                    data = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    data = b""
-                if not data:
-                    break
-                stream.feed(data)
-            now = time.monotonic()
-            if now - last >= 0.5:
-                last = now
-                text = "\n".join(screen.display)
-                if not out.screens or out.screens[-1][1] != text:
-                    out.screens.append((now - t0, text))
-            if now - t0 > timeout:
-                proc.kill()
-    finally:
-        os.close(master)
-        out.pty_rc = proc.wait()
-    out.final = "\n".join(screen.display)
-
-
-@lru_cache(maxsize=1)
-def real_runs(base: str) -> RealRuns:
-    """The tiny real run twice at once (2 CPU cores): in an 80x24 pseudo-terminal and through a pipe."""
-    out = RealRuns(pty_dir=Path(base) / "pty-run", plain_dir=Path(base) / "plain-run")
-    exe = [sys.executable, "-m", "scoreflow", "optimize", *TINY, "--force"]
-    plain = subprocess.Popen([*exe, "--run-dir", str(out.plain_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, text=True, env=_env(80, 24), cwd=ROOT)
-    _watch_pty([*exe, "--run-dir", str(out.pty_dir)], 80, 24, out, timeout=400)
-    out.plain_out, out.plain_err = plain.communicate(timeout=400)
-    out.plain_rc = plain.returncode
-    return out
-
-
-@pytest.fixture(scope="session")
-def real(tmp_path_factory) -> RealRuns:
-    return real_runs(str(tmp_path_factory.getbasetemp()))
-
+# ---- the real command in a pseudo-terminal and through a pipe (the shared runs of tests/runs.py) ----
 
 def _metrics(run_dir: Path) -> dict:
     import json
@@ -301,8 +215,9 @@ def _metrics(run_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_real_run_in_a_terminal(real):
-    assert real.pty_rc == 0, real.final
+def test_real_run_in_a_terminal(terminal_run):
+    real = terminal_run
+    assert real.rc == 0, real.final
     # whole frames caught before the run ended (a snapshot can fall inside a redraw)
     mid = [text for t, text in real.screens if "Iteration 1/1" in text and "Training" in text
            and "✔ train" not in text]
@@ -311,10 +226,10 @@ def test_real_run_in_a_terminal(real):
     for name in ("generate", "validate", "execute", "pairs", "train"):
         assert re.search(rf"^[ ✔▶] {name}\b", first, re.M), (name, first)
     assert re.search(r"^▶ generate .*[━╺─]+ +\d+/2 ", first, re.M), first
-    assert "ScoreFlow  task arith  loss score-dpo" in first and str(real.pty_dir)[:40] in first
+    assert "ScoreFlow  task arith  loss score-dpo" in first and str(real.run_dir)[:40] in first
     # the end: every stage ticked, the finished iteration's numbers, the one-line summary
     final = real.final
-    m = _metrics(real.pty_dir)
+    m = _metrics(real.run_dir)
     for name in ("generate", "validate", "execute", "pairs", "train"):
         assert re.search(rf"^✔ {name}\b", final, re.M), (name, final)
     lines = final.splitlines()
@@ -330,13 +245,14 @@ def test_real_run_in_a_terminal(real):
 
 
 @pytest.mark.slow
-def test_real_run_without_a_terminal_prints_plain_lines(real):
-    assert real.plain_rc == 0, real.plain_err
-    out = real.plain_out
-    assert "\x1b" not in out and "\x1b" not in real.plain_err
+def test_real_run_without_a_terminal_prints_plain_lines(demo_run):
+    real = demo_run  # the demo run, through a pipe
+    assert real.rc == 0, real.err
+    out = real.out
+    assert "\x1b" not in out and "\x1b" not in real.err
     lines = out.splitlines()
     assert lines and all(STAMP.match(line) for line in lines), out
-    m = _metrics(real.plain_dir)
+    m = _metrics(real.run_dir)
     stages = [g.group(1) for line in lines if (g := re.search(r"iteration 1/1 \| (\w+)", line))]
     assert [s for i, s in enumerate(stages) if i == 0 or s != stages[i - 1]] == \
         ["generate", "validate", "execute", "pairs", "train"], out

@@ -113,7 +113,7 @@ def test_a_broken_doc_fails(tmp_path):
         "```python\nfrom scoreflow.api import Nothing\n```\n")
     found = D.name_problems(str(doc)) + D.python_block_problems(str(doc)) + D.indented_command_problems(str(doc))
     for expected in ("scoreflow/nothere.py does not exist", "nothing is not defined", "train.nokey",
-                     "invalid choice: 'frobnicate'", "unrecognized arguments: --nope", "lora.bogus", "no file nowhere_at_all.py",
+                     "scoreflow frobnicate: no such subcommand", "no option --nope", "lora.bogus", "no file nowhere_at_all.py",
                      "no heading with that anchor", "fence it", "Nothing is not defined"):
         assert any(expected in p for p in found), (expected, found)
     [illustrative] = [c for c in D.commands(str(doc)) if c.block and c.block.illustrative]

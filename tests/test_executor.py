@@ -4,6 +4,7 @@ workflow failures, redacted errors, spend caps, and the reply cache."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 
@@ -14,7 +15,7 @@ from scoreflow.errors import StopRun, UserError
 from scoreflow.execute.executor import (Executor, OpenAIExecutor, ReplyCache, Reply, RequestError, RetryPolicy, Usage,
                                 make_executor, price_for, redact)
 from scoreflow.errors import InfraError
-from tests.fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI
 
 MSG = [{"role": "user", "content": "hi"}]
 SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"
@@ -256,3 +257,40 @@ def test_cancelled_call_does_not_poison_the_cache():
     with FakeOpenAI(["hang"], hang_s=1.0) as s:
         ex = make_executor(cfg(base_url=s.base_url), retry=fast())
         assert asyncio.run(go(ex)).text == "echo: hi"
+
+
+# ---- a whole run against the server (was tests/test_e2e.py, there on the embedded model) ------------
+
+def test_openai_executor_spend_cap_resume_and_no_secret_leaks(tmp_path, qa_task, monkeypatch, capfd):
+    """The executor is an OpenAI-compatible server on 127.0.0.1 (fake_openai.py) and the generator the
+    scripted backend of fake_backend.py (the real loop, sandbox and run directory; the cap, the resume
+    and the key are the point, not the model): a token cap stops `scoreflow optimize` cleanly, --resume
+    with a raised cap finishes it, and the API key appears nowhere in the run or its output."""
+    from fake_backend import FakeBackend
+    from runs import check_complete
+    from scoreflow.cli import main as cli
+
+    secret = "sk-scoreflow-test-0123456789abcdef"
+    run = tmp_path / "run"
+    monkeypatch.setenv("SCOREFLOW_TEST_KEY", secret)
+    monkeypatch.setattr("scoreflow.run.session.make_backend", lambda cfg: FakeBackend())
+    small = ["--problems", "2", "-k", "3", "--pairs", "4", "--set", "generator.max_new_tokens=160",
+             "--set", "executor.max_tokens=40", "--set", "generator.max_attempts=2", "--set", "run.compare=false",
+             "--no-dashboard"]
+    with FakeOpenAI() as server:
+        common = [*qa_task, *small, "--iterations", "1", "--executor", "openai", "--base-url", server.base_url,
+                  "--executor-model", "gpt-4o-mini", "--api-key-env", "SCOREFLOW_TEST_KEY", "--run-dir", str(run)]
+        assert cli.main(["optimize", *common, "--max-tokens", "60"]) == 0
+        first = capfd.readouterr()
+        status = json.loads((run / "status.json").read_text())
+        assert status["status"] == "stopped" and "cap" in status["reason"], status
+        assert server.requests and all(r["model"] == "gpt-4o-mini" for r in server.requests)
+        assert cli.main(["optimize", *common, "--resume", "--max-tokens", "100000"]) == 0
+        second = capfd.readouterr()
+    check_complete(run, 1)
+    for out in (first.out, first.err, second.out, second.err):
+        assert secret not in out and secret[:12] not in out
+    for f in run.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert secret.encode() not in data and secret[:12].encode() not in data, f"the key leaked into {f}"

@@ -1,22 +1,33 @@
-"""Exports other tools accept: an adapter trained by each backend (on the tiny random Llama), exported
-with its model card, loads in PEFT (`PeftModel.from_pretrained`) or in mlx-lm's own CLI
-(`mlx_lm.generate --adapter-path`, `mlx_lm.fuse`) and gives the log-probs / greedy text of the backend
-that trained it; each problem's best workflow as a file `scoreflow run-workflow` accepts."""
+"""Exports other tools accept (scoreflow/report/export.py, card.py): an adapter trained by each backend
+(on the tiny random Llama), exported with its model card, loads in PEFT (`PeftModel.from_pretrained`) or
+in mlx-lm's own CLI (`mlx_lm.generate --adapter-path`, `mlx_lm.fuse`) and gives the log-probs / greedy
+text of the backend that trained it; each problem's best workflow as a file `scoreflow run-workflow`
+accepts; an exported adapter that names its base by hub id loads in PEFT on a fresh hub cache, and both
+model cards load in huggingface_hub's ModelCard.load. (mlx-lm's side of the embedded model's exports:
+test_interop_mlx.py, under -m mlx.)"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from helpers import random_peft, run_of_adapter
 from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair
+from scoreflow.model.source import EMBEDDED_HUB_ID
 
 LORA = LoraConfig(rank=4, alpha=8.0, dropout=0.0)
+SMOLLM2_LORA = LoraConfig(rank=8, alpha=16.0, dropout=0.0)  # q_proj and v_proj of all 30 layers
+TEXT_PROMPT = "Write a workflow that adds 17 and 25, then checks the sum with code."
+needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="the cuda extra is not installed")
 PROMPT = [{"role": "user", "content": "Write a workflow for: Ava has 3 apples and gets 4 more."}]
 CHOSEN = "<graph>async def run_workflow(self):\n    return await self.custom(input=self.problem)</graph>"
 REJECTED = "I think the answer is 7."
@@ -180,3 +191,97 @@ def test_best_workflows_run_in_run_workflow(tmp_path, capsys):
         assert server.requests
     assert cli.main(["export", str(run)]) == 2
     assert "--workflows OUT_DIR" in capsys.readouterr().err
+
+
+# -- an exported adapter outside scoreflow ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def torch_run(tmp_path_factory, smollm2_hf):
+    """The PyTorch backend on the embedded model with a non-zero LoRA, its adapter saved in a run."""
+    pytest.importorskip("peft")
+    from scoreflow.backends.cuda import load
+
+    root = tmp_path_factory.mktemp("torch-run")
+    b = load("smollm2", device="cpu", lora=SMOLLM2_LORA, seed=0)
+    b.load_adapter(random_peft(root / "random", 30, 576, 192, scale=0.02, lora=SMOLLM2_LORA))
+    return b, run_of_adapter(root, b.save_adapter)
+
+
+@needs_peft
+def test_adapter_names_the_hub_id_and_records_the_local_base(torch_run, smollm2_hf):
+    b, run = torch_run
+    saved = run / "adapters" / "iter-1"
+    assert json.loads((saved / "adapter_config.json").read_text())["base_model_name_or_path"] == EMBEDDED_HUB_ID
+    assert json.loads((saved / "scoreflow.json").read_text()) == {"base_model": EMBEDDED_HUB_ID,
+                                                                  "base_path": str(smollm2_hf)}
+
+
+@needs_peft
+def test_peft_loads_the_export_on_a_fresh_hub_cache(torch_run, smollm2_hf, tmp_path):
+    """PEFT, offline with an empty hub cache, given the base as a local folder standing in for the hub,
+    loads the exported adapter (which names only the hub id) and computes scoreflow's logits."""
+    import torch
+
+    from scoreflow.report.export import export_run
+
+    b, run = torch_run
+    folder = export_run(run, "peft", out=tmp_path / "peft")
+    assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == EMBEDDED_HUB_ID
+    ids = b.tokenizer(TEXT_PROMPT)["input_ids"]
+    with torch.no_grad():
+        want = b.model(torch.tensor([ids])).logits[0].float().numpy()
+        with b.model.disable_adapter():
+            base = b.model(torch.tensor([ids])).logits[0].float().numpy()
+    code = textwrap.dedent(f"""
+        import numpy as np, torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+        base = AutoModelForCausalLM.from_pretrained({str(smollm2_hf)!r}, dtype=torch.float32)
+        model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()
+        with torch.no_grad():
+            np.save({str(tmp_path / "peft.npy")!r}, model(torch.tensor([{ids!r}])).logits[0].float().numpy())
+    """)
+    hub = tmp_path / "empty-hub-cache"
+    env = {**os.environ, "HF_HOME": str(hub), "HF_HUB_CACHE": str(hub / "hub"), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Unexpected keyword" not in r.stderr  # PEFT reads every key of the adapter's config
+    got = np.load(tmp_path / "peft.npy")
+    assert np.abs(base - want).max() > 0.1  # the adapter matters
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_model_cards_load_in_huggingface_hub(tmp_path):
+    """Both exports' cards parse with ModelCard.load and state base model, library and license."""
+    from huggingface_hub import ModelCard
+
+    from scoreflow.report.export import export_run
+
+    run = run_of_adapter(tmp_path, lambda f: random_peft(f, 30, 576, 192, scale=0.02, lora=SMOLLM2_LORA))
+    for fmt, library in (("peft", "peft"), ("mlx", "mlx")):
+        card = ModelCard.load(export_run(run, fmt) / "README.md")
+        assert card.data.base_model == EMBEDDED_HUB_ID and card.data.library_name == library
+        assert card.data.license == "apache-2.0"
+        assert "hf upload USER/REPO PATH/TO/THIS/FOLDER" in card.text
+
+
+def test_model_card_license_of_a_local_model(tmp_path, tiny_llama):
+    from huggingface_hub import ModelCard
+
+    from scoreflow import config as C
+    from scoreflow.report.export import export_run
+
+    model = tmp_path / "licensed"
+    shutil.copytree(tiny_llama, model)
+    (model / "README.md").write_text("---\nlicense: other\nlicense_name: house licence\n"
+                                     "license_link: https://example.org/licence\n---\n")
+    run = run_of_adapter(tmp_path, lambda f: random_peft(f, 2, 64, 32, scale=0.02, lora=SMOLLM2_LORA))
+    (run / "config.toml").write_text(C.to_toml(C.build({"generator": {"model": str(model)},
+                                                          "run": {"task": "arith", "iterations": 1}})))
+    data = ModelCard.load(export_run(run, "peft") / "README.md").data
+    assert (data.license, data.license_name, data.license_link) == (
+        "other", "house licence", "https://example.org/licence")
+    assert data.base_model is None
+    (model / "README.md").unlink()
+    assert "license" not in ModelCard.load(export_run(run, "peft") / "README.md").data.to_dict()

@@ -22,9 +22,12 @@ import mlx.core as mx  # noqa: E402
 
 from scoreflow.backends.mlx.model import load_base  # noqa: E402
 from scoreflow.model.source import resolve_model  # noqa: E402
-from test_interop import LORA, PROMPT, make_run, random_peft  # noqa: E402
+from helpers import random_peft, run_of_adapter  # noqa: E402
+from scoreflow.model.backend import LoraConfig  # noqa: E402
 
 pytestmark = pytest.mark.mlx
+LORA = LoraConfig(rank=8, alpha=16.0, dropout=0.0)
+PROMPT = "Write a workflow that adds 17 and 25, then checks the sum with code."
 # fp32 on both sides: what differs is the order of float operations (~1e-4 on SmolLM2's logits).
 TOLERANCE = 1e-3
 
@@ -66,7 +69,7 @@ def embedded(smollm2_hf, tmp_path_factory) -> dict:
     from scoreflow.report.export import export_run
 
     root = tmp_path_factory.mktemp("interop-embedded")
-    run = make_run(root, lambda f: random_peft(f, 30, 576, 192))
+    run = run_of_adapter(root, lambda f: random_peft(f, 30, 576, 192, scale=0.02, lora=LORA))
     peft, mlx_adapter = export_run(run, "peft"), export_run(run, "mlx")
     ids = prompt_ids(smollm2_hf)
     out = {"ids": ids, "transformers": torch_logits(smollm2_hf, ids),

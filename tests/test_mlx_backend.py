@@ -22,6 +22,7 @@ import scoreflow.backends.mlx  # noqa: E402,F401  (preloads OpenBLAS before mlx.
 from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends import mlx as B  # noqa: E402
 from scoreflow.errors import UserError  # noqa: E402
+from helpers import random_peft  # noqa: E402
 import mlx.core as mx  # noqa: E402
 
 pytestmark = pytest.mark.mlx
@@ -45,27 +46,6 @@ def pairs() -> list[TrainPair]:
 
 def items() -> list[tuple[list, str]]:
     return [(PROMPTS[i % 2], t) for i, t in enumerate(TEXTS)]
-
-
-def random_peft(folder: Path, n_layers: int, hidden: int, kv: int, seed: int = 0, scale: float = 0.05,
-                lora: LoraConfig = LORA) -> Path:
-    """A PEFT adapter with non-zero A and B (a fresh LoRA's B is zero and hides half the gradients)."""
-    from safetensors.numpy import save_file
-
-    rng = np.random.default_rng(seed)
-    t = {}
-    for i in range(n_layers):
-        for mod, out in (("q_proj", hidden), ("v_proj", kv)):
-            p = f"base_model.model.model.layers.{i}.self_attn.{mod}"
-            t[f"{p}.lora_A.weight"] = (rng.normal(size=(lora.rank, hidden)) * scale).astype(np.float32)
-            t[f"{p}.lora_B.weight"] = (rng.normal(size=(out, lora.rank)) * scale).astype(np.float32)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(t, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps({
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora.rank, "lora_alpha": lora.alpha,
-        "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
-    }))
-    return folder
 
 
 @pytest.fixture(scope="module")

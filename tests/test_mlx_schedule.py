@@ -1,5 +1,5 @@
 """The MLX backend's optimiser steps at the training skeleton's learning rate (train.lr_schedule),
-as the PyTorch backend's does (tests/test_paper_preset.py), on the tiny random Llama."""
+as the PyTorch backend's does (tests/test_config.py), on the tiny random Llama."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ import scoreflow.backends.mlx  # noqa: E402,F401  (preloads OpenBLAS before mlx.
 
 from scoreflow.model.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends import mlx as B  # noqa: E402
-from test_mlx_backend import random_peft  # noqa: E402
+from helpers import random_peft  # noqa: E402
 
 pytestmark = [pytest.mark.mlx, pytest.mark.slow]
 LORA = LoraConfig(rank=8, alpha=16.0, dropout=0.0)

@@ -404,12 +404,9 @@ def test_show_lists_a_problems_workflows_best_first(tmp_path, capsys):
 # ---- a real run ------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_report_and_show_on_a_real_run(tmp_path_factory, tmp_path, capsys):
-    from test_dashboard import real_runs
-
-    real = real_runs(str(tmp_path_factory.getbasetemp()))
-    run = real.plain_dir
-    assert real.plain_rc == 0, real.plain_err
+def test_report_and_show_on_a_real_run(demo_run, tmp_path, capsys):
+    run = demo_run.run_dir  # the shared demo run (tests/runs.py)
+    assert demo_run.rc == 0, demo_run.err
     assert cli_main(["report", str(run), "--out", str(tmp_path / "r")]) == 0
     its = _metrics(run)
     data = load_runs([run])

@@ -14,20 +14,11 @@ import pytest
 
 from scoreflow.errors import UserError
 
-from fake_backend import BAD, GOOD, FakeBackend, QUESTIONS
+from fake_backend import BAD, GOOD, FakeBackend, config
 from scoreflow import api
 from scoreflow.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def config(tmp: Path) -> dict:
-    data = tmp / "qa.jsonl"
-    data.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "answer": a}) + "\n"
-                            for i, (q, a) in enumerate(QUESTIONS)))
-    return {"run": {"task": "jsonl", "data": str(data), "iterations": 1, "problems": 2, "compare": False},
-            "task": {"scorer": "exact", "family": "qa", "description": "short general-knowledge questions"},
-            "generator": {"workflows_per_problem": 2}, "executor": {"runs": 1}, "train": {"pairs": 2}}
 
 
 @pytest.fixture
@@ -84,19 +75,13 @@ def test_solve_cli_errors(run, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_solve_with_the_embedded_model(tmp_path):
-    """A run directory of the demo configuration with an adapter saved by the PyTorch backend on the
-    embedded SmolLM2; `scoreflow solve` writes, validates and runs workflows with it as generator and
-    executor (a 135M model: a valid workflow is likely within 4 attempts, not certain)."""
+def test_solve_with_the_embedded_model(demo_run, tmp_path):
+    """The shared demo run (tests/runs.py): its adapter trained by the PyTorch backend on the embedded
+    SmolLM2; `scoreflow solve` writes, validates and runs workflows with it as generator and executor
+    (a 135M model: a valid workflow is likely within 4 attempts, not certain)."""
     pytest.importorskip("peft")
-    from scoreflow import config as C
-    from scoreflow.run.session import make_backend
-
-    run = tmp_path / "run"
-    (run / "adapters").mkdir(parents=True)
-    cfg = C.build({"run": {"task": "arith"}, "generator": {"backend": "cuda", "device": "cpu"}})
-    (run / "config.toml").write_text(C.to_toml(cfg))
-    make_backend(cfg).save_adapter(run / "adapters" / "iter-1")
+    run = demo_run.run_dir
+    assert demo_run.rc == 0, demo_run.err[-3000:]
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
     res = subprocess.run([sys.executable, "-m", "scoreflow", "solve", str(run),
                           "Ava has 3 apples. Ava gets 4 more. How many apples does Ava have now?",

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from fake_backend import FakeBackend
+from fake_backend import FakeBackend, config
 from scoreflow import api
 from scoreflow import config as C
 from scoreflow.cli import main as cli
 from scoreflow.errors import UserError
 from scoreflow.run.rundir import RunDir
 from scoreflow.run.start import RunOptions, prepare
-from test_solve import config
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""The PyTorch backend's own decoding loop (shared prefill, finished rows leaving the batch) agrees
-with transformers' generate on greedy outputs, and honours stops, token limits and seeds."""
+"""The PyTorch backend's own decoding loop (prompt cache, shared prefill, finished rows leaving the
+batch) agrees with transformers' generate on greedy outputs, and honours stops, token limits and seeds."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ def backend(tiny_llama):
     return b
 
 
-def _run(b, fn, prompts, params, batch_size):
-    return fn(b.model, b.tokenizer, b.fmt, prompts, params, b.torch_device, batch_size)
+def _run(b, fn, prompts, params, batch_size, *cache):
+    return fn(b.model, b.tokenizer, b.fmt, prompts, params, b.torch_device, batch_size, *cache)
 
 
 @pytest.mark.parametrize("stop", [(), ("e",), ("</graph>", "a")])
@@ -40,36 +40,60 @@ def test_greedy_equals_transformers_generate(backend, stop):
     assert all(c.tokens <= 24 for c in ours)
 
 
-LONG = "You write short answers. " * 12  # a common opening of well over MIN_SHARED tokens
+LONG = "You write short answers. " * 12  # an opening of well over MIN_PREFIX tokens
 SHARED = [[{"role": "system", "content": LONG}, {"role": "user", "content": q}]
           for q in ("Hi", "Ava has 3 apples and gets 4 more. How many apples does she have now?", "Name a colour.")]
+OTHER = [{"role": "system", "content": LONG + " Be kind."}, {"role": "user", "content": "Hi"}]
 
 
-def test_common_prefix_leaves_every_prompt_a_token_of_its_own():
-    assert G.common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
-    assert G.common_prefix([[1, 2, 3], [1, 2, 3]]) == 2
-    assert G.common_prefix([[7], [7, 8]]) == 0
+def test_the_opening_is_everything_before_the_last_message(backend):
+    fmt = backend.fmt
+    ids = [fmt.prompt_ids(m) for m in SHARED]
+    n = fmt.context_length(SHARED[0], ids[0])
+    assert n >= G.MIN_PREFIX and all(i[:n] == ids[0][:n] for i in ids)
+    assert all(fmt.context_length(m) == n for m in SHARED)
+    assert fmt.context_length(OTHER) != n or fmt.prompt_ids(OTHER)[:n] != ids[0][:n]
+    assert fmt.context_length([{"role": "user", "content": "Hi"}]) < len(fmt.prompt_ids([{"role": "user", "content": "Hi"}]))
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_a_shared_opening_is_prefilled_once_with_the_same_outputs(backend, temperature, monkeypatch):
-    """Prompts of different lengths that open alike: the common prefix prefilled once, each row's own
-    part after it (its padding in the middle) gives transformers' greedy outputs, and the same samples
-    as prefilling each prompt whole."""
-    fmt = backend.fmt
-    assert G.common_prefix([fmt.prompt_ids(m) for m in SHARED]) >= G.MIN_SHARED
-    prompts = [SHARED[0], SHARED[1], SHARED[2], SHARED[1]]
+def test_the_prompt_cache_changes_no_output(backend, temperature, monkeypatch):
+    """Openings come from the prompt cache across calls (computed once per distinct opening), and the
+    outputs are those of the same call with nothing kept; greedy, they are transformers' own."""
+    prompts = [SHARED[0], SHARED[1], OTHER, SHARED[2], SHARED[1]]
     params = SamplingParams(temperature=temperature, max_new_tokens=16, stop=(), seed=3)
     calls = []
     real = backend.model.forward
     monkeypatch.setattr(backend.model, "forward", lambda *a, **kw: calls.append(kw["input_ids"].shape) or real(*a, **kw))
-    ours = _run(backend, G.generate, prompts, params, 4)
-    assert calls[0][0] == 1 and calls[1][1] < calls[0][1]  # the prefix once, then only the rows' own tokens
-    monkeypatch.setattr(G, "MIN_SHARED", 10**6)  # whole prompts, as before the sharing
-    whole = _run(backend, G.generate, prompts, params, 4)
-    assert ours == whole
+    cache = G.PromptCache()
+    first = _run(backend, G.generate, prompts, params, 4, cache)
+    assert cache.misses == 2 and cache.hits >= 1  # one opening for SHARED, one for OTHER; the second batch reuses one
+    opened = [c for c in calls if c[0] == 1 and c[1] >= G.MIN_PREFIX]
+    assert len(opened) == 2
+    calls.clear()
+    again = _run(backend, G.generate, prompts, params, 4, cache)
+    assert cache.misses == 2 and not [c for c in calls if c[1] >= G.MIN_PREFIX]  # no opening prefilled again
+    nothing_kept = _run(backend, G.generate, prompts, params, 4, G.PromptCache(keep=False))
+    assert first == again == nothing_kept
     if temperature == 0:
-        assert ours == [_run(backend, G.hf_generate, [p], params, 1)[0] for p in prompts]
+        assert first == [_run(backend, G.hf_generate, [p], params, 1)[0] for p in prompts]
+
+
+def test_the_backends_cache_follows_its_adapter(backend):
+    """Generation after the LoRA weights change (however: a step, a load, a direct edit) uses openings
+    computed with the new weights, and the same outputs as with no cache at all."""
+    params = SamplingParams(temperature=0.0, max_new_tokens=8, stop=())
+    backend.generate(SHARED, params)
+    with torch.no_grad():
+        for n, p in backend.model.named_parameters():
+            if p.requires_grad and "lora_B" in n:
+                p.data.add_(0.3)
+    try:
+        cached = backend.generate(SHARED, params)
+        fresh = _run(backend, G.generate, SHARED, params, 8, G.PromptCache(keep=False))
+        assert [c.text for c in cached] == [c.text for c in fresh]
+    finally:
+        backend.load_adapter(None)
 
 
 def test_stops_limits_and_counts(backend):

@@ -126,7 +126,7 @@ def test_packed_rows_split_and_padded_equal_plain(backend, budget, monkeypatch):
     monkeypatch.setattr(T, "CPU_TOKEN_BUDGET", budget)
     enc, _ = _encode(backend, _pairs())
     pad = backend.tokenizer.pad_token_id
-    rows = T.group_rows(enc.seqs, enc.prompt_lens, range(len(enc.seqs)), 60)
+    rows = T.group_trees(enc.seqs, enc.prompt_lens, range(len(enc.seqs)), 60)
     assert len(rows) > 3  # some prompt's completions were split over rows
     with torch.no_grad():
         plain = T.plain_sequence_logprobs(backend.model, enc.seqs, enc.prompt_lens, pad, backend.torch_device)
@@ -187,7 +187,7 @@ def test_step_gradients_equal_plain(backend):
 
 
 def test_reference_once_per_unique_sequence_and_prompt(backend, monkeypatch):
-    seen_rows: list[T.Row] = []
+    seen_rows: list[T.Tree] = []
     real = T.packed_logprobs
 
     def spy(model, rows, n_out, pad_id, device):
@@ -199,8 +199,10 @@ def test_reference_once_per_unique_sequence_and_prompt(backend, monkeypatch):
     pairs = _pairs()
     T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs,
             TrainConfig(batch_size=2, learning_rate=0.0))
-    completions = [tuple(c) for r in seen_rows for c in r.completions]
-    prompts = [tuple(r.prompt) for r in seen_rows]
+    completions = [tuple(c) for t in seen_rows for c in t.completions]
+    prompts = [tuple(t.opening + r.prompt) for t in seen_rows for r in t.rows]
+    openings = [tuple(t.opening) for t in seen_rows]
+    assert len(openings) == len(set(openings)) < len(PROMPTS)  # prompts 0 and 2 share the chat opening
     unique_pairs = {(str(p.prompt), c) for p in pairs for c in (p.chosen, p.rejected)}
     assert len(completions) == len(unique_pairs) == 11
     assert len(prompts) == len(set(prompts)) == len(PROMPTS)
@@ -215,6 +217,9 @@ def test_training_rows_run_each_prompt_once_per_step(backend):
     widths = sorted(len(rows[0].completions) for rows, *_ in micro)
     assert widths == [2, 3]
     assert sorted(len(m[2]) for m in micro) == [1, 3]
+    # pairs 0 and 4 (prompts 0 and 2) differ only in their last message: one tree, the opening run once
+    [(trees, *_)] = list(T._micro_batches(enc, index, [0, 4], sft=False, budget=0))
+    assert len(trees) == 1 and len(trees[0].rows) == 2 and len(trees[0].opening) > 0
 
 
 def test_attention_by_segments_equals_mask(backend, monkeypatch):
@@ -224,9 +229,9 @@ def test_attention_by_segments_equals_mask(backend, monkeypatch):
 
     pairs = _pairs()
     enc, _ = _encode(backend, pairs)
-    rows = T.group_rows(enc.seqs, enc.prompt_lens, range(len(enc.seqs)), None)
-    row = max(rows, key=lambda r: len(r.completions))
-    assert len(row.completions) >= 3
+    rows = T.group_trees(enc.seqs, enc.prompt_lens, range(len(enc.seqs)), None, enc.opening_lens)
+    row = max(rows, key=lambda t: (len(t.rows), len(t.completions)))
+    assert len(row.rows) >= 2 and len(row.completions) >= 3  # several prompts after one opening
     if backend.torch_device.type != "cpu":
         pytest.skip("attention by segments is for CPU")
     calls = []
@@ -254,7 +259,7 @@ def test_attention_by_segments_equals_mask(backend, monkeypatch):
         model.eval()
         monkeypatch.undo()
         attention._registered = False
-    assert calls and all(s == [len(row.prompt), *map(len, row.completions)] for s in calls)
+    assert calls and all(s == row.segments() for s in calls)
     assert model.get_base_model().config._attn_implementation == "sdpa"  # restored
     _close(out["segments"][0], out["mask"][0])
     for n, g in out["mask"][1].items():

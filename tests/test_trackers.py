@@ -1,7 +1,8 @@
 """`optimize --report-to`: the real loop (scripted backend, real sandbox, executor and run directory)
 through the CLI with all four trackers at once, offline, each read back with its own reader and
-compared with what the run directory recorded; MLflow's default SQLite store; the real tiny model
-with TensorBoard; and the one-line errors for a missing tracker package or matplotlib."""
+compared with what the run directory recorded; MLflow's default SQLite store; the real model's run
+(the shared demo run) read back from all four; and the one-line errors for a missing tracker package
+or matplotlib."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import importlib.util
 import json
 import os
 import struct
-import subprocess
 import sys
 from pathlib import Path
 from statistics import mean
 
 import pytest
 
+import runs
 from fake_backend import FakeBackend, write_task
 from scoreflow.cli import main as cli
 from scoreflow.model.backend import StepInfo
@@ -296,23 +297,52 @@ def test_module_not_found_anywhere_names_the_extra(monkeypatch, capsys):
     assert err == 'scoreflow: error: scoreflow needs the trl package, which is not installed: pip install "scoreflow-cli[bench]"'
 
 
-def test_real_tiny_model_through_the_cli(tmp_path, tiny_llama):
-    """`scoreflow optimize --report-to tensorboard` with the real PyTorch backend on the tiny random
-    model (its workflows are rubbish, so no pairs: the iteration's metrics reach TensorBoard)."""
-    pytest.importorskip("torch"), pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+@pytest.mark.slow
+def test_the_real_model_through_the_cli_reaches_every_tracker(demo_run, monkeypatch):
+    """`scoreflow optimize --report-to` every installed tracker with the real PyTorch backend on the
+    embedded model (the shared demo run of tests/runs.py, through the CLI in a subprocess): TensorBoard,
+    W&B (offline), MLflow (its default SQLite store, RUN/mlflow) and trackio (local) each hold the
+    run's training losses and its iteration's numbers, as the run directory recorded them."""
+    run = demo_run.run_dir
+    assert demo_run.rc == 0, demo_run.out[-2000:] + demo_run.err[-2000:]
+    installed = runs.installed_trackers()
+    if not installed:
+        pytest.skip("no tracker installed (the tensorboard, wandb, mlflow or trackio extra)")
+    assert f"tracking to {', '.join(installed)}" in demo_run.out
+    [m] = [m for m in records(run, "metrics") if m["kind"] == "iteration"]
+    losses = [r["loss"] for r in records(run, "train")]
+    assert losses and m["steps"] == len(losses)
+    if "tensorboard" in installed:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    res = subprocess.run([sys.executable, "-m", "scoreflow", "optimize", "--model", str(tiny_llama), "--iterations", "1",
-                          "--problems", "1", "-k", "2", "--pairs", "2", "--set", "generator.max_new_tokens=24",
-                          "--set", "executor.max_tokens=8", "--set", "generator.max_attempts=1", "--no-dashboard",
-                          "--report-to", "tensorboard", "--run-dir", str(run)],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "tracking to tensorboard" in res.stdout
-    [m] = records(run, "metrics")
-    acc = EventAccumulator(str(run / "tensorboard"))
-    acc.Reload()
-    assert [(s.step, s.value) for s in acc.Scalars("iteration/valid_rate")] == [(1, m["valid_rate"])]
-    assert [(s.step, s.value) for s in acc.Scalars("iteration/workflows")] == [(1, 2.0)]
+        acc = EventAccumulator(str(run / "tensorboard"))
+        acc.Reload()
+        assert [(s.step, s.value) for s in acc.Scalars("iteration/valid_rate")] == [(1, pytest.approx(m["valid_rate"]))]
+        assert [(s.step, s.value) for s in acc.Scalars("iteration/workflows")] == [(1, float(m["workflows"]))]
+        assert [s.value for s in acc.Scalars("train/loss")] == pytest.approx(losses)
+        assert [s.step for s in acc.Scalars("evaluate/solve_rate")] == [0, 1]
+    if "wandb" in installed:
+        [path] = (run / "wandb").glob("offline-run-*/run-*.wandb")
+        history = [{i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
+                   for rec in wandb_records(path) if rec.WhichOneof("record_type") == "history"]
+        assert [h["train/loss"] for h in history if "train/loss" in h] == pytest.approx(losses)
+        assert [h["iteration/valid_rate"] for h in history if "iteration/valid_rate" in h] == [m["valid_rate"]]
+    if "mlflow" in installed:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{run / 'mlflow' / 'mlflow.db'}")
+        [r] = client.search_runs([client.get_experiment_by_name("scoreflow").experiment_id])
+        assert r.info.status == "FINISHED"
+        got = sorted((x.step, x.value) for x in client.get_metric_history(r.info.run_id, "train/loss"))
+        assert got == [(i + 1, pytest.approx(v)) for i, v in enumerate(losses)]
+    if "trackio" in installed:
+        import trackio.sqlite_storage
+        import trackio.utils
+        from trackio.sqlite_storage import SQLiteStorage
+
+        folder = Path(demo_run.env["TRACKIO_DIR"])
+        monkeypatch.setattr(trackio.utils, "TRACKIO_DIR", folder)
+        monkeypatch.setattr(trackio.sqlite_storage, "TRACKIO_DIR", folder)
+        assert run.name in SQLiteStorage.get_runs("scoreflow")
+        logs = SQLiteStorage.get_logs("scoreflow", run.name)
+        assert [x["train/loss"] for x in logs if "train/loss" in x] == pytest.approx(losses)

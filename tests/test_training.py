@@ -57,6 +57,9 @@ class Fmt:
     def completion_ids(self, text: str) -> list[int]:
         return [ord(c) % 64 for c in text] + [0]
 
+    def context_length(self, messages, ids=None) -> int:
+        return 0
+
 
 class FakeWork:
     """One pass per pair; a pair's loss is its index. Records what each step ran."""
@@ -183,7 +186,7 @@ def torch_steps(tiny_llama, monkeypatch) -> tuple[list[list[int]], list[set], ob
         if torch.is_grad_enabled():
             if len(seqs) < len(steps):
                 seqs.append(set())
-            seqs[-1] |= {tuple(r.prompt + c) for r in rows for c in r.completions}
+            seqs[-1] |= {tuple(t.opening + r.prompt + c) for t in rows for r in t.rows for c in r.completions}
         return real(model, rows, n_out, pad_id, device)
 
     monkeypatch.setattr(T, "packed_logprobs", spy)

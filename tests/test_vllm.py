@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from runs import ROOT, env, records
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 torch = pytest.importorskip("torch")
 
 from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
-from tests.test_e2e import env, qa_task, records  # noqa: E402,F401
 
 PROMPTS = [
     [{"role": "user", "content": "Write a haiku about rivers."}],
@@ -122,7 +121,7 @@ def test_sampling_seeds_differ_per_row_and_repeat(engine):
     assert all(o.tokens == 16 and not o.finished for o in first if not o.finished)
 
 
-def test_optimize_with_the_vllm_engine(engine, tmp_path, qa_task):  # noqa: F811
+def test_optimize_with_the_vllm_engine(engine, tmp_path, qa_task):
     """The real loop through the CLI, generating on the running server (generator.vllm_url): two
     iterations, the second served iteration 1's adapter."""
     run = tmp_path / "run"
@@ -140,18 +139,16 @@ def test_optimize_with_the_vllm_engine(engine, tmp_path, qa_task):  # noqa: F811
     assert str((run / "adapters" / "iter-1").resolve()) in served(engine).values()
 
 
-def test_generation_benchmark_quick_with_vllm(smollm2_hf):
-    """benchmarks/generation.py --engine vllm in quick mode prints the vLLM side's ratios. (SmolLM2:
+def test_generation_benchmark_quick_with_vllm(engine, smollm2_hf):
+    """benchmarks/generation.py --engine vllm in quick mode prints the vLLM side's ratios, measured on
+    this module's server (--vllm-url; its start from .venv-vllm is the `engine` fixture's). (SmolLM2:
     vLLM's CPU kernels fail on the tiny random model's 16-wide attention heads.)"""
-    from tests.test_benchmarks import _run
+    from helpers import run_benchmark
 
-    python = vllm_python()
-    if python is None:
-        pytest.skip("no vLLM: set SCOREFLOW_TEST_VLLM_PYTHON or make .venv-vllm")
-    out = _run("generation.py", "--model", str(smollm2_hf), "--device", "cpu", "--engine", "vllm",
-               "--vllm-python", python, timeout=900)
+    out = run_benchmark("generation.py", "--model", str(smollm2_hf), "--device", "cpu", "--engine", "vllm",
+                        "--vllm-url", f"{engine.client.url}/v1", "--cases", "samples", "distinct", timeout=900)
     assert "error" not in out["vllm"], out["vllm"]
     for case in ("samples", "distinct"):
         side = out["vllm"][case]
         assert side["workflows_per_s"] > 0 and side["tokens"] > 0 and side["ratio_vs_torch_batched"] > 0
-    assert out["vllm"]["startup_s"] > 0
+    assert out["vllm"]["url"] == f"{engine.client.url}/v1" and out["vllm"]["startup_s"] is None

@@ -86,7 +86,7 @@ def plain_sequence_logprobs(model, seqs: Sequence[list[int]], prompt_lens: Seque
 
 @dataclass
 class Row:
-    """One packed row: a prompt followed by completions, each seeing the prompt and itself only."""
+    """One prompt (its tokens after the tree's opening) and its completions."""
     prompt: list[int]
     completions: list[list[int]]
     out: list[int]  # where each completion's log-prob goes in the result
@@ -96,7 +96,46 @@ class Row:
         return len(self.prompt) + sum(len(c) for c in self.completions)
 
 
-PACKABLE = ("sdpa", "eager")
+@dataclass
+class Tree:
+    """One packed row: an opening shared by its prompts (the system prompt and few-shot turns that
+    every generator prompt begins with), then each prompt's rest and its completions. A token sees
+    the opening, its own prompt's rest and its own segment, causally: each completion's log-prob
+    is the one it has after its whole prompt alone, and the shared tokens run once."""
+    opening: list[int]
+    rows: list[Row]
+
+    @property
+    def width(self) -> int:
+        return len(self.opening) + sum(r.width for r in self.rows)
+
+    @property
+    def completions(self) -> list[list[int]]:
+        return [c for r in self.rows for c in r.completions]
+
+    @property
+    def out(self) -> list[int]:
+        return [o for r in self.rows for o in r.out]
+
+    def segments(self) -> list[tuple[int, int, tuple[tuple[int, int], ...]]]:
+        """(start, length, the segments it sees before itself) for the opening, each prompt's rest and
+        each completion, in row order."""
+        o = len(self.opening)
+        out: list[tuple[int, int, tuple[tuple[int, int], ...]]] = [(0, o, ())] if o else []
+        at = o
+        for r in self.rows:
+            seen: tuple[tuple[int, int], ...] = ((0, o),) if o else ()
+            if r.prompt:
+                out.append((at, len(r.prompt), seen))
+                seen = (*seen, (at, len(r.prompt)))
+                at += len(r.prompt)
+            for c in r.completions:
+                out.append((at, len(c), seen))
+                at += len(c)
+        return out
+
+
+PACKABLE = ("sdpa", "eager", attention.NAME)  # attention.NAME: SDPA by segments, or plain SDPA
 
 
 def _attn_impl(model) -> str:
@@ -110,26 +149,23 @@ def packable(model) -> bool:
 
 def _mask_for(model, allowed: torch.Tensor) -> torch.Tensor:
     """A custom 4D mask in the form the attention implementation takes: boolean for SDPA, additive for eager."""
-    if _attn_impl(model) == "sdpa":
+    if _attn_impl(model) in ("sdpa", attention.NAME):
         return allowed
     dtype = _parts(model)[0].dtype
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def _segments(model, rows: Sequence[Row], device: torch.device) -> list[int] | None:
-    """The segment lengths (prompt, then each completion) of a lone row on CPU, for attention by
-    segments (attention.py); None where the custom mask is used instead."""
-    decoder = _parts(model)[0]
-    if len(rows) != 1 or device.type != "cpu" or _attn_impl(model) != "sdpa" or not packable(model) or (
-            torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False) for m in decoder.modules())):
+def _segments(model, trees: Sequence[Tree], device: torch.device):
+    """The segments of a lone tree on CPU, for attention by segments (attention.py); None where the
+    custom mask is used instead."""
+    if len(trees) != 1 or device.type != "cpu" or _attn_impl(model) not in ("sdpa", attention.NAME):
         return None
-    return [len(rows[0].prompt), *(len(c) for c in rows[0].completions)]
+    return trees[0].segments()
 
 
 def _kernels(mask, device: torch.device):
     """SDPA kernels for a custom boolean mask on CUDA: the memory-efficient one (math where it cannot
-    run, e.g. float64). torch otherwise picks cuDNN's, whose per-shape setup costs host time every step:
-    on an H200, 135M model, 16 steps of 8 pairs, 24.6 pairs/s against 19.5 (benchmarks/RESULTS.md)."""
+    run, e.g. float64). torch otherwise picks cuDNN's, whose per-shape setup costs host time every step."""
     if device.type != "cuda" or mask.dtype != torch.bool:
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -137,46 +173,61 @@ def _kernels(mask, device: torch.device):
     return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-def packed_logprobs(model, rows: Sequence[Row], n_out: int, pad_id: int, device: torch.device) -> torch.Tensor:
-    """Summed completion log-probs for packed rows (right-padded to one width), as a vector of n_out."""
+def packed_logprobs(model, trees: Sequence[Tree], n_out: int, pad_id: int, device: torch.device) -> torch.Tensor:
+    """Summed completion log-probs for packed trees (right-padded to one width), as a vector of n_out."""
     decoder, head, softcap = _parts(model)
-    width = max(r.width for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    pos = torch.zeros((len(rows), width), dtype=torch.long)
-    seg = torch.full((len(rows), width), -1, dtype=torch.long)  # 0 prompt, k>0 completion k, -1 pad
+    width = max(t.width for t in trees)
+    ids = torch.full((len(trees), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(trees), width), dtype=torch.long)
+    seg = torch.full((len(trees), width), -1, dtype=torch.long)  # the token's segment, -1 pad
+    most = max(len(t.segments()) for t in trees)
+    sees = torch.zeros((len(trees), most + 1, most + 1), dtype=torch.bool)  # segment -> segments it sees
     hid_rows, hid_cols, targets, owner = [], [], [], []
-    for b, r in enumerate(rows):
-        p = len(r.prompt)
-        ids[b, :p] = torch.tensor(r.prompt)
-        pos[b, :p] = torch.arange(p)
-        seg[b, :p] = 0
-        at = p
-        for k, (c, o) in enumerate(zip(r.completions, r.out), start=1):
-            n = len(c)
-            ids[b, at:at + n] = torch.tensor(c)
-            pos[b, at:at + n] = torch.arange(p, p + n)
-            seg[b, at:at + n] = k
-            # token j of the completion is predicted from the prompt's last position, then from its own.
-            hid_rows += [b] * n
-            hid_cols += [p - 1, *range(at, at + n - 1)]
-            targets += c
-            owner += [o] * n
-            at += n
-    seg = seg.to(device)
-    segments = _segments(model, rows, device)
+    for b, t in enumerate(trees):
+        spans = t.segments()
+        starts = {start: k for k, (start, _, _) in enumerate(spans)}
+        for k, (start, n, seen) in enumerate(spans):
+            seg[b, start:start + n] = k
+            sees[b, k, k] = True
+            for s0, _ in seen:
+                sees[b, k, starts[s0]] = True
+        o = len(t.opening)
+        ids[b, :o] = torch.tensor(t.opening, dtype=torch.long)
+        pos[b, :o] = torch.arange(o)
+        at = o
+        for r in t.rows:
+            p = len(r.prompt)
+            ids[b, at:at + p] = torch.tensor(r.prompt, dtype=torch.long)
+            pos[b, at:at + p] = torch.arange(o, o + p)
+            last = at + p - 1 if p else o - 1  # the prompt's last position (its rest's, or the opening's)
+            at += p
+            for c, out in zip(r.completions, r.out):
+                n = len(c)
+                ids[b, at:at + n] = torch.tensor(c)
+                pos[b, at:at + n] = torch.arange(o + p, o + p + n)
+                # token j of the completion is predicted from the prompt's last position, then from its own.
+                hid_rows += [b] * n
+                hid_cols += [last, *range(at, at + n - 1)]
+                targets += c
+                owner += [out] * n
+                at += n
+    segments = _segments(model, trees, device)
     if segments:  # no (W, W) mask: the attention runs by segments
         mask = None
     elif packable(model):
+        seg_d = seg.to(device)
         # Built on the device: a width x width mask per row is tens of MB, slow to make on a host CPU.
         causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-        same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
-        allowed = causal & same & (seg[:, None, :] >= 0)
+        q, k = seg_d.clamp(min=0)[:, :, None], seg_d.clamp(min=0)[:, None, :]
+        rows = torch.arange(len(trees), device=device)[:, None, None]
+        allowed = causal & sees.to(device)[rows, q, k] & (seg_d[:, None, :] >= 0)
         allowed |= torch.eye(width, dtype=torch.bool, device=device)  # pad queries see themselves: no NaN rows
         mask = _mask_for(model, allowed[:, None])
-    else:  # one completion per row: a plain padding mask does
-        assert all(len(r.completions) == 1 for r in rows)
-        mask = (seg >= 0).long()
+    else:  # one prompt and one completion per row: a plain padding mask does
+        assert all(len(t.completions) == 1 for t in trees)
+        mask = (seg >= 0).long().to(device)
     with attention.by_segments(decoder.config) if segments else _kernels(mask, device):
+        # (under gradient checkpointing, train() keeps the attention by segments for the recomputation too)
         hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask,
                          **({"segments": segments} if segments else {})).last_hidden_state
     sel = hidden[torch.tensor(hid_rows, device=device), torch.tensor(hid_cols, device=device)]
@@ -184,27 +235,37 @@ def packed_logprobs(model, rows: Sequence[Row], n_out: int, pad_id: int, device:
     return torch.zeros(n_out, device=device, dtype=lp.dtype).index_add(0, torch.tensor(owner, device=device), lp)
 
 
-def group_rows(seqs: Sequence[list[int]], prompt_lens: Sequence[int], wanted: Sequence[int],
-               max_tokens: int | None) -> list[Row]:
-    """Packed rows for the sequences `wanted` (indices into seqs), one row per distinct prompt, split
-    when a row would exceed max_tokens (None: never split). Result slots are positions in `wanted`."""
-    by_prompt: dict[tuple[int, ...], Row] = {}
-    rows: list[Row] = []
+def group_trees(seqs: Sequence[list[int]], prompt_lens: Sequence[int], wanted: Sequence[int],
+                max_tokens: int | None, opening_lens: Sequence[int] | None = None) -> list[Tree]:
+    """Packed trees for the sequences `wanted` (indices into seqs): one tree per distinct opening
+    (`opening_lens`: how many leading prompt tokens sequences may share across prompts; None: the
+    whole prompt, one tree per distinct prompt), one row per distinct prompt in it; a tree is split
+    when it would exceed max_tokens (None: never). Result slots are positions in `wanted`."""
+    trees: list[Tree] = []
+    open_tree: dict[tuple[int, ...], Tree] = {}
+    rows: dict[tuple[int, tuple[int, ...]], Row] = {}
     for slot, i in enumerate(wanted):
         s, p = seqs[i], prompt_lens[i]
-        key = tuple(s[:p])
-        row = by_prompt.get(key)
-        if row is None or (max_tokens is not None and row.completions and row.width + len(s) - p > max_tokens):
-            row = by_prompt[key] = Row(list(key), [], [])
-            rows.append(row)
-        row.completions.append(s[p:])
+        o = p if opening_lens is None else min(opening_lens[i], p)
+        opening, rest, completion = tuple(s[:o]), tuple(s[o:p]), s[p:]
+        tree = open_tree.get(opening)
+        row = rows.get((id(tree), rest)) if tree is not None else None
+        grows = len(completion) + (0 if row is not None else len(rest))
+        if tree is None or (max_tokens is not None and tree.rows and tree.width + grows > max_tokens):
+            tree = open_tree[opening] = Tree(list(opening), [])
+            trees.append(tree)
+            row = None
+        if row is None:
+            row = rows[(id(tree), rest)] = Row(list(rest), [], [])
+            tree.rows.append(row)
+        row.completions.append(completion)
         row.out.append(slot)
-    return rows
+    return trees
 
 
-def bucket(rows: Sequence[Row], budget: int) -> list[list[Row]]:
-    """Rows sorted by width and gathered into micro-batches whose padded size stays within budget."""
-    out: list[list[Row]] = []
+def bucket(rows: Sequence[Tree], budget: int) -> list[list[Tree]]:
+    """Trees sorted by width and gathered into micro-batches whose padded size stays within budget."""
+    out: list[list[Tree]] = []
     for r in sorted(rows, key=lambda r: r.width):
         if out and budget > 0 and r.width * (len(out[-1]) + 1) <= budget:
             out[-1].append(r)  # sorted ascending, so r is the widest row of the micro-batch
@@ -214,11 +275,14 @@ def bucket(rows: Sequence[Row], budget: int) -> list[list[Row]]:
 
 
 def sequence_logprobs(model, seqs: Sequence[list[int]], prompt_lens: Sequence[int], pad_id: int,
-                      device: torch.device) -> torch.Tensor:
-    """Summed log-prob of tokens [prompt_len:] of each sequence. Sequences sharing a prompt run it once."""
+                      device: torch.device, opening_lens: Sequence[int] | None = None) -> torch.Tensor:
+    """Summed log-prob of tokens [prompt_len:] of each sequence. Sequences sharing a prompt, or the
+    opening of their prompts (`opening_lens`), run it once."""
     if not seqs:
         return torch.zeros(0, device=device)
-    rows = group_rows(seqs, prompt_lens, range(len(seqs)), NOGRAD_ROW_TOKENS if packable(model) else 0)
+    pack = packable(model)
+    rows = group_trees(seqs, prompt_lens, range(len(seqs)), NOGRAD_ROW_TOKENS if pack else 0,
+                       opening_lens if pack else None)
     budget = GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET
     out = torch.zeros(len(seqs), device=device)
     for micro in bucket(rows, budget):
@@ -234,7 +298,8 @@ def lora_state(model) -> dict[str, torch.Tensor]:
 
 def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int], sft: bool, budget: int,
                    pack: bool = True):
-    """Yield (rows, needed, batch positions) per micro-batch: each prompt group's unique sequences once."""
+    """Yield (trees, needed, batch positions) per micro-batch: each opening and prompt once, each unique
+    sequence once."""
     if not batch:  # a rank with no share of this step
         return
     needed: list[int] = []
@@ -244,7 +309,7 @@ def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int],
             if i not in slot:
                 slot[i] = len(needed)
                 needed.append(i)
-    rows = group_rows(enc.seqs, enc.prompt_lens, needed, None if pack else 0)
+    rows = group_trees(enc.seqs, enc.prompt_lens, needed, None if pack else 0, enc.opening_lens if pack else None)
     # Unpacked, a pair's two sequences sit in different rows: keep the whole batch together then.
     for micro in bucket(rows, budget) if pack else [rows]:
         slots = {o for r in micro for o in r.out}
@@ -254,15 +319,15 @@ def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int],
 
 def reference_logprobs(model, enc: Encoded, pad_id: int, device: torch.device,
                        wanted: Sequence[int] | None = None) -> torch.Tensor:
-    """Log-probs of every unique sequence with the adapter off, each shared prompt run once.
+    """Log-probs of every unique sequence with the adapter off, each shared opening and prompt run once.
     wanted: only these sequences (the others are NaN), as a rank of data-parallel training needs."""
     model.eval()
     with torch.no_grad(), model.disable_adapter():
         if wanted is None:
-            return sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad_id, device).cpu()
+            return sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad_id, device, enc.opening_lens).cpu()
         wanted = list(wanted)
         lp = sequence_logprobs(model, [enc.seqs[i] for i in wanted], [enc.prompt_lens[i] for i in wanted],
-                               pad_id, device).cpu()
+                               pad_id, device, [enc.opening_lens[i] for i in wanted]).cpu()
     out = torch.full((len(enc.seqs),), float("nan"), dtype=lp.dtype)
     out[wanted] = lp
     return out
@@ -368,9 +433,14 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.train()
+    # A checkpointed layer recomputes its forward during backward: the attention by segments must then
+    # still be the model's (it falls back to plain SDPA where a pass has no segments).
+    keep = attention.by_segments(_parts(model)[0].config) if cfg.gradient_checkpointing and \
+        _attn_impl(model) == "sdpa" and device.type == "cpu" else contextlib.nullcontext()
     try:
-        return training.train(plan, cfg, work, on_step=on_step, checkpoint_dir=checkpoint_dir, collective=ranks,
-                              started=t0)
+        with keep:
+            return training.train(plan, cfg, work, on_step=on_step, checkpoint_dir=checkpoint_dir, collective=ranks,
+                                  started=t0)
     finally:
         model.eval()
         if cfg.gradient_checkpointing:

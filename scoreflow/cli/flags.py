@@ -143,6 +143,8 @@ def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-dashboard", action="store_true", help="plain log lines instead of the live dashboard")
     p.add_argument("--dry-run", action="store_true", help="check the configuration and print the plan with its "
                    "executor calls, tokens and cost estimate; loads no model, calls no executor")
+    p.add_argument("--profile", action="store_true", help="write RUN/profile.md: each stage's wall time, work "
+                   "and achieved FLOP rate against this machine's matrix-multiply rate")
 
 
 def run_options(args: argparse.Namespace, command: str) -> RunOptions:
@@ -157,7 +159,7 @@ def run_options(args: argparse.Namespace, command: str) -> RunOptions:
         resume or command == "evaluate") else None
     return RunOptions(build_config(args, saved), args.run_dir, resume=resume, force=getattr(args, "force", False),
                       evaluate=getattr(args, "evaluate", False), iteration=getattr(args, "iteration", None),
-                      report_to=tuple(getattr(args, "report_to", None) or ()),
+                      report_to=tuple(getattr(args, "report_to", None) or ()), profile=args.profile,
                       reporter=None if args.dry_run else display(plain=args.no_dashboard))
 
 

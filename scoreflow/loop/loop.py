@@ -20,7 +20,7 @@ from scoreflow.loop.pairs import Candidate, sample_pairs
 from scoreflow.loop.generate import Generated, Key, gather
 from scoreflow.loop.generate import generate as generate_valid
 from scoreflow.loop.prompts import generator_messages
-from scoreflow.run.records import Comparison, IterationMetrics, PairRecord, TestMetrics, TrainStep, WorkflowAttempt
+from scoreflow.records import Comparison, IterationMetrics, PairRecord, TestMetrics, TrainStep, WorkflowAttempt
 from scoreflow.run.rundir import RunDir
 from scoreflow.run.session import Session, make_task, run_problems
 from scoreflow.stats import bootstrap
@@ -43,7 +43,7 @@ async def _closing(s: Session, work):
 async def _optimize(s: Session, evaluate_at: set[int]) -> None:
     cfg = s.cfg
     done = {m.iteration for m in s.run["metrics"].all() if isinstance(m, IterationMetrics)}
-    if cfg.run.compare and not done:  # the base generator on the held-out problems, before any training
+    if cfg.run.compare:  # the base generator on the held-out problems (read back if done; no adapter loaded yet)
         await test_solve(s, 0)
     latest = s.run.latest_adapter()
     if latest is not None:
@@ -159,7 +159,7 @@ def make_pairs(s: Session, it: int, scores: dict[Key, float]) -> list[PairRecord
     if old:  # cut short by a crash: rewrite this iteration's block whole
         s.run["pairs"].rewrite(p for p in s.run["pairs"].all() if p.iteration != it)
     candidates = [Candidate(p, j, sc) for (p, j), sc in sorted(scores.items())]
-    sampled = sample_pairs(candidates, t.pairs, t.sampling_alpha, seed=s.cfg.run.seed * 7919 + it)
+    sampled = sample_pairs(candidates, t.pairs, t.sampling_alpha, seed=s.cfg.run.seed * 7919 + it, draw=t.pair_draw)
     out = [PairRecord(iteration=it, **asdict(p)) for p in sampled]
     s.run["pairs"].extend(out)
     s.reporter.advance()
@@ -281,8 +281,12 @@ def compare(s: Session, base: int, trained: int) -> Comparison:
     ev = {m.iteration: m for m in records if isinstance(m, TestMetrics)}
     a, b = ev[trained].scores, ev[base].scores
     diff = bootstrap([a], [b])
+    sources = {(r.iteration, r.problem): r.source for r in s.run["test_workflows"].all() if r.valid}
+    problems = run_problems(s.cfg, s.task, "test")
+    change = s.task.describe_change(problems, [sources.get((base, p)) for p in range(len(problems))],
+                                    [sources.get((trained, p)) for p in range(len(problems))])
     rec = Comparison(base=base, trained=trained, problems=len(a), base_solve_rate=ev[base].solve_rate,
-                     trained_solve_rate=ev[trained].solve_rate, difference=diff.as_dict())
+                     trained_solve_rate=ev[trained].solve_rate, difference=diff.as_dict(), change=change)
     s.run["metrics"].append(rec)
     s.reporter.iteration_end(rec)
     return rec

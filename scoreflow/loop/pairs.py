@@ -49,12 +49,26 @@ def weight(pair: Pair, alpha: float) -> float:
     return 1.0 if alpha == 0 else pair.gap ** alpha
 
 
-def sample_pairs(candidates: Sequence[Candidate], n: int, alpha: float = 3.0, seed: int = 0) -> list[Pair]:
-    """`n` pairs drawn with replacement, P(pair) proportional to (s_w - s_l)^alpha."""
-    pool = all_pairs(candidates)
+DRAWS = ("weighted", "per-problem")
+
+
+def sample_pairs(candidates: Sequence[Candidate], n: int, alpha: float = 3.0, seed: int = 0,
+                 draw: str = "weighted") -> list[Pair]:
+    """`n` pairs drawn with replacement, P(pair) proportional to (s_w - s_l)^alpha over all pairs
+    (`weighted`, the paper's), or first a problem uniformly among those with pairs and then one of its
+    pairs by that weight (`per-problem`: a problem whose samples disagree a lot no longer supplies most
+    of the pairs)."""
+    pool = [p for p in all_pairs(candidates) if weight(p, alpha) > 0]
     if not pool or n <= 0:
         return []
-    weights = [weight(p, alpha) for p in pool]
-    if sum(weights) <= 0:
-        return []
-    return random.Random(seed).choices(pool, weights=weights, k=n)
+    rng = random.Random(seed)
+    if draw == "weighted":
+        return rng.choices(pool, weights=[weight(p, alpha) for p in pool], k=n)
+    if draw != "per-problem":
+        raise ValueError(f"unknown pair draw {draw!r}; expected one of {DRAWS}")
+    by_problem: dict[int, list[Pair]] = {}
+    for p in pool:
+        by_problem.setdefault(p.problem, []).append(p)
+    problems = sorted(by_problem)
+    return [rng.choices(by_problem[q], weights=[weight(p, alpha) for p in by_problem[q]])[0]
+            for q in (rng.choice(problems) for _ in range(n))]

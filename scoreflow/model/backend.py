@@ -93,6 +93,7 @@ class StepInfo:
     rejected_reward: float
     seconds: float
     grad_norm: float = 0.0  # total gradient norm before clipping
+    tokens: int = 0  # prompt and completion tokens of the step's pairs (each pair's prompt counted)
 
 
 @dataclass

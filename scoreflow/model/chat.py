@@ -28,6 +28,7 @@ class ChatFormat:
         eos = tokenizer.eos_token or ""
         # Keep what the model itself would emit to end its turn: up to and including EOS.
         self.end_of_turn = after[: after.index(eos) + len(eos)] if eos and eos in after else after.rstrip()
+        self._context: dict[str, int] = {}
         self.stop_ids = sorted(
             {i for i in [tokenizer.eos_token_id, *self.encode_text(self.end_of_turn)[-1:]] if i is not None}
         )
@@ -40,6 +41,23 @@ class ChatFormat:
 
     def prompt_ids(self, messages: Messages) -> list[int]:
         return self.encode_text(self.render(messages))
+
+    def context_length(self, messages: Messages, ids: Sequence[int] | None = None) -> int:
+        """How many leading tokens of the prompt of `messages` (its token ids `ids`) every prompt that
+        differs only in its last message shares: its system prompt and few-shot turns, the part a
+        prompt cache can keep."""
+        if not messages:
+            return 0
+        ids = list(ids) if ids is not None else self.prompt_ids(messages)
+        key = self.render(list(messages[:-1])) if len(messages) > 1 else ""
+        n = self._context.get(key)
+        if n is None:
+            last = messages[-1]
+            a, b = (self.prompt_ids([*messages[:-1], {**last, "content": c}]) for c in ("x", "y"))
+            n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            self._context[key] = n
+        # The cache is keyed by this prompt's own tokens, so a split that tokenizes differently is only a miss.
+        return min(n, len(ids) - 1)  # the last prompt token's logits start the decoding
 
     def completion_ids(self, text: str) -> list[int]:
         return self.encode_text(text + self.end_of_turn)
@@ -67,8 +85,10 @@ class Encoded:
         self.fmt, self.max_length = fmt, max_length
         self.seqs: list[list[int]] = []
         self.prompt_lens: list[int] = []
+        self.opening_lens: list[int] = []  # leading prompt tokens shared with prompts that differ only at the end
         self._index: dict[tuple[str, str], int] = {}
         self._prompts: dict[str, list[int]] = {}
+        self._openings: dict[str, int] = {}
         self.truncated = 0
 
     def add(self, prompt: Messages, completion: str) -> int:
@@ -82,6 +102,7 @@ class Encoded:
             self._index[key] = len(self.seqs)
             self.seqs.append(pids + cids)
             self.prompt_lens.append(len(pids))
+            self.opening_lens.append(self._openings.setdefault(ptext, self.fmt.context_length(prompt, pids)))
         return self._index[key]
 
     def completion_len(self, i: int) -> int:

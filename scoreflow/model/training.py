@@ -256,7 +256,7 @@ def train(plan: Plan, cfg: TrainConfig, work: TensorWork, *, on_step: Callable[[
         norm = work.update(max_norm, learning_rate_at(cfg, step, total))
         tokens += plan.tokens(batch)
         info = StepInfo(step + 1, total, sums["loss"], sums["margin"], sums["chosen_reward"],
-                        sums["rejected_reward"], time.time() - ts, float(norm))
+                        sums["rejected_reward"], time.time() - ts, float(norm), plan.tokens(batch))
         history.append(info)
         if on_step:
             on_step(info)

@@ -32,6 +32,7 @@ class RunOptions:
     evaluate: bool = False  # optimize: evaluate the latest adapter on the test split at the end
     iteration: int | None = None  # evaluate: the adapter of this iteration (None: the latest; 0: the base model)
     report_to: tuple[str, ...] = ()  # experiment trackers
+    profile: bool = False  # write where the time went, stage by stage, to RUN/profile.md
     reporter: Reporter | None = None  # the display (the dashboard, plain lines, or a caller's own)
 
 

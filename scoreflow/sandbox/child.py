@@ -1,24 +1,24 @@
-"""The sandboxed side: runs one workflow, program or candidate solution. Standard library only;
-started as `python -I -S -B child.py` in a fresh temporary directory, scrubbed environment.
+"""The sandbox's second stage: runs one workflow, program or candidate solution. Standard library
+only, and never ctypes: the first stage (confine.py) applied the OS layers and then exec'd this code
+as `python -I -S -B -c <this file> <audit.py> <layers>` in the run's temporary directory.
 
 Protocol (JSON lines on the original stdout; requests on stdin): the parent writes a
-length-prefixed header {mode, source, ..., nonce, limits, isolation}. On Linux the first line may
-be {"type": "pid"} naming the init process of the run's PID namespace. In workflow mode each
-operator call goes out as {"type": "call"} and comes back as {"type": "reply"}. The run ends with
-{"type": "done", nonce, status, ...}; the parent rejects a "done" without the nonce.
+length-prefixed header {mode, source, ..., nonce, limits, audit, read_roots}, which this stage reads
+after the first stage's header. On Linux the first line may be {"type": "pid"}, written by the first
+stage, naming the init process of the run's PID namespace. In workflow mode each operator call goes
+out as {"type": "call"} and comes back as {"type": "reply"}. The run ends with {"type": "done",
+nonce, status, ...}; the parent rejects a "done" without the nonce.
 
 The nonce lives only in main()'s locals. Untrusted code cannot reach that frame: sys._getframe,
 tb_frame/gi_frame/cr_frame/ag_frame, gc and tracing are refused by the audit hook. Everything main()
-calls after untrusted code ran was captured before it ran, so monkeypatching cannot alter the verdict.
+calls after untrusted code ran was captured before it ran, and the hook refuses rewriting the code or
+defaults of this file's functions, so monkeypatching cannot alter the verdict.
 """
 
 import builtins
 import json
 import os
-import resource
 import sys
-
-LINUX = sys.platform.startswith("linux")
 
 SAFE_BUILTINS = (
     "abs", "all", "any", "ascii", "bin", "bool", "chr", "dict", "divmod", "enumerate", "filter", "float",
@@ -67,48 +67,6 @@ def read_exact(fd, n):
     return b"".join(chunks)
 
 
-def set_limits(limits):
-    mb = 1024 * 1024
-    for name, value in (
-        ("RLIMIT_AS", limits.get("memory_mb", 1024) * mb),
-        ("RLIMIT_CPU", limits.get("cpu_s", 30)),  # soft: SIGXCPU; SIGKILL a second later
-        ("RLIMIT_FSIZE", limits.get("fsize_mb", 16) * mb),
-        ("RLIMIT_NPROC", limits.get("nproc", 64)),
-        ("RLIMIT_NOFILE", 256),
-        ("RLIMIT_CORE", 0),
-    ):
-        kind = getattr(resource, name, None)
-        if kind is None:
-            continue
-        try:
-            soft, hard = resource.getrlimit(kind)
-            top = value + 1 if name == "RLIMIT_CPU" else value
-            if hard != resource.RLIM_INFINITY:
-                value, top = min(value, hard), min(top, hard)
-            resource.setrlimit(kind, (value, top))
-        except (ValueError, OSError):
-            pass
-
-
-# ---- the isolation layers: layers.py ----------------------------------------------------
-
-def _sibling(name):
-    """Run a standard-library-only file beside this one into a namespace: `-I` keeps this folder off
-    sys.path, so that a program cannot import our modules, hence no import statement."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
-    with open(path, encoding="utf-8") as f:
-        ns = {"__name__": "sandbox_" + name[:-3], "__file__": path}
-        exec(compile(f.read(), path, "exec"), ns)
-    return ns
-
-
-_LAYERS = _sibling("layers.py")
-(_libc, unshare_namespaces, fork_into_pidns, drop_privileges, landlock, install_audit_hook,
- PR_SET_NO_NEW_PRIVS) = (_LAYERS[n] for n in ("_libc", "unshare_namespaces", "fork_into_pidns", "drop_privileges",
-                                              "landlock", "install_audit_hook", "PR_SET_NO_NEW_PRIVS"))
-del _LAYERS
-
-
 # ---- workflow mode ----------------------------------------------------------------------------
 
 # Everything a workflow can touch (its operators, their replies) is defined in a namespace of its
@@ -138,13 +96,15 @@ class Pending:
         return (yield self)
 
 
-def jsonable(value):
+def jsonable(value, depth=0):
+    if depth > 20:  # the parent refuses messages nested deeper than its own bound
+        raise ValueError("operator arguments nested too deeply")
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
     return str(value)
 
 
@@ -202,16 +162,23 @@ def drive(coro, proto_in, write_line, Pending, Reply):
 
 # ---- main -------------------------------------------------------------------------------------
 
+def load_audit(source):
+    """The audit hook's module, run into a namespace that no untrusted code can reach."""
+    ns = {"__name__": "sandbox_audit"}
+    exec(compile(source, "audit.py", "exec"), ns)
+    return ns["install_audit_hook"]
+
+
 def main():
+    install_audit_hook, layers = load_audit(sys.argv[1]), json.loads(sys.argv[2])
+    del sys.argv[1:]
     proto_in, proto_out = os.dup(0), os.dup(1)
     header = json.loads(read_exact(proto_in, int(read_exact(proto_in, 10))))
     nonce = header.pop("nonce")
-    iso = header.get("isolation", {})
     limits = header.get("limits", {})
     mode = header["mode"]
     workdir = os.path.realpath(os.getcwd())
-    read_roots = [os.path.realpath(p) for p in iso.get("read_roots", [])]
-    layers = ["rlimits", "audit-hook", "scrubbed-env", "tmpdir"]
+    read_roots = [os.path.realpath(p) for p in header.get("read_roots", [])]
 
     # The program's own stdin/stdout/stderr: empty input, output to a file in the working directory.
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -222,23 +189,6 @@ def main():
     os.dup2(out_fd, 2)
     if mode != "workflow":
         os.close(proto_in)
-
-    if LINUX:
-        ctypes, libc = _libc()
-        if iso.get("namespaces", True) and unshare_namespaces(ctypes, libc, layers):
-            fork_into_pidns(ctypes, libc, proto_out, proto_in if mode == "workflow" else -1)
-        set_limits(limits)
-        uid = iso.get("uid")
-        if uid is not None and os.geteuid() == 0:
-            os.fchown(out_fd, uid, uid)
-            drop_privileges(ctypes, libc, uid, bool(iso.get("keep_read")), layers)
-        if not (iso.get("landlock", True) and landlock(ctypes, libc, workdir, read_roots, layers)):
-            libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        del ctypes, libc
-        for name in ("ctypes", "_ctypes", "ctypes._endian"):
-            sys.modules.pop(name, None)
-    else:
-        set_limits(limits)
     import io
 
     sys.stdout = io.TextIOWrapper(os.fdopen(1, "wb", buffering=0, closefd=False), write_through=True)
@@ -255,10 +205,15 @@ def main():
     enc = json.encoder.c_encode_basestring_ascii or json.encoder.py_encode_basestring_ascii
     str_t, type_, repr_, isinstance_, callable_, len_ = str, type, repr, isinstance, callable, len
     decode = bytes.decode
-    restore, b_dict, mods = _restore, vars(builtins), sys.modules
     max_out = int(limits.get("max_output_chars", 20000))
+    restore, saved = _restore, []
+    if mode == "solution":  # the modules the tests import, loaded now so their imports run no finder later
+        try:
+            exec(compile(header.get("test_imports") or "", "<test-imports>", "exec"), {"__name__": "__main__"})
+        except Exception:
+            pass  # the tests then fail on their own import
+        saved = _snapshot(builtins)
     snapshot = dict(vars(builtins))
-    modules = {name: dict(vars(m)) for name, m in list(sys.modules.items()) if m is not None}
     pure_ns = {"__builtins__": dict(snapshot)}
     exec(compile(PURE_SOURCE, "<harness>", "exec"), pure_ns)
     wrap = pure_ns["wrap"]
@@ -271,10 +226,10 @@ def main():
         g, obj, support = prepare_workflow(header)
     else:
         g = {"__name__": "__main__", "__builtins__": builtins}
-    if iso.get("audit", True):
-        install_audit_hook(workdir, read_roots, mode, header.get("allow_imports"))
-    else:  # only the OS layers' own tests turn this off
-        layers.remove("audit-hook")
+    if header.get("audit", True):
+        own = [f for f in globals().values() if type(f) is type(main)]  # this file's functions
+        install_audit_hook(workdir, read_roots, mode, header.get("allow_imports"), own)
+        layers.append("audit-hook")
     status, output, error, passed = "ok", None, None, None
     try:
         code = compile(header["source"], "<workflow>" if mode == "workflow" else "<solution>", "exec")
@@ -284,7 +239,7 @@ def main():
             output = result if isinstance_(result, str_t) else "" if result is None else repr_(result)
             output = str_t.__str__(output) if isinstance_(output, str_t) else "<unprintable>"
         elif mode == "solution":
-            kept = restore(snapshot, modules, b_dict, mods)  # noqa: F841  (alive until exit: no __del__ runs)
+            kept = restore(saved)  # noqa: F841  (alive until exit: no __del__ runs)
             entry = header.get("entry_point") or ""
             fn = g.get(entry) if entry else None
             if not callable_(fn):
@@ -292,6 +247,7 @@ def main():
             candidate = wrap(fn)
             tg = {"__name__": "__main__", "__builtins__": dict(snapshot), entry: candidate}
             exec(compile(header.get("tests") or "", "<tests>", "exec"), tg)
+            tg[entry] = candidate  # whatever the test source bound to the name, the tests call the candidate
             check = tg.get("check")
             if check is not None and type_(check).__name__ == "function":
                 check(candidate)
@@ -338,26 +294,35 @@ def main():
         exit_(0)
 
 
-def _restore(snapshot, modules, b_dict, mods, dict_=dict, list_=list, vars_=vars, type_=type):
-    """Undo monkeypatching of builtins and already-imported modules before the tests run, and
-    drop modules the solution imported so the tests import fresh copies. Uses captured defaults
-    only; every dict is restored without comparing (an always-equal value could fake equality),
-    and what is dropped is returned so that no finalizer runs now."""
-    kept = [dict_.copy(b_dict)]
-    dict_.clear(b_dict)
-    dict_.update(b_dict, snapshot)
-    for name in list_(dict_.keys(mods)):
-        if name not in modules:
-            kept.append(dict_.pop(mods, name, None))
-    for name, saved in dict_.items(modules):
-        m = dict_.get(mods, name)
-        if m is None:
-            continue
-        d = vars_(m)
-        if type_(d) is dict_:
-            kept.append(dict_.copy(d))
-            dict_.clear(d)
-            dict_.update(d, saved)
+# The import system's state, which a solution could change in place to steer the tests' imports.
+IMPORT_STATE = ("meta_path", "path", "path_hooks", "path_importer_cache")
+
+
+def _snapshot(builtins_module):
+    """What _restore puts back: sys.modules, every module's dict, the builtins and the import
+    system's lists and cache, each as (the object itself, a copy of its content)."""
+    saved = [(sys.modules, dict(sys.modules)), (vars(builtins_module), dict(vars(builtins_module)))]
+    saved += [(vars(m), dict(vars(m))) for m in list(sys.modules.values())
+              if m is not None and type(vars(m)) is dict]
+    saved += [(getattr(sys, name), type(getattr(sys, name))(getattr(sys, name))) for name in IMPORT_STATE]
+    return saved
+
+
+def _restore(saved, dict_=dict, list_=list, type_=type):
+    """Puts back, by content and in place, everything _snapshot saved: the tests see the modules,
+    builtins and import system as they were before the solution ran, including lists and dicts it
+    changed in place. Uses captured defaults only, and no comparison (an always-equal value could
+    fake equality); what is displaced is returned so that no finalizer runs now."""
+    kept = []
+    for obj, content in saved:
+        if type_(obj) is dict_:
+            kept.append(dict_.copy(obj))
+            dict_.clear(obj)
+            dict_.update(obj, content)
+        elif type_(obj) is list_:
+            kept.append(list_.copy(obj))
+            list_.clear(obj)
+            list_.extend(obj, content)
     return kept
 
 

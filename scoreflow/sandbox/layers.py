@@ -1,20 +1,51 @@
-"""The sandbox child's isolation layers: on Linux namespaces, the PID-namespace init, a per-run uid
-and Landlock; everywhere the audit hook.
+"""The sandbox's OS layers, applied by its first stage (confine.py) before it execs the interpreter
+that runs untrusted code: resource limits; on Linux new namespaces, the PID-namespace init, a per-run
+uid, Landlock and a seccomp filter.
 
-Standard library only. child.py runs this file into a namespace of its own before any
-untrusted code runs (the child starts with `python -I`, which keeps this folder off sys.path); see
-docs/sandbox.md for what each layer does and its limits.
+Standard library and ctypes only. confine.py runs this file into a namespace of its own; ctypes is
+loaded here and never in the second stage. See docs/sandbox.md for what each layer does and its limits.
 """
 
 import json
 import os
 import resource
-import sys
 
 CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWPID = 0x10000000, 0x40000000, 0x20000000
-PR_SET_PDEATHSIG, PR_SET_KEEPCAPS, PR_SET_NO_NEW_PRIVS = 1, 8, 38
+PR_SET_PDEATHSIG, PR_SET_KEEPCAPS, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 8, 22, 38, 47
+PR_CAP_AMBIENT_RAISE = 2
 CAP_DAC_READ_SEARCH = 2
 SYS_LANDLOCK_CREATE, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT = 444, 445, 446
+
+# Landlock filesystem rights (ABI 1 unless noted).
+FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1, 2, 4, 8
+FS_MAKE_CHAR, FS_MAKE_SOCK, FS_MAKE_BLOCK = 64, 512, 2048
+FS_REFER, FS_TRUNCATE, FS_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15  # ABI 2, 3, 5
+# What each kind of read rule (access.py) grants.
+RULE_RIGHTS = {"tree": FS_READ_FILE | FS_READ_DIR, "file": FS_READ_FILE, "listing": FS_READ_DIR,
+               "exec": FS_READ_FILE | FS_EXECUTE}
+
+
+def set_limits(limits):
+    mb = 1024 * 1024
+    for name, value in (
+        ("RLIMIT_AS", limits.get("memory_mb", 1024) * mb),
+        ("RLIMIT_CPU", limits.get("cpu_s", 30)),  # soft: SIGXCPU; SIGKILL a second later
+        ("RLIMIT_FSIZE", limits.get("fsize_mb", 16) * mb),
+        ("RLIMIT_NPROC", limits.get("nproc", 64)),
+        ("RLIMIT_NOFILE", 256),
+        ("RLIMIT_CORE", 0),
+    ):
+        kind = getattr(resource, name, None)
+        if kind is None:
+            continue
+        try:
+            soft, hard = resource.getrlimit(kind)
+            top = value + 1 if name == "RLIMIT_CPU" else value
+            if hard != resource.RLIM_INFINITY:
+                value, top = min(value, hard), min(top, hard)
+            resource.setrlimit(kind, (value, top))
+        except (ValueError, OSError):
+            pass
 
 
 def _libc():
@@ -107,30 +138,35 @@ def drop_privileges(ctypes, libc, uid, keep_read, layers):
                         ("inheritable", ctypes.c_uint32)]
 
         data = (Data * 2)()
-        data[0].effective = data[0].permitted = 1 << CAP_DAC_READ_SEARCH
+        data[0].effective = data[0].permitted = data[0].inheritable = 1 << CAP_DAC_READ_SEARCH
         if libc.capset(ctypes.byref(Header(0x20080522, 0)), data) != 0:
             raise OSError(ctypes.get_errno(), "capset failed")
+        # Ambient: the capability survives the exec of the second stage (an interpreter without file
+        # capabilities), which must read the standard library too.
+        if libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_DAC_READ_SEARCH, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "raising the ambient capability failed")
         layers.append("uid+read-cap")
     else:
         layers.append("uid")
 
 
-def landlock(ctypes, libc, workdir, read_roots, layers):
-    """Filesystem: read-only under read_roots, read-write in workdir, execute nowhere. TCP bind and
-    connect refused (ABI >= 4); signals and abstract unix sockets scoped to the run (ABI >= 6)."""
+def landlock(ctypes, libc, workdir, rules, layers):
+    """Filesystem: what `rules` name ([path, kind], kind a key of RULE_RIGHTS) read-only, workdir
+    read-write, and execute only the "exec" rules (the interpreter, for the second stage). TCP bind
+    and connect refused (ABI >= 4); signals and abstract unix sockets scoped to the run (ABI >= 6)."""
     abi = libc.syscall(SYS_LANDLOCK_CREATE, None, 0, 1)
     if abi < 1:
         return False
     fs_all = (1 << 13) - 1  # ABI 1: execute .. make_sym
     if abi >= 2:
-        fs_all |= 1 << 13  # refer
+        fs_all |= FS_REFER
     if abi >= 3:
-        fs_all |= 1 << 14  # truncate
+        fs_all |= FS_TRUNCATE
     if abi >= 5:
-        fs_all |= 1 << 15  # ioctl_dev
-    read = 4 | 8  # read_file | read_dir
-    file_rights = 1 | 2 | 4 | (1 << 14 if abi >= 3 else 0) | (1 << 15 if abi >= 5 else 0)
-    rw = fs_all & ~(1 | 64 | 2048)  # no execute, no char or block devices
+        fs_all |= FS_IOCTL_DEV
+    file_rights = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | (FS_TRUNCATE if abi >= 3 else 0)
+    file_rights |= FS_IOCTL_DEV if abi >= 5 else 0
+    rw = fs_all & ~(FS_EXECUTE | FS_MAKE_CHAR | FS_MAKE_BLOCK | FS_MAKE_SOCK)
 
     class Attr(ctypes.Structure):
         _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
@@ -145,9 +181,10 @@ def landlock(ctypes, libc, workdir, read_roots, layers):
     if rs < 0:
         return False
     try:
-        rules = [(p, read) for p in read_roots] + [(workdir, rw), ("/dev/null", 2 | 4), ("/dev/urandom", 4),
-                                                   ("/dev/zero", 4)]
-        for path, rights in rules:
+        granted = [(path, RULE_RIGHTS[kind]) for path, kind in rules]
+        granted += [(workdir, rw), ("/dev/null", FS_WRITE_FILE | FS_READ_FILE), ("/dev/urandom", FS_READ_FILE),
+                    ("/dev/zero", FS_READ_FILE)]
+        for path, rights in granted:
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             except OSError:
@@ -168,119 +205,57 @@ def landlock(ctypes, libc, workdir, read_roots, layers):
     return True
 
 
-# Modules a program or solution may not import (most are also refused by audit events).
-DENIED_IMPORTS = frozenset({
-    "ctypes", "_ctypes", "_testcapi", "_testinternalcapi", "_testbuffer", "_testmultiphase",
-    "_testimportmultiple", "_testclinic", "_xxsubinterpreters", "_xxtestfuzz", "_posixsubprocess",
-    "subprocess", "socket", "_socket", "ssl", "_ssl", "multiprocessing", "_multiprocessing", "pty",
-    "mmap", "resource", "fcntl", "termios", "faulthandler", "tracemalloc", "asyncio", "selectors",
-    "select", "concurrent", "http", "ftplib", "smtplib", "telnetlib", "webbrowser", "pdb",
-    "bdb", "code", "codeop", "gc", "zipimport", "runpy",
-})
-BLOCKED_EVENTS = (
-    "socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-    "os.forkpty", "os.kill", "os.killpg", "os.putenv", "os.unsetenv", "os.setxattr", "os.removexattr",
-    "os.chmod", "os.chown", "os.link", "os.symlink", "os.truncate", "os.chdir", "os.chroot", "os.chflags",
-    "os.lchflags", "os.lchmod", "os.lchown", "ctypes.", "sys.setprofile", "sys.settrace", "sys.addaudithook",
-    "sys._current_frames", "sys._current_exceptions", "pty.", "mmap.",
-    "resource.", "signal.", "shutil.", "gc.", "function.__new__", "code.__new__", "cpython.",
-    "winreg.", "urllib.", "http.", "ftplib.", "smtplib.", "telnetlib.", "webbrowser.",
-    "sqlite3.", "fcntl.", "msvcrt.",
-)
-FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_globals",
-                         "f_locals", "f_builtins", "gi_code", "cr_code", "ag_code"})
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+# ---- seccomp: no sockets ------------------------------------------------------------------------
+
+# The system calls refused with EPERM, per architecture (AUDIT_ARCH value, numbers): sockets of any
+# family (socket, socketpair, and io_uring, which can open them too); another process's memory
+# (ptrace, process_vm_readv/writev); files by handle rather than path (open_by_handle_at); new
+# namespaces and mounts (unshare, setns, mount, umount2, pivot_root, chroot, open_tree, move_mount,
+# fsopen, fsconfig, fsmount).
+SECCOMP_DENIED = {
+    "x86_64": (0xC000003E, (41, 53, 425, 426, 427, 101, 310, 311, 304, 272, 308, 165, 166, 155, 161,
+                            428, 429, 430, 431, 432)),
+    "aarch64": (0xC00000B7, (198, 199, 425, 426, 427, 117, 270, 271, 265, 97, 268, 40, 39, 41, 51,
+                             428, 429, 430, 431, 432)),
+}
+X32_SYSCALL_BIT = 0x40000000
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_JGE_K, BPF_RET_K = 0x20, 0x15, 0x35, 0x06
+SECCOMP_MODE_FILTER = 2
+SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_ERRNO, SECCOMP_RET_ALLOW = 0x80000000, 0x00050000, 0x7FFF0000
+EPERM = 1
 
 
-# ---- the audit hook ---------------------------------------------------------------------------
+def seccomp_program(machine):
+    """The classic BPF program, as (code, jt, jf, k) tuples, or None for an unknown architecture.
+    Another architecture's calls (i386 on x86_64) kill the process; x32 calls are refused."""
+    if machine not in SECCOMP_DENIED:
+        return None
+    arch, denied = SECCOMP_DENIED[machine]
+    checks = ([(BPF_JGE_K, X32_SYSCALL_BIT)] if machine == "x86_64" else []) + [(BPF_JEQ_K, nr) for nr in denied]
+    prog = [(BPF_LD_W_ABS, 0, 0, 4), (BPF_JEQ_K, 1, 0, arch), (BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),
+            (BPF_LD_W_ABS, 0, 0, 0)]
+    for i, (code, k) in enumerate(checks):
+        prog.append((code, len(checks) - i, 0, k))  # true: jump over the rest and the allow, to the refusal
+    prog += [(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW), (BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | EPERM)]
+    return prog
 
-def install_audit_hook(workdir, read_roots, mode, allow_imports):
-    """Refuses processes, sockets, ctypes, frames, tracing, and file access outside `workdir`
-    (reads also under `read_roots`). Uses only C-level operations on exact str values, so patching
-    os.path, builtins or any module cannot change its decisions."""
-    cwd = workdir
-    roots = tuple(r.rstrip("/") + "/" for r in read_roots)
-    inside_prefix = workdir + "/"
-    blocked = BLOCKED_EVENTS
-    frame_attrs = FRAME_ATTRS
-    denied = DENIED_IMPORTS
-    allowed = frozenset(allow_imports) if allow_imports is not None else None
-    guard_frames = True
-    str_t, bytes_t, int_t, type_, len_ = str, bytes, int, type, len
-    perm, imp_err, val_err = PermissionError, ImportError, ValueError
-    stat, write_flags = os.stat, WRITE_FLAGS
 
-    def norm(p):
-        if type_(p) is bytes_t:
-            p = bytes_t.decode(p, "utf-8", "surrogateescape")
-        if type_(p) is not str_t:
-            return None  # path-like objects could answer differently to the hook and to open()
-        if not str_t.startswith(p, "/"):
-            p = cwd + "/" + p
-        parts = []
-        for seg in str_t.split(p, "/"):
-            if seg == "" or seg == ".":
-                continue
-            if seg == "..":
-                if parts:
-                    parts.pop()
-                continue
-            parts.append(seg)
-        return "/" + "/".join(parts)
+def seccomp(ctypes, libc, layers):
+    """Installs the filter (no_new_privs must be set). False when the architecture or kernel has none."""
+    prog = seccomp_program(os.uname().machine)
+    if prog is None:
+        return False
 
-    def inside(p):
-        n = norm(p)
-        return n is not None and (n == cwd or str_t.startswith(n, inside_prefix))
+    class Filter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
 
-    def readable(p):
-        n = norm(p)
-        if n is None:
-            return False
-        if n == cwd or str_t.startswith(n, inside_prefix):
-            return True
-        return str_t.startswith(n + "/", roots)
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(Filter))]
 
-    def hook(event, args):
-        if str_t.startswith(event, blocked):
-            raise perm("sandbox: " + event + " is not allowed")
-        if event == "open":
-            path, mode_, flags = args[0], args[1], args[2]
-            if type_(path) is int_t:
-                return
-            writing = type_(flags) is int_t and flags & write_flags
-            if type_(mode_) is str_t:
-                for c in "wax+":
-                    if c in mode_:
-                        writing = True
-            if writing:
-                if not inside(path):
-                    raise perm("sandbox: writing outside the working directory is not allowed")
-            elif not readable(path):
-                raise perm("sandbox: reading outside the working directory is not allowed")
-            elif not inside(path):
-                try:
-                    if stat(path).st_mode & 0o170000 == 0o040000:
-                        raise perm("sandbox: opening a directory outside the working directory is not allowed")
-                except OSError:
-                    pass
-        elif event in ("os.remove", "os.rmdir", "os.mkdir", "os.utime"):
-            if not inside(args[0]) or (args[-1] is not None and args[-1] != -1):
-                raise perm("sandbox: " + event + " outside the working directory is not allowed")
-        elif event in ("os.rename", "os.replace"):
-            if not (inside(args[0]) and inside(args[1])) or any(a is not None and a != -1 for a in args[2:]):
-                raise perm("sandbox: " + event + " outside the working directory is not allowed")
-        elif event in ("os.listdir", "os.scandir"):
-            path = args[0] if args and args[0] is not None else "."
-            if type_(path) is not int_t and not readable(path):
-                raise perm("sandbox: " + event + " outside the working directory is not allowed")
-        elif event == "import":
-            top = str_t.split(str_t(args[0]), ".")[0]
-            if mode != "workflow" and (top in denied or (allowed is not None and top not in allowed)):
-                raise imp_err("sandbox: import of " + top + " is not allowed")
-        elif guard_frames:
-            if event == "sys._getframe":
-                raise val_err("call stack is not available in the sandbox")
-            if event == "object.__getattr__" and len_(args) > 1 and args[1] in frame_attrs:
-                raise perm("sandbox: frame access is not allowed")
-
-    sys.addaudithook(hook)
+    insns = (Filter * len(prog))(*[Filter(*x) for x in prog])
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return False
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(Program(len(prog), insns)), 0, 0) != 0:
+        return False
+    layers.append("seccomp")
+    return True

@@ -1,29 +1,31 @@
-"""Running model-written code: one child process per run (see child.py for the inside,
-docs/sandbox.md for what is and is not covered).
+"""Running model-written code: one child process per run, in two stages (confine.py applies the OS
+layers, then execs child.py, which runs the code; docs/sandbox.md says what is and is not covered).
 
 Layers, the same for workflows, Programmer code and candidate solutions: the static AST policy
 (workflow.py, workflows only) before anything runs; then a fresh interpreter (`-I -S -B`) in its
 own session and temporary directory with a scrubbed environment; resource limits; on Linux new
-network and PID namespaces, a per-run uid when started as root, and Landlock (read-only
-interpreter files, read-write temporary directory, no TCP, no signals outside the run); an audit
-hook refusing processes, sockets, ctypes, frames and files outside its directory; a wall-clock
-deadline after which the PID namespace (or process group, or every process of the run's uid) is
-killed; capped output; and a verdict that counts only with the run's nonce. Executor calls are
-made by the parent on the child's behalf, so the child holds no secret and needs no network.
+network and PID namespaces, a per-run uid when started as root, Landlock (read-only interpreter
+files without the raw-memory extension modules, read-write temporary directory, no TCP, no signals
+outside the run) and a seccomp filter (no sockets of any family); a second interpreter for the
+code itself that never loads ctypes, with an audit hook refusing processes, sockets, frames and
+files outside its directory; a wall-clock deadline after which the PID namespace (or process group,
+or every process of the run's uid) is killed; capped output, and messages decoded defensively
+(protocol.py); a verdict that counts only with the run's nonce; and a cleanup that removes whatever
+the run left (cleanup.py). Executor calls are made by the parent on the child's behalf, so the child
+holds no secret and needs no network.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import stat
 import sys
-import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,10 +34,15 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from scoreflow.errors import InfraError, StopRun
+from scoreflow.sandbox import protocol
+from scoreflow.sandbox.access import read_roots, read_rules
+from scoreflow.sandbox.cleanup import remove_tree
 
-CHILD = str(Path(__file__).with_name("child.py"))
+CONFINE = str(Path(__file__).with_name("confine.py"))
 CallHandler = Callable[[str, list, dict], Awaitable[Any]]
 LINUX = sys.platform.startswith("linux")
+PID_MAX = 1 << 22  # the kernel's largest pid
+log = logging.getLogger("scoreflow.sandbox")
 
 
 def _quiet_child_watcher(record: logging.LogRecord) -> bool:
@@ -79,29 +86,23 @@ def scrubbed_env(workdir: str) -> dict[str, str]:
 
 
 @lru_cache(maxsize=1)
-def read_roots() -> tuple[str, ...]:
-    """What sandboxed code may read besides its directory: the standard library and system libraries."""
-    paths = {os.path.dirname(os.__file__), sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib"),
-             os.path.join(sys.base_exec_prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
-                          "lib-dynload")}
-    libdir = sysconfig.get_config_var("LIBDIR")
-    if libdir:
-        paths.add(libdir)
-    paths.update({"/usr/lib", "/lib", "/lib64", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache"})
-    out = []
-    for p in paths:
-        if p and os.path.exists(p):
-            out.append(os.path.realpath(p))
-    return tuple(sorted(set(out)))
-
-
-@lru_cache(maxsize=1)
 def _stdlib_world_readable() -> bool:
     path = Path(os.path.dirname(os.__file__)).resolve()
     for part in [path, *path.parents]:
         if not part.stat().st_mode & stat.S_IXOTH:
             return False
     return bool(path.stat().st_mode & stat.S_IROTH)
+
+
+def imports_of(tests: str) -> str:
+    """The import statements of a solution's tests, which the harness runs before the solution so that
+    the tests' own imports find their modules already loaded."""
+    try:
+        tree = ast.parse(tests)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return ""
+    return "\n".join(ast.unparse(n) for n in ast.walk(tree)
+                     if isinstance(n, ast.Import) or (isinstance(n, ast.ImportFrom) and not n.level))
 
 
 def _signal_name(rc: int) -> str:
@@ -113,10 +114,10 @@ def _signal_name(rc: int) -> str:
 
 class Sandbox:
     def __init__(self, limits: Limits | None = None, concurrency: int = 8, namespaces: bool = True,
-                 landlock: bool = True, audit: bool = True, tmp_root: str | None = None):
-        """namespaces/landlock/audit switch layers off; only tests of the other layers should."""
+                 landlock: bool = True, audit: bool = True, tmp_root: str | None = None, seccomp: bool = True):
+        """namespaces/landlock/audit/seccomp switch layers off; only tests of the other layers should."""
         self.limits = limits or Limits()
-        self.namespaces, self.landlock, self.audit = namespaces, landlock, audit
+        self.namespaces, self.landlock, self.audit, self.seccomp = namespaces, landlock, audit, seccomp
         self.tmp_root = tmp_root
         # Programs run from inside a workflow's operator call (Programmer, Test) get their own slots:
         # sharing one pool lets waiting workflows hold every slot and deadlock their own programs.
@@ -124,7 +125,7 @@ class Sandbox:
         self._program_sem = asyncio.Semaphore(concurrency)
 
     def _clone(self) -> "Sandbox":
-        return Sandbox(self.limits, 1, self.namespaces, self.landlock, self.audit, self.tmp_root)
+        return Sandbox(self.limits, 1, self.namespaces, self.landlock, self.audit, self.tmp_root, self.seccomp)
 
     async def run_workflow(self, source: str, attrs: dict[str, str], methods: list[str],
                            handler: CallHandler, timeout_s: float | None = None) -> RunResult:
@@ -141,7 +142,8 @@ class Sandbox:
         """Runs a candidate solution, then `tests` (which may define `check(candidate)`, or assert on
         `entry_point` directly). `passed` is True only if the harness, after the tests, says so
         with this run's nonce; an early exit, a printed marker or a forged message never passes."""
-        header = {"mode": "solution", "source": source, "tests": tests, "entry_point": entry_point}
+        header = {"mode": "solution", "source": source, "tests": tests, "entry_point": entry_point,
+                  "test_imports": imports_of(tests)}
         result = await self._run(header, None, timeout_s)
         if result.passed is None:
             result.passed = False
@@ -157,8 +159,9 @@ class Sandbox:
         return asyncio.run(self._clone().run_solution(source, tests, entry_point, timeout_s))
 
     def _isolation(self, workdir: str) -> dict:
-        iso: dict[str, Any] = {"namespaces": self.namespaces, "landlock": self.landlock, "audit": self.audit,
-                               "read_roots": list(read_roots())}
+        """The first stage's layers."""
+        iso: dict[str, Any] = {"namespaces": self.namespaces, "landlock": self.landlock, "seccomp": self.seccomp,
+                               "rules": [list(r) for r in read_rules()]}
         if LINUX and os.geteuid() == 0:
             uid = 1_000_000_000 + secrets.randbelow(1_000_000_000)  # fresh per run: RLIMIT_NPROC is per uid
             os.chown(workdir, uid, uid)
@@ -169,29 +172,32 @@ class Sandbox:
         lim = self.limits
         budget = timeout_s if timeout_s is not None else lim.timeout_s
         nonce = secrets.token_hex(16)
-        header["limits"] = {"memory_mb": lim.memory_mb, "cpu_s": lim.cpu_s, "fsize_mb": lim.fsize_mb,
-                            "nproc": lim.nproc, "max_output_chars": lim.max_output_chars}
+        limits = {"memory_mb": lim.memory_mb, "cpu_s": lim.cpu_s, "fsize_mb": lim.fsize_mb,
+                  "nproc": lim.nproc, "max_output_chars": lim.max_output_chars}
+        header.update(limits=limits, audit=self.audit, read_roots=list(read_roots()), nonce=nonce)
         async with (self._sem if header["mode"] == "workflow" else self._program_sem):
             workdir = tempfile.mkdtemp(prefix="scoreflow-sbx-", dir=self.tmp_root)
-            header["isolation"] = self._isolation(workdir)
+            iso = self._isolation(workdir)
+            first = {"isolation": iso, "limits": limits, "executable": os.path.realpath(sys.executable)}
             t0 = time.monotonic()
-            run = _Run(nonce, header["isolation"].get("uid"))
+            run = _Run(nonce, iso.get("uid"))
             try:
                 run.proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-I", "-S", "-B", CHILD,
+                    sys.executable, "-I", "-S", "-B", CONFINE,
                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.DEVNULL, cwd=workdir, env=scrubbed_env(workdir),
                     start_new_session=True, limit=8 * lim.max_output_chars + (1 << 16),
                 )
-                data = json.dumps({**header, "nonce": nonce}).encode()
-                run.proc.stdin.write(b"%010d" % len(data) + data)
+                for part in (first, header):  # the first stage reads its header, the second stage the other
+                    data = json.dumps(part).encode()
+                    run.proc.stdin.write(b"%010d" % len(data) + data)
                 await run.proc.stdin.drain()
                 if handler is None:
                     run.proc.stdin.close()
                 result = await self._converse(run, handler, budget, t0)
             finally:
                 await run.kill()
-                shutil.rmtree(workdir, ignore_errors=True)
+                await _remove(workdir)
             result.seconds = time.monotonic() - t0
             return result
 
@@ -239,17 +245,16 @@ class Sandbox:
                     elif rc == -signal.SIGKILL:  # PID 1 of a namespace ignores SIGXCPU: the hard limit kills
                         why = "SIGKILL: CPU time limit exceeded or out of memory"
                     return RunResult("crashed", error=f"process died ({why})", calls=ncalls)
-                try:
-                    msg = json.loads(line)
-                    kind = msg.get("type")
-                except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-                    return RunResult("crashed", error="malformed message from the sandbox", calls=ncalls)
+                msg = protocol.decode(line)
+                if isinstance(msg, protocol.Malformed):
+                    return RunResult("crashed", error=f"{msg.reason} from the sandbox", calls=ncalls)
+                kind = msg["type"]
                 if first and kind == "pid":
-                    run.adopt(msg.get("pid"))
+                    run.adopt(msg["pid"])
                 elif kind == "done":
-                    if not isinstance(msg.get("nonce"), str) or not secrets.compare_digest(msg["nonce"], run.nonce):
+                    if not secrets.compare_digest(msg["nonce"].encode(), run.nonce.encode()):
                         return RunResult("crashed", error="forged verdict from the sandbox", calls=ncalls)
-                    status = msg.get("status") if msg.get("status") in ("ok", "error") else "error"
+                    status = msg["status"] if msg["status"] in ("ok", "error") else "error"
                     return RunResult(status, msg.get("output"), msg.get("error"), msg.get("stdout") or "",
                                      calls=ncalls, passed=msg.get("passed") if status == "ok" else False,
                                      layers=tuple(msg.get("layers") or ()))
@@ -260,7 +265,7 @@ class Sandbox:
                                          calls=ncalls)
                     calls.add(asyncio.ensure_future(self._answer(proc, handler, msg)))
                 else:
-                    return RunResult("crashed", error=f"unexpected message from the sandbox: {str(kind)[:40]}",
+                    return RunResult("crashed", error=f"unexpected message from the sandbox: {kind[:40]}",
                                      calls=ncalls)
                 first = False
                 reader = asyncio.ensure_future(proc.stdout.readline())
@@ -271,7 +276,7 @@ class Sandbox:
 
     async def _answer(self, proc, handler: CallHandler, msg: dict) -> None:
         try:
-            value = await handler(str(msg.get("method")), list(msg.get("args") or []), dict(msg.get("kwargs") or {}))
+            value = await handler(msg["method"], msg.get("args") or [], msg.get("kwargs") or {})
             reply = {"type": "reply", "id": msg.get("id"), "ok": True, "value": value}
         except (InfraError, StopRun):
             raise
@@ -294,7 +299,7 @@ class _Run:
 
     def adopt(self, pid: Any) -> None:
         """The init process of the run's PID namespace: accepted only if it is our child's child."""
-        if self.proc is None or not isinstance(pid, int) or pid <= 1 or not hasattr(os, "pidfd_open"):
+        if self.proc is None or not isinstance(pid, int) or not 1 < pid <= PID_MAX or not hasattr(os, "pidfd_open"):
             return
         try:
             fd = os.pidfd_open(pid)
@@ -326,6 +331,17 @@ class _Run:
             await asyncio.wait_for(proc.communicate(), 5)
         except (asyncio.TimeoutError, OSError, ValueError, RuntimeError):
             pass
+
+
+async def _remove(workdir: str) -> None:
+    """Removes a run's folder; never raises (what cannot be removed is logged)."""
+    try:
+        removal = await asyncio.to_thread(remove_tree, workdir)
+    except Exception as e:  # noqa: BLE001  (a cleanup failure must not end the caller's run)
+        log.warning("sandbox: could not clean up %s: %s: %s", workdir, type(e).__name__, e)
+        return
+    if not removal.ok:
+        log.warning("sandbox: left behind in %s: %s", workdir, removal.summary())
 
 
 def _ppid(pid: int) -> int | None:

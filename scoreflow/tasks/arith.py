@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import random
+from collections import Counter
 
 from scoreflow.tasks.base import Problem, Task
 from scoreflow.tasks.families import EXTRACT_NUMBER, MATH_OPERATORS, MATH_TEMPLATE
@@ -18,10 +20,8 @@ SEEDS = {"validate": 1001, "test": 2002}
 # only to read the problem's numbers and leaves the arithmetic to the workflow's code, in the
 # operation the generator chose for the problem's kind; the workflow holds no number of its problem
 # (indices only), so it solves any problem of that kind. A 135M executor copies numbers reliably
-# but computes badly: on 48 held-out validate problems the base generator's greedy workflows solved
-# 13 with these examples (13 of the 19 with the right operation, none of the 29 with a wrong one)
-# against 9 with one Custom call whose instruction names the operation, so the reward measures the
-# generator's choice (benchmarks/RESULTS.md, section 4, fifth pass). A small generator copies the
+# but computes badly, so the reward measures the generator's choice of operation rather than the
+# executor's arithmetic (benchmarks/RESULTS.md compares this with one Custom call). A small generator copies the
 # last example's wording, so with `generator.explore_examples` each sample of a problem starts from
 # another one (see prompts.generator_messages).
 READ = "Write the numbers in the problem, in order, separated by spaces. Write nothing else."
@@ -64,6 +64,28 @@ def make_problem(rng: random.Random) -> tuple[str, int]:
     return f"{name} has {a} {item}, buys {b} more and then gives {c} away. How many {item} does {name} have?", a + b - c
 
 
+# The kinds of problem (their words survive hidden numbers) and the operation each needs, as a
+# workflow's code applies it to the numbers the executor read.
+KINDS = (("sharing", "shared equally", "//"), ("multiplying", "boxes with", "*"),
+         ("two-step", "then gives", "+-"), ("take-away", "gives away", "-"), ("adding", "", "+"))
+OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "//", ast.Div: "//"}
+
+
+def kind_of(question: str) -> tuple[str, str]:
+    """(the kind's name, the operation it needs)."""
+    return next((name, op) for name, words, op in KINDS if words in question)
+
+
+def operations(source: str | None) -> str:
+    """The arithmetic a workflow applies, as a sorted string of operators ('' when none or unparsable)."""
+    try:
+        found = {OPERATORS[type(n.op)] for n in ast.walk(ast.parse(source or ""))
+                 if isinstance(n, ast.BinOp) and type(n.op) in OPERATORS}
+    except SyntaxError:
+        return ""
+    return "".join(sorted(found, key="+-*//".index))
+
+
 class ArithTask(Task):
     def __init__(self, size: dict[str, int] | None = None):
         super().__init__(
@@ -89,3 +111,20 @@ class ArithTask(Task):
 
     def score(self, problem: Problem, output: str) -> float:
         return number_score(output, problem.answer)
+
+    def describe_change(self, problems: list[Problem], base: list[str | None], trained: list[str | None]) -> str:
+        """Per kind of problem, how many workflows apply the operation it needs, before and after:
+        the kinds whose count moved, largest change first."""
+        right: Counter[tuple[str, str]] = Counter()
+        total: Counter[str] = Counter()
+        for p, b, t in zip(problems, base, trained):
+            name, op = kind_of(p.question)
+            total[name] += 1
+            right[(name, "base")] += operations(b) == op
+            right[(name, "trained")] += operations(t) == op
+        moved = sorted(total, key=lambda k: -abs(right[(k, "trained")] - right[(k, "base")]))
+        parts = [f"{k} {right[(k, 'base')]} -> {right[(k, 'trained')]} of {total[k]}" for k in moved
+                 if right[(k, "trained")] != right[(k, "base")]]
+        if not parts:
+            return "the right operation for each kind of problem as often as before"
+        return "workflows applying the right operation, by kind of problem: " + ", ".join(parts)

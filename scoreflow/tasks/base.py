@@ -54,6 +54,12 @@ class Task(ABC):
     def score(self, problem: Problem, output: str) -> float:
         """The task score of `output` on `problem`, in [0, 1]."""
 
+    def describe_change(self, problems: list[Problem], base: list[str | None], trained: list[str | None]) -> str:
+        """In words, how the trained generator's workflows (`trained`, one source per problem, None when
+        invalid) differ from the base generator's (`base`) on the same problems; "" when the task has
+        nothing to say beyond the solve rates."""
+        return ""
+
     async def ascore(self, problem: Problem, output: str, sandbox: Any = None) -> float:
         """`score` for async callers; code tasks run their tests in `sandbox` (a shared
         scoreflow.sandbox.parent.Sandbox bounds how many run at once)."""

@@ -1,7 +1,8 @@
 """The HumanEval/MBPP scorer: sanitise a candidate to the entry point's definitions, then run the
 hidden tests with the sandbox's solution harness (the candidate's return values are rebuilt from
 plain builtin types, so an always-equal object cannot pass, and only a verdict carrying the run's
-nonce counts). Also the runner of public tests used by the Test operator."""
+nonce counts). The test source is built from the problem alone: no line of the candidate reaches it.
+Also the runner of public tests used by the Test operator."""
 
 from __future__ import annotations
 
@@ -169,17 +170,37 @@ class CodeSpec:
     preload: bool = PRELOAD_IMPORTS  # the candidate and its tests get PRELOADED without importing it
 
 
-def solution_tests(spec: CodeSpec, code: str) -> str:
-    """The hidden tests as the sandbox's solution harness runs them: in their own namespace where
-    the entry point is bound to the (wrapped) candidate. They get the record's test imports, the
-    candidate's imports, and the prompt helpers they call (HumanEval/38 and 50 call the prompt's
-    encoder); MBPP's argument-less `check()` is adapted to the harness's `check(candidate)`."""
+def _free_modules(tree: ast.Module | None) -> list[str]:
+    """Standard-library modules the tests read attributes of without importing or defining them
+    (MBPP's `sys.maxsize`): the reference harness shares the candidate's namespace with the tests,
+    where such a module came from the candidate's imports."""
+    if tree is None:
+        return []
+    defined = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(n.name)
+        elif isinstance(n, ast.arg):
+            defined.add(n.arg)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            defined |= {(a.asname or a.name).split(".")[0] for a in n.names}
+    read = {n.value.id for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)}
+    return sorted(name for name in read - defined if name in sys.stdlib_module_names)
+
+
+def solution_tests(spec: CodeSpec) -> str:
+    """The hidden tests as the sandbox's solution harness runs them: in their own namespace, where the
+    harness binds the entry point to the (wrapped) candidate after this source ran. Built from the
+    problem alone, never from the candidate: the record's test imports, the pre-loaded names (with
+    `preload`), the standard-library modules the tests use without importing, and the prompt helpers
+    they call (HumanEval/38 and 50 call the prompt's encoder); MBPP's argument-less `check()` is
+    adapted to the harness's `check(candidate)`."""
     tree = _parse(spec.test)
     used = _used(tree) if tree is not None else set()
-    cand = _parse(code)
     parts = list(spec.test_imports)
-    if cand is not None:
-        parts += [ast.unparse(n) for n in cand.body if _is_import(n) and not _is_future(n)]
+    if spec.preload:
+        parts.append(PRELOAD_SOURCE)
+    parts += [f"import {name}" for name in _free_modules(tree)]
     base = _parse(spec.prompt) if spec.prompt else None
     if base is not None:
         nodes = [n for n in base.body if _is_import(n) or (_defined(n) and spec.entry_point not in _defined(n))]
@@ -201,7 +222,7 @@ def prepare(spec: CodeSpec, output: str) -> tuple[str, str] | None:
         return None
     if spec.preload:  # before the candidate, so that its own definitions win, as in the reference
         code = with_preload(code)
-    return code, solution_tests(spec, code)
+    return code, solution_tests(spec)
 
 
 async def run_hidden_tests(spec: CodeSpec, output: str, sandbox: Sandbox | None = None,

@@ -11,7 +11,7 @@ from typing import Any
 
 from scoreflow.run.reporter import Reporter, RunInfo
 from scoreflow.fmt import fmt_count, fmt_duration
-from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics, short_reason
+from scoreflow.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics, short_reason
 
 PIPELINE = ("generate", "validate", "execute", "pairs", "train")
 EVAL_PIPELINE = ("generate", "validate", "execute")
@@ -197,8 +197,9 @@ def _read_metrics(run_dir: str) -> list[Metrics]:
 def comparison_text(m: Comparison) -> str:
     """The trained-vs-base record of `run.compare` in words."""
     d = m.difference
+    change = f"; {m.change}" if m.has("change") and m.change else ""
     return (f"held-out solve rate {m.base_solve_rate:.3f} -> {m.trained_solve_rate:.3f} on {m.problems} "
-            f"problems: {d['value']:+.3f} (95% CI {d['low']:+.3f} to {d['high']:+.3f})")
+            f"problems: {d['value']:+.3f} (95% CI {d['low']:+.3f} to {d['high']:+.3f}){change}")
 
 
 def summary(state: DashState, status: str, message: str = "") -> str:

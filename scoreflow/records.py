@@ -129,6 +129,7 @@ class TrainStep(Record):
     rejected_reward: float = 0.0
     seconds: float = 0.0
     grad_norm: float = 0.0
+    tokens: Any = UNSET  # int: the step's prompt and completion tokens; older runs lack it
 
 
 @dataclass
@@ -192,6 +193,7 @@ class Comparison(Metrics):
     base_solve_rate: float = 0.0
     trained_solve_rate: float = 0.0
     difference: dict[str, float] = field(default_factory=dict)  # value, low, high (paired bootstrap 95% CI)
+    change: Any = UNSET  # str: what the trained generator's test workflows do differently, in words
 
 
 METRICS: dict[str, type[Metrics]] = {c.KIND: c for c in (IterationMetrics, TestMetrics, Comparison)}

@@ -139,6 +139,9 @@ class Fmt:
     def completion_ids(self, text: str) -> list[int]:
         return [ord(c) % 64 for c in text] + [0]
 
+    def context_length(self, messages, ids=None) -> int:
+        return 0
+
 
 class RateWork:
     """Tensor work that records the learning rate of every optimiser step."""

@@ -138,3 +138,20 @@ def test_arith_examples_are_methods_for_their_kind():
         got = asyncio.run(scores(source))
         assert all(s == 1.0 for p, s in zip(problems, got) if kind_of(p.question) == k), (k, got)
         assert sum(got) < len(problems), k  # not every kind's arithmetic is the same
+
+
+def test_arith_says_which_operation_the_trained_workflows_apply_by_kind():
+    from scoreflow.tasks.arith import EXAMPLES, ArithTask, kind_of, operations
+
+    task = ArithTask()
+    problems = task.problems("test")[:40]
+    by_op = {operations(src): src for _, src in EXAMPLES}
+    assert set(by_op) == {"+", "-", "*", "//", "+-"}
+    right = [by_op[kind_of(p.question)[1]] for p in problems]
+    adding = [by_op["+"]] * len(problems)
+    text = task.describe_change(problems, adding, right)
+    takeaway = sum(kind_of(p.question)[0] == "take-away" for p in problems)
+    assert f"take-away 0 -> {takeaway} of {takeaway}" in text
+    assert "adding" not in text  # the adding problems were right before and after
+    assert task.describe_change(problems, right, right).startswith("the right operation for each kind")
+    assert operations("not python(") == "" and operations(None) == ""

@@ -1,0 +1,93 @@
+"""Attention for generation over shared openings: the same math as every row holding its own copy
+of its prompt's opening, with the opening's keys and values read once per batch.
+
+A generator prompt is ~97% opening (instructions and few-shot examples) shared by every row of a
+batch, or by a few groups of rows (the rotated examples of the optimisation's samples). Copied into
+each row, the opening's keys and values are what a decoding step spends its time reading. Here each
+row's cache holds only its own tokens (the rest of its prompt, then what it generated); every query
+attends to its group's opening (kept once, from the prompt cache) and to its own tokens, and the two
+softmax parts are joined exactly through their shared maximum and sum.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+NAME = "scoreflow_cascade"
+_registered = False
+
+
+@dataclass
+class Openings:
+    """The batch's distinct openings, each as its (key, value) per layer of shape (1, kv heads, length,
+    head dim) or None (rows whose prompt opens with nothing worth sharing), and each batch row's one."""
+    kv: list[list[tuple[torch.Tensor, torch.Tensor]] | None]
+    group: torch.Tensor  # (batch,): the index in `kv` of each row's opening
+
+    def select(self, indices: torch.Tensor) -> "Openings":
+        """The same openings for the batch rows `indices` (rows leave, or a prompt's samples are copied)."""
+        return Openings(self.kv, self.group[indices])
+
+
+def cascade_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
+                      dropout: float = 0.0, scaling: float | None = None, openings: Openings | None = None,
+                      **kwargs):
+    """query (B, H, q, d); key, value (B, kv heads, own length, d): each row's own tokens; attention_mask
+    (B, 1, q, own length), True where a query sees an own key. Returns (B, q, H, d) as SDPA's does."""
+    assert openings is not None
+    b, heads, q, d = query.shape
+    scale = scaling if scaling is not None else d ** -0.5
+    if len(openings.kv) == 1 or bool((openings.group == openings.group[0]).all()):
+        kv = openings.kv[int(openings.group[0])]
+        return _attend(module, query, key, value, attention_mask, scale, kv), None
+    out = query.new_empty((b, q, heads, d))
+    for g, kv in enumerate(openings.kv):
+        rows = torch.nonzero(openings.group == g).flatten()
+        if len(rows):
+            out[rows] = _attend(module, query[rows], key[rows], value[rows], attention_mask[rows], scale, kv)
+    return out, None
+
+
+def _attend(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scale: float,
+            kv: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
+    """Rows of one opening (or none). Laid out (kv head, row, head of the group, query, key) so that the
+    opening's keys and values are read once for all rows, with no copy of anything opening-sized."""
+    b, heads, q, d = query.shape
+    kvh = key.shape[1]
+    rep = heads // kvh
+    qk = query.view(b, kvh, rep, q, d).transpose(0, 1)  # (kvh, b, rep, q, d)
+    ko, vo = key.transpose(0, 1)[:, :, None], value.transpose(0, 1)[:, :, None]  # (kvh, b, 1, own, d)
+    own = torch.matmul(qk, ko.transpose(-1, -2)).mul_(scale)  # (kvh, b, rep, q, own)
+    own.masked_fill_(~mask.transpose(0, 1)[:, :, None], float("-inf"))
+    if kv is None:
+        out = torch.matmul(own.softmax(-1), vo)
+    else:
+        ks, vs = kv[module.layer_idx]  # (1, kvh, P, d)
+        shared = torch.matmul(qk.reshape(kvh, b * rep * q, d), ks[0].transpose(-1, -2)).mul_(scale)
+        shared = shared.view(kvh, b, rep, q, -1)
+        top = torch.maximum(shared.amax(-1, keepdim=True), own.amax(-1, keepdim=True))
+        es, eo = shared.sub_(top).exp_(), own.sub_(top).exp_()
+        total = es.sum(-1, keepdim=True).add_(eo.sum(-1, keepdim=True))
+        out = torch.matmul(es.view(kvh, b * rep * q, -1), vs[0]).view(kvh, b, rep, q, d)
+        out = out.add_(torch.matmul(eo, vo)).div_(total)
+    return out.permute(1, 3, 0, 2, 4).reshape(b, q, heads, d)  # (b, q, H, d), head h = kv head h // rep
+
+
+@contextmanager
+def over_openings(config):
+    """Dispatch the model's attention to cascade_attention while the block runs."""
+    global _registered
+    from transformers import AttentionInterface
+
+    if not _registered:
+        AttentionInterface.register(NAME, cascade_attention)
+        _registered = True
+    old = config._attn_implementation
+    config._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        config._attn_implementation = old

@@ -25,7 +25,7 @@ def test_mlx_vs_mlx_lm_quick(tiny_llama):
     # kernels with the C++ compiler (a minute); test_mlx_train.py tests the compiled step itself.
     env = {**os.environ, "MLX_DISABLE_COMPILE": "1"}
     proc = subprocess.run([sys.executable, "benchmarks/mlx_vs_mlx_lm.py", "--quick", "--model", str(tiny_llama)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["benchmark"] == "mlx_vs_mlx_lm" and out["mlx_device"] == "cpu" and out["dtype"] == "float32"

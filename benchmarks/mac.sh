@@ -8,6 +8,7 @@
 #
 #   bash benchmarks/mac.sh            # the demo as shipped (2 iterations) and the benchmark's full sizes
 #   bash benchmarks/mac.sh --small    # minutes: a one-iteration demo on 2 problems, the benchmark's small sizes
+#   bash benchmarks/mac.sh --quick    # the script itself: a one-problem demo, the benchmark on a tiny random model
 #
 # From the repository root's venv with the MLX backend installed (docs/mlx.md); PYTHON=... picks
 # another interpreter. The demo's run folder and logs go to a temporary folder, removed at the end.
@@ -16,7 +17,8 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
   "") size=full ;;
   --small) size=small ;;
-  *) echo "usage: bash benchmarks/mac.sh [--small]" >&2; exit 2 ;;
+  --quick) size=quick ;;
+  *) echo "usage: bash benchmarks/mac.sh [--small|--quick]" >&2; exit 2 ;;
 esac
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -53,7 +55,7 @@ import mlx_lm
 
 metal = mx.metal.is_available()
 out = {
-    "script": f"bash benchmarks/mac.sh{' --small' if size == 'small' else ''}",
+    "script": "bash benchmarks/mac.sh" + ("" if size == "full" else f" --{size}"),
     "machine": {"platform": platform.platform(), "machine": platform.machine(),
                 "chip": sh("sysctl", "-n", "machdep.cpu.brand_string") or platform.processor(),
                 "memory_gb": round(int(sh("sysctl", "-n", "hw.memsize") or 0) / 2**30, 1) or None,
@@ -68,6 +70,8 @@ run_dir = work / "demo"
 flags = ["optimize", "--backend", "mlx", "--no-dashboard"]
 if size == "small":
     flags += ["--iterations", "1", "--problems", "2", "-k", "2", "--pairs", "2", "--test-problems", "2"]
+elif size == "quick":
+    flags += ["--iterations", "1", "--problems", "1", "-k", "2", "--pairs", "1", "--test-problems", "1"]
 secs, rc = run("demo", [sys.executable, "-m", "scoreflow", *flags, "--run-dir", str(run_dir)])
 d = {"command": " ".join(["scoreflow", *flags]), "seconds": round(secs, 1), "exit_status": rc}
 metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()] if (run_dir / "metrics.jsonl").is_file() else []
@@ -84,7 +88,7 @@ out["demo"] = d
 # Generation and the training step against mlx-lm (and the backend's alternatives) on this device.
 bench = work / "bench.json"
 secs, rc = run("mlx_vs_mlx_lm", [sys.executable, "benchmarks/mlx_vs_mlx_lm.py", "--out", str(bench)]
-               + (["--small"] if size == "small" else []))
+               + ([] if size == "full" else [f"--{size}"]))
 if bench.is_file():
     b = json.loads(bench.read_text())
     g, t = b.get("generation", {}), b.get("training", {})

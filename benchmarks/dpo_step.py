@@ -316,9 +316,9 @@ def main() -> None:
                     help="the MLX side's model (default: the same HF folder as the PyTorch sides; `smollm2` loads "
                          "the embedded 4-bit GGUF, which stays quantized on Metal with --mlx-dtype auto)")
     ap.add_argument("--mlx-device", choices=["auto", "cpu", "gpu"], default="auto")
-    ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="same",
-                    help="same: the PyTorch sides' dtype; auto: the MLX backend's choice (bfloat16 on Metal, a "
-                         "quantized base kept quantized)")
+    ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="auto",
+                    help="auto: the MLX backend's choice (float32 on CPU; bfloat16 on Metal, a quantized base kept "
+                         "quantized); same: the PyTorch sides' dtype")
     ap.add_argument("--only", default=None, metavar="SIDES",
                     help="comma-separated sides to run, from ours, trl (trl's defaults), trl_best (trl at its best), mlx "
                          "(default: ours,trl,trl_best, plus mlx with --backend mlx)")

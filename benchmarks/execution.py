@@ -278,9 +278,9 @@ def main() -> None:
     ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                     help="local executor: the PyTorch backend's dtype (auto: float32 on CPU)")
     ap.add_argument("--mlx-device", choices=["auto", "cpu", "gpu"], default="auto")
-    ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="same",
-                    help="same: --dtype; auto: the MLX backend's choice (bfloat16 on Metal, the embedded 4-bit GGUF "
-                         "kept quantized)")
+    ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="auto",
+                    help="auto: the MLX backend's choice (float32 on CPU; bfloat16 on Metal, the embedded 4-bit GGUF "
+                         "kept quantized); same: --dtype")
     ap.add_argument("--worker", choices=["cuda", "mlx"], help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--serve", type=float, help=argparse.SUPPRESS)

@@ -97,9 +97,9 @@ def main() -> None:
                     help="mlx: also measure the MLX backend (ratios against the PyTorch backend)")
     ap.add_argument("--mlx-model", default=None, help="the MLX side's model (default: the same as --model)")
     ap.add_argument("--mlx-device", choices=["auto", "cpu", "gpu"], default="auto")
-    ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="same",
-                    help="same: the PyTorch side's dtype; auto: the MLX backend's choice (bfloat16 on Metal, the "
-                         "embedded 4-bit GGUF kept quantized)")
+    ap.add_argument("--mlx-dtype", choices=["same", "auto", "float32", "bfloat16", "float16"], default="auto",
+                    help="auto: the MLX backend's choice (float32 on CPU; bfloat16 on Metal, the embedded 4-bit GGUF "
+                         "kept quantized); same: the PyTorch side's dtype")
     ap.add_argument("--engine", choices=["backend", "vllm"], default="backend",
                     help="vllm: also measure generation on a vLLM server (ratios against the PyTorch backend)")
     ap.add_argument("--vllm-python", default="", help="the Python that has vLLM ('' = this one)")

@@ -557,6 +557,8 @@ def lacks(cmd: Command) -> str | None:
         return "a vLLM download: the script's syntax checked"
     if prog == "bash" and argv[1:2] == ["benchmarks/gpu.sh"]:
         return "a CUDA GPU: the script's syntax and its mode checked"
+    if prog == "bash" and argv[1:2] == ["benchmarks/mac.sh"]:
+        return "Apple silicon, and the demo's minutes: the script's syntax and its mode checked"
     if prog == "accelerate":
         return "several GPUs: accelerate's parser takes it"
     if prog == "scoreflow":

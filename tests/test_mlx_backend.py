@@ -322,3 +322,15 @@ def test_adapters_cross_backends(mb, tb, tmp_path):
         finally:
             dst.load_adapter(None)
             src.load_adapter(None)
+
+
+def test_wired_limit_is_raised_on_metal_only(monkeypatch):
+    """As mlx-lm's generator and tuner: the GPU's recommended working set wired on Metal; nothing on CPU."""
+    import mlx_lm.utils
+
+    from scoreflow.backends.mlx.model import wire_memory
+
+    calls = []
+    monkeypatch.setattr(mlx_lm.utils, "maybe_set_recommended_wired_limit", lambda: calls.append(1) or 7)
+    assert wire_memory("cpu") is None and calls == []
+    assert wire_memory("gpu") == 7 and calls == [1]

@@ -10,7 +10,7 @@ _preload_blas()  # before the first `import mlx.core`: OpenBLAS instead of the r
 
 import json  # noqa: E402
 import threading  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from contextlib import contextmanager, nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable, Iterator, Sequence  # noqa: E402
 
@@ -26,7 +26,10 @@ from scoreflow.files import atomic_dir  # noqa: E402
 
 from scoreflow.backends.mlx import generate as _generate  # noqa: E402
 from scoreflow.backends.mlx import train as _train  # noqa: E402
-from scoreflow.backends.mlx.model import add_lora, adapter_disabled, load_base, lora_state, pick_device, pick_dtype, read_json  # noqa: E402
+from scoreflow.backends.mlx.model import (  # noqa: E402
+    add_lora, adapter_disabled, load_base, lora_state, pick_device, pick_dtype, read_json, wire_memory,
+)
+from scoreflow.backends.mlx.prompt_cache import PromptCache  # noqa: E402
 
 ADAPTER_WEIGHTS = "adapters.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -39,7 +42,12 @@ class MLXBackend(AdapterSnapshots):
     name = "mlx"
 
     def __init__(self, model: str, *, device: str = "auto", lora: LoraConfig, seed: int = 0,
-                 dtype: str = "auto", generation_batch_size: int = 8, quantized: bool | None = None):
+                 dtype: str = "auto", generation_batch_size: int = 8, quantized: bool | None = None,
+                 prompt_cache: bool = True, top_p_sampler: str = "auto", compiled_step: bool | None = None):
+        """prompt_cache: keep the prefilled openings of generator prompts (prompt_cache.py; off: prefill
+        them for every prompt, with the same outputs). top_p_sampler: one of generate.TOP_P_SAMPLERS,
+        auto: "mlx-lm" on Metal, "top-64" on CPU. compiled_step: compile the training step with
+        mx.compile as mlx-lm's tuner does (None: on Metal only; on CPU it gained nothing)."""
         from scoreflow.errors import UserError
 
         self.source = resolve_model(model)
@@ -48,6 +56,13 @@ class MLXBackend(AdapterSnapshots):
         self.model_name = self.source.name
         self.lora = lora
         self.generation_batch_size = generation_batch_size
+        self.top_p_sampler = top_p_sampler if top_p_sampler != "auto" else ("mlx-lm" if self.device == "gpu" else "top-64")
+        if self.top_p_sampler not in _generate.TOP_P_SAMPLERS:
+            raise UserError(f"unknown top-p sampler {top_p_sampler!r}: auto, {', '.join(_generate.TOP_P_SAMPLERS)}")
+        self.compiled_step = self.device == "gpu" if compiled_step is None else compiled_step
+        self.prompts = PromptCache(enabled=prompt_cache)
+        self.stream = mx.new_thread_local_stream(mx.default_device())  # the generator's (callers run in worker threads)
+        wire_memory(self.device)
         # QLoRA on Metal: a quantized base stays quantized unless a dtype is asked for. On CPU,
         # quantized matmuls are ~40x slower than fp32, so dequantize there.
         keep_quantized = (self.device == "gpu" and dtype in ("auto", "", None)) if quantized is None else quantized
@@ -72,12 +87,11 @@ class MLXBackend(AdapterSnapshots):
             return []
         with self._lock:
             self.model.eval()
-            if adapter:
-                return _generate.generate(self.model, self.fmt, prompts, params, self.pad_id,
-                                          self.generation_batch_size)
-            with adapter_disabled(self.model):
-                return _generate.generate(self.model, self.fmt, prompts, params, self.pad_id,
-                                          self.generation_batch_size)
+            with adapter_disabled(self.model) if not adapter else nullcontext():
+                return _generate.generate(
+                    self.model, self.fmt, prompts, params, batch_size=self.generation_batch_size,
+                    openings=lambda ids: self.prompts.opening(self.model, ids, adapter),
+                    top_p_sampler=self.top_p_sampler, stream=self.stream)
 
     def logprobs(self, items: Sequence[tuple[Messages, str]], *, adapter: bool = True) -> list[float]:
         if not items:
@@ -101,9 +115,11 @@ class MLXBackend(AdapterSnapshots):
         mx.random.seed(cfg.seed)
         try:
             with self._lock:
-                return _train.train(self.model, self.fmt, self.pad_id, pairs, cfg, on_step, checkpoint_dir)
+                return _train.train(self.model, self.fmt, self.pad_id, pairs, cfg, on_step, checkpoint_dir,
+                                    compiled=self.compiled_step)
         finally:
             self._adapter_trained()
+            self.prompts.adapter_changed()
 
     @contextmanager
     def offloaded(self) -> Iterator[None]:
@@ -132,6 +148,7 @@ class MLXBackend(AdapterSnapshots):
             if path is None:
                 self.model.load_weights(list(self._initial.items()), strict=False)
                 mx.eval(self.model.trainable_parameters())
+                self.prompts.adapter_changed()
                 self._adapter_is(None)
                 return
             path = Path(path)
@@ -156,6 +173,7 @@ class MLXBackend(AdapterSnapshots):
                                     f"vs {tuple(own[k].shape)}); it was trained on another model")
             self.model.load_weights([(k, v.astype(own[k].dtype)) for k, v in state.items()], strict=False)
             mx.eval(self.model.trainable_parameters())
+            self.prompts.adapter_changed()
             self._adapter_is(path)
 
     def peak_memory_mb(self) -> float:

@@ -1,28 +1,45 @@
-"""Batched sampled generation: left-padded prompts in a batched KV cache, finished rows dropped from
-the batch as they stop (end of turn or a stop string)."""
+"""Batched sampled generation on mlx-lm's BatchGenerator: continuous batching (a finished row leaves
+the batch and the next prompt takes its place), each prompt's opening handed over as a prefilled KV
+cache (prompt_cache.py), the chat format's end-of-turn tokens as stop tokens, and stop strings
+checked on the decoded text: `</graph>` is no fixed token sequence, as the tokenizer merges it with
+what comes before it."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from scoreflow.model.backend import Completion, Messages, SamplingParams
 from scoreflow.model.chat import ChatFormat, cut_at_stop
+from scoreflow.backends.mlx.prompt_cache import opening_length
+
+# How top-p sampling finds the nucleus. "mlx-lm": its apply_top_p, which sorts the vocabulary at
+# every step on the device, without a host sync (the default on Metal). "top-64": `nucleus` below,
+# a partition instead of a sort and one host sync per step (the default on CPU, where sorting
+# 8 x 49k logits costs about half of a SmolLM2 decoding step; benchmarks/mlx_vs_mlx_lm.py measures
+# both). Both keep the PyTorch backend's nucleus: temperature first, then top-p.
+TOP_P_SAMPLERS = ("mlx-lm", "top-64")
 
 
-def _sampler(params: SamplingParams):
+def make_sampler(params: SamplingParams, top_p_sampler: str) -> Callable[[mx.array], mx.array]:
     """Next token per row from log-probabilities: greedy at temperature 0, else temperature and
-    nucleus (top-p) sampling, with the PyTorch backend's definition of the nucleus."""
+    top-p (nucleus) sampling."""
+    from mlx_lm.sample_utils import apply_top_p, categorical_sampling, greedy_sampler
+
     temp, top_p = params.temperature, params.top_p
     if temp <= 0:
-        return lambda logprobs: mx.argmax(logprobs, axis=-1)
+        return greedy_sampler
     if top_p >= 1:
-        return lambda logprobs: mx.random.categorical(logprobs / temp, axis=-1)
+        return lambda logprobs: categorical_sampling(logprobs, temp)
+    if top_p_sampler == "mlx-lm":
+        return lambda logprobs: categorical_sampling(apply_top_p(logprobs * (1 / temp), top_p), 1.0)
+    if top_p_sampler != "top-64":
+        raise ValueError(f"unknown top-p sampler {top_p_sampler!r}: one of {TOP_P_SAMPLERS}")
 
     def sample(logprobs: mx.array) -> mx.array:
-        kept, ids = nucleus(logprobs / temp, top_p)
+        kept, ids = nucleus(logprobs * (1 / temp), top_p)
         pick = mx.random.categorical(kept, axis=-1)
         return mx.take_along_axis(ids, pick[:, None], axis=-1)[:, 0]
 
@@ -51,74 +68,58 @@ def nucleus(logits: mx.array, top_p: float, k: int = 64) -> tuple[mx.array, mx.a
     return mx.where(drop, -mx.inf, top), ids
 
 
-def _caches(model: nn.Module, left_padding: list[int]) -> list:
-    from mlx_lm.models.cache import BatchKVCache
-
-    return [BatchKVCache(left_padding) for _ in model.layers]
-
-
-def _step(model: nn.Module, tokens: mx.array, cache: list) -> mx.array:
-    logits = model(tokens, cache=cache)[:, -1, :].astype(mx.float32)
-    return logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-
-
 def _has_stop(fmt: ChatFormat, toks: list[int], stops: Sequence[str], window: int) -> bool:
     # A stop string completed by the newest token lies within its last few tokens.
     tail = fmt.decode(toks[-window:])
     return any(s in tail for s in stops)
 
 
-def generate_batch(model: nn.Module, fmt: ChatFormat, prompts: list[list[int]], params: SamplingParams,
-                   pad_id: int) -> list[tuple[list[int], bool]]:
-    """Per prompt: the generated ids (a final end-of-turn id included) and whether it ended by itself."""
-    width = max(len(p) for p in prompts)
-    pads = [width - len(p) for p in prompts]
-    ids = mx.array([[pad_id] * n + p for n, p in zip(pads, prompts)])
-    cache = _caches(model, pads)
-    sample = _sampler(params)
-    stop_ids = set(fmt.stop_ids)
-    window = max((len(s) for s in params.stop), default=0) + 4
-    out: list[list[int]] = [[] for _ in prompts]
-    ended = [False] * len(prompts)
-    active = list(range(len(prompts)))
-    logprobs = _step(model, ids, cache)
-    for _ in range(params.max_new_tokens):
-        nxt = sample(logprobs)
-        mx.eval(nxt)
-        keep = []
-        for pos, (row, tok) in enumerate(zip(active, nxt.tolist())):
-            out[row].append(tok)
-            if tok in stop_ids or (params.stop and _has_stop(fmt, out[row], params.stop, window)):
-                ended[row] = True
-            else:
-                keep.append(pos)
-        if not keep:
-            break
-        if len(keep) < len(active):
-            sel = mx.array(keep)
-            for c in cache:
-                c.filter(sel)
-            nxt = nxt[sel]
-            active = [active[k] for k in keep]
-        logprobs = _step(model, nxt[:, None], cache)
-    return list(zip(out, ended))
+Openings = Callable[[list[int]], list]  # an opening's token ids -> its prefilled mlx-lm prompt cache
 
 
-def generate(model: nn.Module, fmt: ChatFormat, prompts: Sequence[Messages], params: SamplingParams,
-             pad_id: int, batch_size: int) -> list[Completion]:
+def generate(model: nn.Module, fmt: ChatFormat, prompts: Sequence[Messages], params: SamplingParams, *,
+             batch_size: int, openings: Openings, top_p_sampler: str, stream: mx.Stream | None = None) -> list[Completion]:
+    """Completions of `prompts`, at most `batch_size` rows decoding at once, shortest prompts first.
+    A seed seeds the whole call."""
+    from mlx_lm.generate import BatchGenerator
+
     encoded = [fmt.prompt_ids(m) for m in prompts]
+    cut = [opening_length(fmt, m, ids) for m, ids in zip(prompts, encoded)]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
-    results: list[Completion | None] = [None] * len(encoded)
-    stop_ids = set(fmt.stop_ids)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    gen = BatchGenerator(model, max_tokens=params.max_new_tokens, stop_tokens=[[t] for t in fmt.stop_ids],
+                         sampler=make_sampler(params, top_p_sampler), completion_batch_size=batch_size,
+                         prefill_batch_size=batch_size, stream=stream)
+    try:
+        with mx.stream(gen.stream):
+            caches: dict[tuple[int, ...], list] = {}
+            for i in order:
+                head = tuple(encoded[i][:cut[i]])
+                if head and head not in caches:
+                    caches[head] = openings(list(head))
+            uids = gen.insert([encoded[i][cut[i]:] for i in order],
+                              caches=[caches[tuple(encoded[i][:cut[i]])] if cut[i] else None for i in order])
+        row = dict(zip(uids, order))
+        out: dict[int, list[int]] = {i: [] for i in order}
+        ended = dict.fromkeys(order, False)
+        window = max((len(s) for s in params.stop), default=0) + 4
         if params.seed is not None:
-            mx.random.seed(params.seed + start)
-        outs = generate_batch(model, fmt, [encoded[i] for i in rows], params, pad_id)
-        for i, (toks, ended) in zip(rows, outs):
-            eot = bool(toks) and toks[-1] in stop_ids
-            body = toks[:-1] if eot else toks
-            text, stopped = cut_at_stop(fmt.decode(body), params.stop)
-            results[i] = Completion(text=text, tokens=len(toks), finished=ended or stopped,
-                                    prompt_tokens=len(encoded[i]))
-    return [c for c in results if c is not None]
+            mx.random.seed(params.seed)
+        while responses := gen.next_generated():
+            for r in responses:
+                i = row[r.uid]
+                out[i].append(r.token)
+                if r.finish_reason == "stop":  # an end-of-turn token
+                    ended[i] = True
+                elif r.finish_reason is None and params.stop and _has_stop(fmt, out[i], params.stop, window):
+                    ended[i] = True
+                    gen.remove([r.uid])
+    finally:
+        gen.close()
+    stop_ids = set(fmt.stop_ids)
+    results = []
+    for i, ids in enumerate(encoded):
+        toks = out[i]
+        eot = bool(toks) and toks[-1] in stop_ids
+        text, stopped = cut_at_stop(fmt.decode(toks[:-1] if eot else toks), params.stop)
+        results.append(Completion(text=text, tokens=len(toks), finished=ended[i] or stopped, prompt_tokens=len(ids)))
+    return results

@@ -284,3 +284,14 @@ def read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"cannot read {path}: {e}") from None
+
+
+def wire_memory(device: str) -> int | None:
+    """On Metal, raise the wired memory limit to the GPU's recommended working set, as mlx-lm's
+    generator, server and tuner do, so that macOS keeps the weights resident instead of paging them
+    out; the previous limit. None (nothing done) on CPU, which has no such limit."""
+    if device != "gpu":
+        return None
+    from mlx_lm.utils import maybe_set_recommended_wired_limit
+
+    return maybe_set_recommended_wired_limit()

@@ -300,10 +300,15 @@ def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int],
 
 
 class _Work:
-    """This backend's tensor work for the training skeleton: one prompt's pairs per pass, AdamW, safetensors."""
+    """This backend's tensor work for the training skeleton: one prompt's pairs per pass, AdamW, safetensors.
+
+    compiled: the pass and the update go through mx.compile the way mlx-lm's tuner compiles its
+    step, the model, optimiser and random state (LoRA dropout) as the compiled functions' inputs
+    and outputs. A pass's pairs and shapes are part of what is compiled, so each new pass is traced
+    again; the compiled kernels are reused."""
 
     def __init__(self, model: nn.Module, plan: training.Plan, cfg: TrainConfig, ref: mx.array, pad_id: int,
-                 shared: bool):
+                 shared: bool, compiled: bool = False):
         self.model, self.plan, self.shared, self.grads = model, plan, shared, None
         self.opt = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=0.0, bias_correction=True)
         self.opt.init(model.trainable_parameters())
@@ -318,7 +323,23 @@ class _Work:
             loss, st = plan.pass_loss(cfg.beta, pairs, lp[:len(w)], pl, ref[mx.array(w)], ref[mx.array(l)], OPS)
             return loss * weight, loss, st
 
-        self.value_and_grad = nn.value_and_grad(model, loss_fn)
+        value_and_grad = nn.value_and_grad(model, loss_fn)
+
+        def accumulate(pairs: list[int], weight: float, grads: dict | None):
+            """The pass's loss and statistics, and the step's gradient so far plus the pass's."""
+            (_, loss, st), g = value_and_grad(pairs, weight)
+            return loss, st, g if grads is None else tree_map(mx.add, grads, g)
+
+        def apply(grads: dict, max_norm: float) -> mx.array:
+            grads, norm = optim.clip_grad_norm(grads, max_norm)
+            self.opt.update(model, grads)
+            return norm
+
+        if compiled:
+            state = [model.state, self.opt.state, mx.random.state]
+            accumulate = mx.compile(accumulate, inputs=state, outputs=state)
+            apply = mx.compile(apply, inputs=state, outputs=state)
+        self._accumulate, self._apply = accumulate, apply
 
     def zero_grad(self) -> None:
         self.grads = None
@@ -327,15 +348,13 @@ class _Work:
         return [training.Pass(m) for m in _micro_batches(self.plan.enc, self.plan.index, pairs, self.shared)]
 
     def backward(self, p: training.Pass, weight: float) -> dict[str, float]:
-        (_, loss, st), g = self.value_and_grad(p.pairs, weight)
-        self.grads = g if self.grads is None else tree_map(mx.add, self.grads, g)
+        loss, st, self.grads = self._accumulate(p.pairs, weight, self.grads)
         mx.eval(self.grads, loss, st)  # one pass's graph at a time
         return {"loss": loss.item(), **{k: v.item() for k, v in st.items()}}
 
     def update(self, max_norm: float, learning_rate: float) -> float:
-        grads, norm = optim.clip_grad_norm(self.grads, max_norm)
         self.opt.learning_rate = learning_rate
-        self.opt.update(self.model, grads)
+        norm = self._apply(self.grads, max_norm)
         mx.eval(self.model.trainable_parameters(), self.opt.state, norm)
         return norm.item()
 
@@ -345,16 +364,20 @@ class _Work:
 
     def load(self, adapter: Path, optimizer: Path) -> None:
         self.model.load_weights(list(mx.load(str(adapter)).items()), strict=False)
-        self.opt.state = tree_unflatten(list(mx.load(str(optimizer)).items()))
+        state = tree_unflatten(list(mx.load(str(optimizer)).items()))
+        self.opt.state.clear()  # in place: the compiled functions hold this dict
+        self.opt.state.update(state)
+        self.opt.init(self.model.trainable_parameters())  # the tree's empty branches; loaded entries kept
 
 
 def train(
     model: nn.Module, fmt: ChatFormat, pad_id: int, pairs: Sequence[TrainPair], cfg: TrainConfig,
     on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None,
-    shared: bool | None = None,
+    shared: bool | None = None, compiled: bool = False,
 ) -> TrainStats:
     """Train the adapter on `pairs` by the skeleton's steps (scoreflow.model.training). shared: run each
-    distinct prompt once per pass (None: wherever the model allows; False: the plain path)."""
+    distinct prompt once per pass (None: wherever the model allows; False: the plain path); compiled:
+    through mx.compile (_Work)."""
     t0 = time.time()
     plan = training.Plan.make(fmt, pairs, cfg)
     shared = shareable(model) if shared is None else shared
@@ -363,7 +386,7 @@ def train(
     with adapter_disabled(model):
         ref_map = scored(model, plan.enc, range(len(plan.enc.seqs)), pad_id, shared)
     ref = mx.array([ref_map[i] for i in range(len(plan.enc.seqs))])
-    work = _Work(model, plan, cfg, ref, pad_id, shared)
+    work = _Work(model, plan, cfg, ref, pad_id, shared, compiled)
     model.train()
     try:
         with checkpointed_layers(model, cfg.gradient_checkpointing):

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, emit, today  # noqa: E402
 
 from scoreflow.execute.workflow import gold_in_source  # noqa: E402
-from scoreflow.run.records import Comparison, TestMetrics  # noqa: E402
+from scoreflow.records import Comparison, TestMetrics  # noqa: E402
 from scoreflow.run.rundir import RunDir  # noqa: E402
 from scoreflow.tasks.arith import ArithTask  # noqa: E402
 

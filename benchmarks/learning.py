@@ -37,7 +37,7 @@ from common import device_info, emit, today  # noqa: E402
 
 from scoreflow.loop import loop  # noqa: E402
 from scoreflow.config import build  # noqa: E402
-from scoreflow.run.records import IterationMetrics, TestMetrics  # noqa: E402
+from scoreflow.records import IterationMetrics, TestMetrics  # noqa: E402
 from scoreflow.run.rundir import RunDir  # noqa: E402
 from scoreflow.run.reporter import Reporter  # noqa: E402
 from scoreflow.run.session import build_session, run_problems  # noqa: E402

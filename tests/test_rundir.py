@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scoreflow.run import records
+from scoreflow import records
 from scoreflow.run.rundir import RunDir, load_run
 from scoreflow.files import read_jsonl
 

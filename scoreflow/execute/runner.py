@@ -10,7 +10,7 @@ from typing import Any
 from scoreflow.execute import workflow as wf
 from scoreflow.execute.executor import Executor
 from scoreflow.execute.operators import Context, extract_answer, for_task
-from scoreflow.run.records import Execution
+from scoreflow.records import Execution
 from scoreflow.errors import InfraError
 from scoreflow.sandbox.parent import Sandbox
 from scoreflow.tasks.base import Problem, Task

@@ -13,7 +13,7 @@ from scoreflow.execute.runner import Runner
 from scoreflow.execute.workflow import extract
 from scoreflow.loop.prompts import generator_messages
 from scoreflow.model.backend import Sampler, SamplingParams
-from scoreflow.run.records import WorkflowAttempt
+from scoreflow.records import WorkflowAttempt
 from scoreflow.run.reporter import Reporter
 from scoreflow.tasks.base import Problem
 

@@ -21,7 +21,7 @@ from scoreflow.loop.pairs import Candidate, sample_pairs
 from scoreflow.loop.generate import Generated, Key, gather
 from scoreflow.loop.generate import generate as generate_valid
 from scoreflow.loop.prompts import generator_messages
-from scoreflow.run.records import Comparison, IterationMetrics, PairRecord, TestMetrics, TrainStep, WorkflowAttempt
+from scoreflow.records import Comparison, IterationMetrics, PairRecord, TestMetrics, TrainStep, WorkflowAttempt
 from scoreflow.run.rundir import RunDir
 from scoreflow.run.session import Session, make_task, run_problems
 from scoreflow.stats import bootstrap

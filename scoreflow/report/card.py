@@ -13,7 +13,7 @@ from scoreflow.model.adapters import detect_format
 from scoreflow.model.source import (
     EMBEDDED_ALIASES, EMBEDDED_HUB_ID, EMBEDDED_LICENSE, HUB_ID, ModelSource, hub_id, license_metadata, resolve_model,
 )
-from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics
+from scoreflow.records import Comparison, IterationMetrics, Metrics, TestMetrics
 from scoreflow.run.rundir import RunDir
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from scoreflow.fmt import fmt_number as _f
 from scoreflow.errors import UserError
-from scoreflow.run.records import Comparison
+from scoreflow.records import Comparison
 from scoreflow.run.rundir import RunData, load_run
 from scoreflow.stats import Estimate
 

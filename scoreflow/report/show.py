@@ -6,7 +6,7 @@ from statistics import mean
 from typing import Any
 
 from scoreflow.errors import UserError
-from scoreflow.run.records import Execution, WorkflowAttempt
+from scoreflow.records import Execution, WorkflowAttempt
 from scoreflow.run.rundir import RunData
 
 

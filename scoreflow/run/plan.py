@@ -181,7 +181,7 @@ def make_plan(cfg, command: str, run_dir: Path | None = None, evaluate_after: bo
               iteration: int | None = None) -> Plan:
     """The plan of `command` ("optimize" or "evaluate") after the preflight (which raises on bad input)."""
     from scoreflow.run.preflight import preflight
-    from scoreflow.run.records import IterationMetrics
+    from scoreflow.records import IterationMetrics
     from scoreflow.run.rundir import RunDir
     from scoreflow.run.session import run_problems
 

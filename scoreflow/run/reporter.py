@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from scoreflow.model.backend import StepInfo
-from scoreflow.run.records import Metrics
+from scoreflow.records import Metrics
 
 STAGES = ("generate", "validate", "execute", "pairs", "train", "evaluate")
 

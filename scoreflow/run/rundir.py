@@ -31,10 +31,10 @@ from pathlib import Path
 from statistics import mean
 from typing import Any, Callable, Iterable
 
-from scoreflow.run import records as R
+from scoreflow import records as R
 from scoreflow.errors import UserError
 from scoreflow.files import atomic_write, read_jsonl
-from scoreflow.run.records import UNSET
+from scoreflow.records import UNSET
 from scoreflow.stats import Estimate, bootstrap
 
 # record name -> how a line is read, and the file name older runs used for it

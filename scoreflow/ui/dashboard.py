@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from scoreflow.ui.state import DashState, comparison_text, summary
 from scoreflow.fmt import fmt_count, fmt_duration, fmt_rate
 from scoreflow.run.reporter import RunInfo
-from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
+from scoreflow.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
 
 
 def display(plain: bool = False) -> DashState:

@@ -51,7 +51,7 @@ class StageClock(Reporter):
         self.trained: set[int] = set()  # iterations whose loop work is done: later stages evaluate them
 
     def start(self, info: RunInfo) -> None:
-        from scoreflow.run.records import IterationMetrics
+        from scoreflow.records import IterationMetrics
 
         self.run_dir = Path(info.run_dir)
         self.trained = {m.iteration for m in RunDir(self.run_dir).read("metrics") if isinstance(m, IterationMetrics)}

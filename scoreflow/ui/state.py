@@ -11,7 +11,7 @@ from typing import Any
 
 from scoreflow.run.reporter import Reporter, RunInfo
 from scoreflow.fmt import fmt_count, fmt_duration
-from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics, short_reason
+from scoreflow.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics, short_reason
 
 PIPELINE = ("generate", "validate", "execute", "pairs", "train")
 EVAL_PIPELINE = ("generate", "validate", "execute")

@@ -19,7 +19,7 @@ from typing import Any
 from scoreflow.errors import UserError, one_line
 from scoreflow.extras import require
 from scoreflow.run.reporter import Reporter, RunInfo
-from scoreflow.run.records import Comparison, Metrics, WorkflowAttempt, as_metrics
+from scoreflow.records import Comparison, Metrics, WorkflowAttempt, as_metrics
 from scoreflow.run.rundir import RunDir
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from scoreflow.ui.state import EVAL_PIPELINE, PIPELINE, SCORE_BINS, DashState, Stage, comparison_text
 from scoreflow.fmt import fmt_count, fmt_duration, fmt_number as _fmt, fmt_rate
-from scoreflow.run.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
+from scoreflow.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
 
 SPARKS = "▁▂▃▄▅▆▇█"
 TALL = 36

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 from scoreflow.errors import UserError
 from scoreflow.files import atomic_write
-from scoreflow.run.records import Execution, WorkflowAttempt
+from scoreflow.records import Execution, WorkflowAttempt
 
 MANIFEST = "library.json"
 CONFIG = "config.toml"

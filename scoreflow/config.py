@@ -142,6 +142,11 @@ class TrainSection:
     valid_floor: float = opt(0.0, "with invalid_as_zero: a valid workflow's training score is valid_floor + "
                              "(1 - valid_floor) x its task score, so valid but wrong ranks above invalid (0)",
                              min=0)
+    cost_weight: float = opt(0.0, "executor cost in the score pairs are made from: a workflow's task score less "
+                             "cost_weight x its executor cost per run relative to the iteration's mean (USD when the "
+                             "executor prices calls, else tokens), kept between 0 and the task score: 0.2 takes 0.2 "
+                             "off a workflow of average cost, 0.4 off one costing twice that (0 = cost ignored, "
+                             "as in the paper)", min=0)
     sampling_alpha: float = opt(3.0, "pairs drawn with probability proportional to (s_w - s_l)^alpha (0 = uniform)", min=0)
     pair_draw: str = opt("weighted", "weighted: every pair of the iteration by that weight (the paper's); per-problem: "
                          "a problem uniformly among those with pairs, then one of its pairs by that weight",

@@ -41,12 +41,15 @@ class Context:
     rep: int = 0  # which of the r runs: keys the executor's reply cache, so runs are not collapsed
     calls: int = 0
     tokens: int = 0
+    cost_usd: float = 0.0  # at the executor's price (a reply from its cache costs what it cost first)
 
     async def llm(self, prompt: str, system: str | None = None) -> str:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         reply = await self.executor.chat(messages, max_tokens=self.max_tokens, rep=self.rep)
         self.calls += 1
         self.tokens += reply.prompt_tokens + reply.completion_tokens
+        price_in, price_out = self.executor.price
+        self.cost_usd += (reply.prompt_tokens * price_in + reply.completion_tokens * price_out) / 1e6
         return reply.text
 
 

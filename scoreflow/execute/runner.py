@@ -62,6 +62,8 @@ class Runner:
             if score:
                 out.score = float(await asyncio.to_thread(self.task.score, problem, answer))
             out.calls, out.tokens = ctx.calls, ctx.tokens
+        if any(self.executor.price):  # an executor that prices its calls: the run's spend
+            out.cost_usd = round(ctx.cost_usd, 8)
         out.seconds = time.monotonic() - t0
         return out
 

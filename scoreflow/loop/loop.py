@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from scoreflow.model.backend import TrainPair
 from scoreflow.config import Config, train_config
+from scoreflow.loop.cost import cost_weighted, workflow_costs
 from scoreflow.loop.pairs import Candidate, sample_pairs
 from scoreflow.loop.generate import Generated, Key, gather
 from scoreflow.loop.generate import generate as generate_valid
@@ -73,9 +74,12 @@ async def _iteration(s: Session, it: int, problems: list[Problem]) -> None:
     workflows = gen.valid
     scores = await execute(s, it, problems, workflows)
     candidates = dict(scores)
+    if cfg.train.cost_weight > 0:  # of two workflows as good, the cheaper one wins (cost.py)
+        costs = workflow_costs(s.run["executions"].all(), it, scores, cfg.executor.runs)
+        candidates = cost_weighted(scores, costs, cfg.train.cost_weight)
     if cfg.train.invalid_as_zero:  # a workflow that never became valid solves nothing
         floor = cfg.train.valid_floor  # and, above the floor, a valid one at least runs
-        candidates = {key: floor + (1 - floor) * sc for key, sc in scores.items()}
+        candidates = {key: floor + (1 - floor) * sc for key, sc in candidates.items()}
         candidates.update({key: 0.0 for key in gen.last if key not in workflows})
     pairs = make_pairs(s, it, candidates)
     stats = await asyncio.to_thread(train, s, it, problems, gen.last, pairs)

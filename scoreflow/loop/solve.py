@@ -1,6 +1,7 @@
 """Solving new problems with a trained run: its generator writes a workflow for each problem (up to
 `attempts` until one passes validation, as in training), and that workflow runs once in the sandbox
-with the run's executor. Nothing is written to the run directory."""
+with the run's executor. Or with a workflow library (`Solver.from_library`): the library's workflows
+alone, no generator (scoreflow.loop.library). Nothing is written to the run directory."""
 
 from __future__ import annotations
 
@@ -32,17 +33,22 @@ class Solution:
     score: float | None = None  # only when the gold answer was given
     seconds: float = 0.0
     id: str = ""
+    rank: int | None = None  # with a library: the rank of the workflow whose answer this is
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class Solver:
-    """A trained run's generator (its latest or a chosen adapter) with the run's task and executor."""
+    """A trained run's generator (its latest or a chosen adapter) with the run's task and executor; or a
+    workflow library with its run's task and executor (`from_library`: `backend` is then the local
+    executor's model, or None)."""
 
-    def __init__(self, cfg: Any, backend: Any, task: Any, iteration: int, run_dir: Path | None = None):
+    def __init__(self, cfg: Any, backend: Any, task: Any, iteration: int, run_dir: Path | None = None,
+                 library: Any = None, rule: str = "first"):
         self.cfg, self.backend, self.task = cfg, backend, task
         self.iteration, self.run_dir = iteration, run_dir
+        self.library, self.rule = library, rule
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     @classmethod
@@ -72,6 +78,26 @@ class Solver:
             solver.backend.load_adapter(solver._adapter(run.adapter_dir(iteration)))
         return solver
 
+    @classmethod
+    def from_library(cls, library_dir: str | Path, overrides: dict[str, dict[str, Any]] | None = None,
+                     rule: str = "first") -> "Solver":
+        """The workflows of LIBRARY_DIR (`scoreflow export RUN --library K`) with their run's task and
+        executor (`overrides` as in from_run). No generator is loaded: with the local executor its base
+        model loads as the executor, with an OpenAI-compatible one no model loads at all. `rule`: first
+        (rank order until one answers) or vote (scoreflow.loop.library)."""
+        from scoreflow import config as C
+        from scoreflow.loop.library import RULES, load_library
+        from scoreflow.run.preflight import preflight
+        from scoreflow.run.session import make_backend
+
+        if rule not in RULES:
+            raise UserError(f"unknown rule {rule!r}: choose one of {', '.join(RULES)}")
+        library = load_library(library_dir)
+        cfg = C.build(C.merge(library.config, overrides or {}), snapshot=True)
+        local = cfg.executor.kind == "local"
+        task = preflight(cfg, (), model=local)
+        return cls(cfg, make_backend(cfg) if local else None, task, 0, None, library, rule)
+
     def _adapter(self, folder: Path) -> Path:
         """The adapter in the format of the backend in use (a run trained on MLX used from PyTorch, say)."""
         from scoreflow.model.adapters import convert, detect_format
@@ -100,8 +126,8 @@ class Solver:
 
     def solve(self, question: str, *, answer: Any = None, context: str = "", entry_point: str = "",
               attempts: int = DEFAULT_ATTEMPTS) -> Solution:
-        """Write a workflow for `question`, run it and return its answer. With the gold `answer` (in the
-        task's form) the solution is also scored."""
+        """Write a workflow for `question` (with a library: take its workflows by the rule), run it and
+        return its answer. With the gold `answer` (in the task's form) the solution is also scored."""
         p = self.problem(question, answer=answer, context=context, entry_point=entry_point)
         return self.solve_problems([p], attempts=attempts)[0]
 
@@ -119,6 +145,10 @@ class Solver:
         runner = make_runner(cfg, self.task, executor)
         t0 = time.monotonic()
         try:
+            if self.library is not None:
+                from scoreflow.loop.library import answer
+
+                return list(await asyncio.gather(*(answer(runner, self.library, p, self.rule, t0) for p in problems)))
             g = replace(cfg.generator, max_attempts=max(1, attempts))
             gen = await generate(self.backend, runner, problems, g, seed=cfg.run.seed, iteration=self.iteration,
                                  k=1, test=True)

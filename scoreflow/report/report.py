@@ -25,6 +25,7 @@ def load_runs(paths: list[Path]) -> list[RunData]:
 
 def write_report(runs: list[RunData], out: Path) -> Path:
     from scoreflow.report.plots import FIGURES
+    from scoreflow.report.workflows import write_pngs
 
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -32,6 +33,7 @@ def write_report(runs: list[RunData], out: Path) -> Path:
         raise UserError(f"cannot create {out}: {e.strerror or e}") from None
     for name, (make, _) in FIGURES.items():
         make(runs).savefig(out / name, dpi=110)
+    write_pngs(runs, out)
     path = out / "report.md"
     path.write_text(markdown(runs), encoding="utf-8")
     return path
@@ -168,13 +170,14 @@ PLOT_NOTES = {
 
 def markdown(runs: list[RunData]) -> str:
     from scoreflow.report.plots import FIGURES
+    from scoreflow.report.workflows import section
 
     main_run = runs[0]
     title = " vs ".join(r.label for r in runs) if len(runs) > 1 else main_run.label
     parts = [f"# ScoreFlow report: {title}\n", f"Written {time.strftime('%Y-%m-%d %H:%M')}.\n"]
     if len(runs) > 1:
         parts += ["## Comparison\n", _comparison(runs)]
-    for r in runs:
+    for i, r in enumerate(runs, 1):
         h = "##" if len(runs) == 1 else "###"
         if len(runs) > 1:
             parts.append(f"## {r.label}\n")
@@ -185,6 +188,7 @@ def markdown(runs: list[RunData]) -> str:
         if r.tests:
             parts += [f"{h} Test split\n", _tests(r)]
         parts += [f"{h} Rejected workflows\n", _reasons(r)]
+        parts += [f"{h} Best workflows\n", section(r, h, i if len(runs) > 1 else None)]
     parts.append("## Plots\n")
     for name, (_, caption) in FIGURES.items():
         parts += [f"### {caption}\n", f"![{caption}]({name})\n", PLOT_NOTES[name] + "\n"]

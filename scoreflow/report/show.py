@@ -1,4 +1,5 @@
-"""`scoreflow show`: one problem's workflows of one iteration, best first, rejected ones with reasons."""
+"""`scoreflow show`: one problem's workflows of one iteration, best first, each with its graph (Mermaid),
+rejected ones with reasons."""
 
 from __future__ import annotations
 
@@ -40,6 +41,21 @@ def _pick(records: list[WorkflowAttempt], problem: str, iteration: int | None) -
         return by_id[0], iteration
     raise UserError(f"no problem {problem!r} in iteration {iteration}; problems are 0..{max(here)} "
                     f"(or their ids, e.g. {here[min(here)]})")
+
+
+def graph_text(source: str | None) -> Any:
+    """The workflow's graph as Mermaid text with its operators and structures (scoreflow.report.graph)."""
+    from rich.text import Text
+
+    from scoreflow.report.graph import parse
+
+    graph = parse(source)
+    if graph is None:
+        return Text("graph: none (the source does not parse)", style="dim")
+    ops = ", ".join(f"{op} ×{n}" for op, n in sorted(graph.operators().items())) or "no operator call"
+    out = Text(f"graph ({ops}; {', '.join(graph.structures()) or 'a single step'}):\n", style="bold")
+    out.append(graph.mermaid(), style="cyan")
+    return out
 
 
 def show(run: RunData, problem: str, iteration: int | None, console: Any) -> None:
@@ -86,6 +102,7 @@ def show(run: RunData, problem: str, iteration: int | None, console: Any) -> Non
                 line.append(f" · {e.reason[:120]}")
             console.print(line)
         console.print(Syntax(r.source or "", "python", theme="ansi_dark", word_wrap=True))
+        console.print(graph_text(r.source))
     for slot in rejected:
         r = final[slot]
         n = len(slots[slot])

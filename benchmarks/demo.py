@@ -8,7 +8,7 @@ Per seed: wall time, peak resident memory of the whole process tree, the run's o
 (trained vs base on the held-out test problems, with its 95% CI), the time per stage (profile.md),
 how many solved test workflows hold their gold answer in the source (must be 0), and what the
 trained generator does differently: per kind of arith problem, the operation its test workflows
-apply before and after training. Prints one JSON object; with --markdown also a RESULTS.md section.
+apply before and after training. Prints one JSON object (benchmarks/RESULTS.md, section 5, reads it).
 """
 
 from __future__ import annotations

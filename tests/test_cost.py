@@ -8,13 +8,12 @@ from statistics import mean
 
 import pytest
 
-from fake_backend import FakeBackend
+from fake_backend import FakeBackend, config
 from scoreflow import api
 from scoreflow.loop.cost import cost_weighted, execution_cost, workflow_costs
 from scoreflow.records import Execution
 from scoreflow.run.rundir import load_run
 
-from test_solve import config
 
 
 def test_cost_weighted_on_hand_values():

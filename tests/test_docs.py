@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import warnings
@@ -198,6 +199,17 @@ def run_commands(cmds: list[D.Command], cwd: Path, timeout: int) -> list[str]:
     return failures
 
 
+def _pairs(args: list[str]) -> list[str]:
+    """A command's flags, each with its value when it takes one ("--report-to wandb")."""
+    out: list[str] = []
+    for a in args:
+        if out and not a.startswith("-") and out[-1].startswith("-") and " " not in out[-1]:
+            out[-1] += f" {a}"
+        else:
+            out.append(a)
+    return out
+
+
 def runs(inventory, tier: str) -> list[D.Command]:
     return [c for c, v in inventory if v.kind == "run" and v.why == tier]
 
@@ -218,14 +230,24 @@ def test_fast_commands_run(inventory, tmp_path):
 
 
 @pytest.mark.slow
-def test_slow_commands_run(inventory, tmp_path):
-    """The README's demo (`scoreflow optimize`, small sizes) makes runs/RUN; then every other command that
-    loads the embedded model: trackers, solve, export."""
+def test_slow_commands_run(inventory, demo_run, tmp_path):
+    """The README's demo (`scoreflow optimize`) is the shared demo run (tests/runs.py: small sizes, every
+    tracker), copied to runs/RUN; a documented `optimize` whose flags that run already has (the tracker
+    one) is checked against its command line, not run again. Then every other command that loads the
+    embedded model runs on the copy: solve, export."""
     cmds = runs(inventory, "slow")
     assert cmds[0].argv == ["scoreflow", "optimize"], "the README's first run makes runs/RUN"
     if not (DATA_DIR / "gsm8k").is_dir():
         warnings.warn(f"no shared data at {DATA_DIR}")
-    failures = run_commands(cmds, tmp_path, 900)
+    assert demo_run.rc == 0, demo_run.err[-3000:]
+    shutil.copytree(demo_run.run_dir, tmp_path / "runs" / "RUN")
+    ran = " ".join(demo_run.argv) + " "
+    covered = [c for c in cmds if c.argv[:2] == ["scoreflow", "optimize"]]
+    for c in covered:
+        missing = [a for a in _pairs(c.argv[2:]) if f" {a} " not in ran
+                   and not (a.startswith("--report-to ") and not importlib.util.find_spec(a.split()[1]))]
+        assert not missing, f"{c.where}: {c.text}: the shared demo run lacks {missing}"
+    failures = run_commands([c for c in cmds if c not in covered], tmp_path, 900)
     assert not failures, "\n".join(failures)
     run = tmp_path / "runs" / "RUN"
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
@@ -235,11 +257,18 @@ def test_slow_commands_run(inventory, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.mlx
-def test_mlx_commands_run(inventory, tmp_path):
+def test_mlx_commands_run(inventory, mlx_run, tmp_path):
+    """docs/mlx.md's run is the shared MLX run (tests/runs.py, small sizes): its flags are checked
+    against that run's command line; any other command of the page runs on a copy of it."""
     pytest.importorskip("mlx_lm")
     cmds = runs(inventory, "mlx")
-    assert cmds, "docs/mlx.md's first run"
-    failures = run_commands(cmds, tmp_path, 900)
+    assert cmds and cmds[0].argv[:2] == ["scoreflow", "optimize"], "docs/mlx.md's first run"
+    assert mlx_run.rc == 0, mlx_run.err[-3000:]
+    ran = " ".join(mlx_run.argv) + " "
+    missing = [a for a in _pairs(cmds[0].argv[2:]) if f" {a} " not in ran]
+    assert not missing, f"{cmds[0].where}: {cmds[0].text}: the shared MLX run lacks {missing}"
+    shutil.copytree(mlx_run.run_dir, tmp_path / "runs" / "RUN")
+    failures = run_commands(cmds[1:], tmp_path, 900)
     assert not failures, "\n".join(failures)
     assert json.loads((tmp_path / "runs" / "RUN" / "status.json").read_text())["status"] == "finished"
 

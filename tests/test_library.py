@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fake_backend import BAD, GOOD, FakeBackend
+from fake_backend import BAD, GOOD, FakeBackend, config
 from fake_openai import FakeOpenAI
 from scoreflow import api
 from scoreflow.cli import main as cli
 from scoreflow.errors import UserError
-
-from test_solve import config
 
 
 @pytest.fixture

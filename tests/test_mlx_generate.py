@@ -21,7 +21,7 @@ from scoreflow.backends import mlx as B  # noqa: E402
 from scoreflow.backends.mlx.generate import make_sampler, nucleus  # noqa: E402
 from scoreflow.backends.mlx.prompt_cache import opening_length  # noqa: E402
 from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
-from test_mlx_backend import random_peft  # noqa: E402
+from helpers import random_peft  # noqa: E402
 
 pytestmark = pytest.mark.mlx
 LORA = LoraConfig(rank=4, alpha=8.0, dropout=0.0)

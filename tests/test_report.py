@@ -420,6 +420,8 @@ def test_report_and_show_on_a_real_run(demo_run, tmp_path, capsys):
     md = (tmp_path / "r" / "report.md").read_text()
     rejected = sum(1 for w in wfs if not w["valid"])
     assert (f"{rejected} rejected attempts in all." in md) if rejected else ("No workflow was rejected." in md)
+    assert "```mermaid\nflowchart TD" in md  # the best workflows drawn, with a picture beside each
+    assert (tmp_path / "r" / "workflow-1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
     assert cli_main(["show", str(run), "--problem", "0"]) == 0
     out = capsys.readouterr().out

@@ -98,3 +98,26 @@ def test_solve_with_the_embedded_model(demo_run, tmp_path):
         assert "async def run_workflow(self)" in got["workflow"] and got["executor_calls"] >= 1
         assert got["status"] in ("ok", "timeout", "crashed", "error")
         assert got["status"] != "ok" or isinstance(got["answer"], str)
+
+
+@pytest.mark.slow
+def test_a_library_from_the_embedded_models_run_answers_without_the_generator(demo_run, tmp_path):
+    """`export --library` on the shared demo run, then `solve --library`: the workflows the real
+    generator wrote answer a new problem with the embedded model as executor, and no adapter loads."""
+    run = demo_run.run_dir
+    assert demo_run.rc == 0, demo_run.err[-3000:]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    lib = tmp_path / "lib"
+    res = subprocess.run([sys.executable, "-m", "scoreflow", "export", str(run), "--library", "3", "--out", str(lib)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    manifest = json.loads((lib / "library.json").read_text())
+    assert manifest["workflows"] and all((lib / w["file"]).is_file() for w in manifest["workflows"])
+    res = subprocess.run([sys.executable, "-m", "scoreflow", "solve", "--library", str(lib), "--json",
+                          "Ava has 3 apples. Ava gets 4 more. How many apples does Ava have now?",
+                          "--set", "executor.max_tokens=48"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["rank"] >= 1 and got["executor_calls"] >= 1 and got["status"] in ("ok", "timeout", "crashed", "error")
+    assert got["generator"].startswith("none: library") and got["library"] == str(lib)

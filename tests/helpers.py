@@ -66,3 +66,19 @@ def run_benchmark(script: str, *args: str, timeout: float = 300) -> dict:
     out = json.loads(lines[-1])
     assert isinstance(out, dict)
     return out
+
+
+class Fmt:
+    """A chat format of characters: enough for Encoded."""
+
+    def render(self, messages) -> str:
+        return "|".join(m["content"] for m in messages)
+
+    def encode_text(self, text: str) -> list[int]:
+        return [ord(c) % 64 for c in text]
+
+    def completion_ids(self, text: str) -> list[int]:
+        return [ord(c) % 64 for c in text] + [0]
+
+    def context_length(self, messages, ids=None) -> int:
+        return 0

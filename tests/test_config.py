@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import Fmt
 from scoreflow import config as C
 from scoreflow.model import training
 from scoreflow.model.backend import LoraConfig, TrainConfig, TrainPair
@@ -125,22 +126,6 @@ def test_learning_rate_at_hand_computed():
     assert [training.learning_rate_at(const, s, 4) for s in range(4)] == [1e-4] * 4
     with pytest.raises(ValueError, match="schedule"):
         training.learning_rate_at(TrainConfig(lr_schedule="cosine"), 0, 4)
-
-
-class Fmt:
-    """A chat format of characters: enough for Encoded."""
-
-    def render(self, messages) -> str:
-        return "|".join(m["content"] for m in messages)
-
-    def encode_text(self, text: str) -> list[int]:
-        return [ord(c) % 64 for c in text]
-
-    def completion_ids(self, text: str) -> list[int]:
-        return [ord(c) % 64 for c in text] + [0]
-
-    def context_length(self, messages, ids=None) -> int:
-        return 0
 
 
 class RateWork:

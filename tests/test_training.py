@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import Fmt
 from scoreflow.model import training
 from scoreflow.model.backend import LoraConfig, StepInfo, TrainConfig, TrainPair
 
@@ -44,22 +45,6 @@ def test_batching_rule():
 
 
 # -- the skeleton on a fake backend ----------------------------------------------------------------
-
-class Fmt:
-    """A chat format of characters: enough for Encoded."""
-
-    def render(self, messages) -> str:
-        return "|".join(m["content"] for m in messages)
-
-    def encode_text(self, text: str) -> list[int]:
-        return [ord(c) % 64 for c in text]
-
-    def completion_ids(self, text: str) -> list[int]:
-        return [ord(c) % 64 for c in text] + [0]
-
-    def context_length(self, messages, ids=None) -> int:
-        return 0
-
 
 class FakeWork:
     """One pass per pair; a pair's loss is its index. Records what each step ran."""

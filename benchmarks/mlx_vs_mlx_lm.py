@@ -257,7 +257,7 @@ def score_dpo_tuner_loss(beta: float):
     return loss
 
 
-def tuner_batches(plan: training.Plan, ref: mx.array):
+def tuner_batches(plan: training.TrainPlan, ref: mx.array):
     """mlx-lm's iterate_batches signature: the plan's steps, in order, for ever."""
     enc = plan.enc
 
@@ -282,7 +282,7 @@ def measure_training(b: MLXBackend, pairs_per_step: int, rounds: int, steps: int
 
     pairs = make_pairs(b, pairs_per_step * steps)
     cfg = TrainConfig(batch_size=pairs_per_step, learning_rate=1e-4, checkpoint_every=0)
-    plan = training.Plan.make(b.fmt, pairs, cfg)
+    plan = training.TrainPlan.make(b.fmt, pairs, cfg)
     with adapter_disabled(b.model):
         got = _train.scored(b.model, plan.enc, range(len(plan.enc.seqs)), b.pad_id)
     ref = mx.array([got[i] for i in range(len(plan.enc.seqs))])

@@ -161,7 +161,7 @@ def _pairs(n: int) -> list[TrainPair]:
 
 def test_the_skeleton_steps_at_the_schedule_and_a_resumed_run_continues_it(tmp_path):
     cfg = TrainConfig(learning_rate=0.3, lr_schedule="linear", batch_size=2, epochs=2, checkpoint_every=2)
-    plan = training.Plan.make(Fmt(), _pairs(5), cfg)
+    plan = training.TrainPlan.make(Fmt(), _pairs(5), cfg)
     assert len(plan.steps) == 6  # 3 steps an epoch: the schedule spans both epochs, as transformers' does
     whole = RateWork()
     training.train(plan, cfg, whole)
@@ -179,7 +179,7 @@ def test_the_skeleton_steps_at_the_schedule_and_a_resumed_run_continues_it(tmp_p
     training.train(plan, cfg, resumed, checkpoint_dir=tmp_path)  # from the step-2 checkpoint
     assert resumed.rates == pytest.approx(whole.rates)
     with pytest.raises(ValueError, match="schedule"):
-        training.Plan.make(Fmt(), _pairs(2), TrainConfig(lr_schedule="cosine"))
+        training.TrainPlan.make(Fmt(), _pairs(2), TrainConfig(lr_schedule="cosine"))
 
 
 # ---- the PyTorch backend steps at the skeleton's rate --------------------------------------------

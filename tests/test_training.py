@@ -79,7 +79,7 @@ class FakeWork:
 
 
 def test_steps_and_logged_statistics():
-    plan = training.Plan.make(Fmt(), pairs(), CFG)
+    plan = training.TrainPlan.make(Fmt(), pairs(), CFG)
     assert plan.steps == STEPS
     # grouping by length (the MLX backend's rule before the skeleton) would have made other steps
     by_length = sorted(range(7), key=lambda k: max(len(plan.enc.seqs[i]) for i in plan.index[k]))
@@ -95,12 +95,12 @@ def test_steps_and_logged_statistics():
     assert [h.grad_norm for h in seen] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert stats.tokens == 2 * sum(len(plan.enc.seqs[i]) for p in plan.index for i in p)
     with pytest.raises(ValueError, match="unknown loss"):
-        training.Plan.make(Fmt(), pairs(), TrainConfig(loss="ipo"))
+        training.TrainPlan.make(Fmt(), pairs(), TrainConfig(loss="ipo"))
 
 
 def test_checkpoint_layout_rotation_and_resume(tmp_path):
     cfg = TrainConfig(batch_size=3, epochs=2, checkpoint_every=2)
-    plan, ck = training.Plan.make(Fmt(), pairs(), cfg), tmp_path / "ck"
+    plan, ck = training.TrainPlan.make(Fmt(), pairs(), cfg), tmp_path / "ck"
 
     def boom(info):
         if info.step == 5:
@@ -127,7 +127,7 @@ def test_a_checkpoint_of_the_previous_version_resumes(tmp_path):
     history = [StepInfo(i, 6, 0.5, 0.1, 0.2, 0.1, 1.0, 0.3) for i in (1, 2, 3)]
     (ck / "state.json").write_text(json.dumps({"step": 3, "history": [vars(h) for h in history]}))
     work = FakeWork()
-    stats = training.train(training.Plan.make(Fmt(), pairs(), CFG), CFG, work, checkpoint_dir=tmp_path)
+    stats = training.train(training.TrainPlan.make(Fmt(), pairs(), CFG), CFG, work, checkpoint_dir=tmp_path)
     assert stats.history[:3] == history and [sorted(s) for s in work.steps] == STEPS[3:]
 
 
@@ -207,7 +207,7 @@ def mlx_steps(tiny_llama, monkeypatch) -> tuple[list[list[int]], list[set], obje
 
 
 def expected_sequences(fmt) -> list[set]:
-    plan = training.Plan.make(fmt, pairs(), CFG)
+    plan = training.TrainPlan.make(fmt, pairs(), CFG)
     return [{tuple(plan.enc.seqs[i]) for i in plan.sequences(step)} for step in plan.steps]
 
 

@@ -336,7 +336,7 @@ def reference_logprobs(model, enc: Encoded, pad_id: int, device: torch.device,
 class _Work:
     """This backend's tensor work for the training skeleton: packed rows, AdamW, safetensors."""
 
-    def __init__(self, model, plan: training.Plan, cfg: TrainConfig, ref: torch.Tensor, pad_id: int,
+    def __init__(self, model, plan: training.TrainPlan, cfg: TrainConfig, ref: torch.Tensor, pad_id: int,
                  device: torch.device, budget: int):
         self.model, self.plan, self.cfg, self.ref = model, plan, cfg, ref
         self.pad_id, self.device, self.budget = pad_id, device, budget
@@ -420,7 +420,7 @@ def train(
     padded tokens per micro-batch (None: one prompt group at a time on CPU, GPU_TOKEN_BUDGET on CUDA).
     Launched as several ranks, each computes its share of every batch and only rank 0 writes checkpoints."""
     t0 = time.time()
-    plan = training.Plan.make(fmt, pairs, cfg)
+    plan = training.TrainPlan.make(fmt, pairs, cfg)
     rank, world = distributed.setup(device)
     ranks = None
     if world > 1:

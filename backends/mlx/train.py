@@ -307,7 +307,7 @@ class _Work:
     and outputs. A pass's pairs and shapes are part of what is compiled, so each new pass is traced
     again; the compiled kernels are reused."""
 
-    def __init__(self, model: nn.Module, plan: training.Plan, cfg: TrainConfig, ref: mx.array, pad_id: int,
+    def __init__(self, model: nn.Module, plan: training.TrainPlan, cfg: TrainConfig, ref: mx.array, pad_id: int,
                  shared: bool, compiled: bool = False):
         self.model, self.plan, self.shared, self.grads = model, plan, shared, None
         self.opt = optim.AdamW(learning_rate=cfg.learning_rate, weight_decay=0.0, bias_correction=True)
@@ -379,7 +379,7 @@ def train(
     distinct prompt once per pass (None: wherever the model allows; False: the plain path); compiled:
     through mx.compile (_Work)."""
     t0 = time.time()
-    plan = training.Plan.make(fmt, pairs, cfg)
+    plan = training.TrainPlan.make(fmt, pairs, cfg)
     shared = shareable(model) if shared is None else shared
     # Reference log-probs: once per unique sequence, with the LoRA update scaled to zero.
     model.eval()

@@ -4,7 +4,7 @@ and logged statistics, the checkpoint layout with resume and rotation, and the l
 A backend supplies only tensor work (`TensorWork`): its passes over a step's pairs (packed rows in
 PyTorch, prompt KV sharing in MLX), the forward/backward of one pass, the optimiser update, and
 tensor save and load; under several processes also the collectives (`Collective`). In the spirit of
-mlx-lm's tuner, `train()` takes that work and the batches (a `Plan`) as parameters.
+mlx-lm's tuner, `train()` takes that work and the batches (a `TrainPlan`) as parameters.
 
 The batching rule, the only one: the pairs are taken in the order given (the loop has already
 sampled them at random, seeded) and cut into consecutive optimiser steps of `batch_size` pairs, the
@@ -108,7 +108,7 @@ def batches(n_pairs: int, batch_size: int, epochs: int) -> list[list[int]]:
 
 
 @dataclass
-class Plan:
+class TrainPlan:
     """The pairs, indexed into their unique token sequences, and the pairs of every optimiser step."""
     pairs: Sequence[TrainPair]
     enc: Encoded  # unique (prompt, completion) token sequences
@@ -117,7 +117,7 @@ class Plan:
     loss: str = "score-dpo"
 
     @classmethod
-    def make(cls, fmt: ChatFormat, pairs: Sequence[TrainPair], cfg: TrainConfig) -> Plan:
+    def make(cls, fmt: ChatFormat, pairs: Sequence[TrainPair], cfg: TrainConfig) -> TrainPlan:
         if cfg.loss not in LOSSES:
             raise ValueError(f"unknown loss {cfg.loss!r}; expected one of {LOSSES}")
         learning_rate_at(cfg, 0, 1)  # an unknown schedule fails here, before any tensor work
@@ -227,7 +227,7 @@ def resume(root: Path | None, work: TensorWork) -> tuple[int, list[StepInfo]]:
 
 # -- the loop -------------------------------------------------------------------------------------
 
-def train(plan: Plan, cfg: TrainConfig, work: TensorWork, *, on_step: Callable[[StepInfo], None] | None = None,
+def train(plan: TrainPlan, cfg: TrainConfig, work: TensorWork, *, on_step: Callable[[StepInfo], None] | None = None,
           checkpoint_dir: Path | None = None, collective: Collective | None = None,
           started: float | None = None) -> TrainStats:
     """Run plan.steps from the last checkpoint on: one optimiser step per batch, its StepInfo to on_step.

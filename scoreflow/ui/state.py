@@ -19,7 +19,7 @@ SCORE_BINS = 5
 
 
 @dataclass
-class Stage:
+class StageProgress:
     name: str
     total: int
     done: int
@@ -55,7 +55,7 @@ class DashState(Reporter):
         self.t_start = time.time()
         self.iteration = 0
         self.evaluating = False
-        self.stages: dict[str, Stage] = {}
+        self.stages: dict[str, StageProgress] = {}
         self.current: str | None = None
         self.valid = self.rejected = 0
         self.slots = 0  # workflow slots of the iteration: the first generate stage's size
@@ -97,7 +97,7 @@ class DashState(Reporter):
             if self.current in self.stages and self.stages[self.current].ended is None:
                 self.stages[self.current].ended = now
             attempt = self.stages[name].attempt + 1 if name in self.stages else 1
-            self.stages[name] = Stage(name, total, min(done, total), min(done, total), now, attempt=attempt)
+            self.stages[name] = StageProgress(name, total, min(done, total), min(done, total), now, attempt=attempt)
             self.current = name
 
     def advance(self, n: int = 1) -> None:

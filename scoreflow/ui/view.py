@@ -13,7 +13,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from scoreflow.ui.state import EVAL_PIPELINE, PIPELINE, SCORE_BINS, DashState, Stage, comparison_text
+from scoreflow.ui.state import EVAL_PIPELINE, PIPELINE, SCORE_BINS, DashState, StageProgress, comparison_text
 from scoreflow.fmt import fmt_count, fmt_duration, fmt_number as _fmt, fmt_rate
 from scoreflow.records import Comparison, IterationMetrics, Metrics, TestMetrics, as_metrics
 
@@ -75,7 +75,7 @@ def _header(st: DashState, width: int) -> list[Text]:
     return [first, second, third]
 
 
-def _stage_row(s: Stage | None, name: str, bar_w: int, now: float) -> Text:
+def _stage_row(s: StageProgress | None, name: str, bar_w: int, now: float) -> Text:
     if s is None:
         return _line("  ", (f"{name:<9}", "dim"), _bar(0, 1, bar_w, False))
     done = s.ended is not None or s.done >= s.total

@@ -242,7 +242,7 @@ def test_attention_by_segments_equals_mask(backend, monkeypatch):
         return real(*a, segments=segments, **k)
 
     monkeypatch.setattr(attention, "segment_attention", spy)
-    attention._registered = False  # register the spy
+    attention._registered.discard(attention.NAME)  # register the spy
     _randomise(backend, 7)
     model, pad, dev = backend.model, backend.tokenizer.pad_token_id, backend.torch_device
     model.train()
@@ -258,7 +258,7 @@ def test_attention_by_segments_equals_mask(backend, monkeypatch):
     finally:
         model.eval()
         monkeypatch.undo()
-        attention._registered = False
+        attention._registered.discard(attention.NAME)
     assert calls and all(s == row.segments() for s in calls)
     assert model.get_base_model().config._attn_implementation == "sdpa"  # restored
     _close(out["segments"][0], out["mask"][0])

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 NAME = "scoreflow_segments"
-_registered = False
+_registered: set[str] = set()  # the names given to transformers' AttentionInterface
 
 
 def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
@@ -53,19 +53,23 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
 
 
 @contextmanager
-def by_segments(config):
-    """Dispatch the model's attention to segment_attention while the block runs (the decoder's layers
-    read config._attn_implementation at each call). No mask function is registered under NAME, so
-    transformers builds no (W, W) mask either."""
-    global _registered
+def attention_by(config, name: str, function):
+    """Dispatch the model's attention to `function`, registered under `name`, while the block runs
+    (the decoder's layers read config._attn_implementation at each call)."""
     from transformers import AttentionInterface
 
-    if not _registered:
-        AttentionInterface.register(NAME, segment_attention)
-        _registered = True
+    if name not in _registered:
+        AttentionInterface.register(name, function)
+        _registered.add(name)
     old = config._attn_implementation
-    config._attn_implementation = NAME
+    config._attn_implementation = name
     try:
         yield
     finally:
         config._attn_implementation = old
+
+
+def by_segments(config):
+    """segment_attention while the block runs. No mask function is registered under NAME, so
+    transformers builds no (W, W) mask either."""
+    return attention_by(config, NAME, segment_attention)

@@ -11,13 +11,13 @@ softmax parts are joined exactly through their shared maximum and sum.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
+from scoreflow.backends.cuda.attention import attention_by
+
 NAME = "scoreflow_cascade"
-_registered = False
 
 
 @dataclass
@@ -76,18 +76,6 @@ def _attend(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return out.permute(1, 3, 0, 2, 4).reshape(b, q, heads, d)  # (b, q, H, d), head h = kv head h // rep
 
 
-@contextmanager
 def over_openings(config):
     """Dispatch the model's attention to cascade_attention while the block runs."""
-    global _registered
-    from transformers import AttentionInterface
-
-    if not _registered:
-        AttentionInterface.register(NAME, cascade_attention)
-        _registered = True
-    old = config._attn_implementation
-    config._attn_implementation = NAME
-    try:
-        yield
-    finally:
-        config._attn_implementation = old
+    return attention_by(config, NAME, cascade_attention)

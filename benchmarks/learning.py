@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, emit, today  # noqa: E402
 
 from scoreflow.loop import loop  # noqa: E402
+from scoreflow.model.backend import LOSSES  # noqa: E402
 from scoreflow.config import build  # noqa: E402
 from scoreflow.records import IterationMetrics, TestMetrics  # noqa: E402
 from scoreflow.run.rundir import RunDir  # noqa: E402
@@ -317,7 +318,7 @@ def main() -> None:
     ap.add_argument("--test-problems", type=int, default=0, help="held-out test problems (0 = the preset's)")
     ap.add_argument("-k", type=int, default=0, help="workflows per problem (0 = the preset's)")
     ap.add_argument("--pairs", type=int, default=0, help="pairs per iteration (0 = the preset's)")
-    ap.add_argument("--loss", default="score-dpo", choices=("score-dpo", "dpo", "sft"))
+    ap.add_argument("--loss", default="score-dpo", choices=LOSSES)
     ap.add_argument("--eval-at", type=int, nargs="*", default=None,
                     help="iterations evaluated on the test split besides 0 and the last (default: all)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
@@ -346,7 +347,7 @@ def main() -> None:
     if args.eval_at is None:
         args.eval_at = list(range(1, args.iterations + 1))
     if args.quick:
-        args.seeds, args.iterations, args.problems, args.test_problems, args.k, args.pairs = [0], 1, 2, 3, 2, 2
+        args.seeds, args.iterations, args.problems, args.test_problems, args.k, args.pairs = [1], 1, 2, 3, 2, 2
     for name in ("problems", "test_problems", "k", "pairs"):  # 0: leave it to the preset
         if not getattr(args, name):
             setattr(args, name, None)

@@ -134,8 +134,12 @@ class LoraSection:
 
 @dataclass
 class TrainSection:
-    loss: str = opt("score-dpo", "score-dpo, dpo, or sft (winners only)", choices=LOSSES)
+    loss: str = opt("score-dpo", "score-dpo, dpo, sft (winners only), or grpo (group-relative: every pair of each "
+                    "problem's k workflows, advantages normalised in the group, a clipped ratio to the generator "
+                    "that wrote them; train.pairs unused, batch_size counts problems)", choices=LOSSES)
     beta: float = opt(0.1, "preference loss beta", min=0)
+    clip: float = opt(0.2, "grpo: the ratio to the generator that wrote the workflows is clipped to 1 +- clip",
+                      min=0)
     pairs: int = opt(2000, "N: pairs sampled per iteration, with replacement", min=1)
     invalid_as_zero: bool = opt(False, "workflows still invalid after max_attempts enter pairs with score 0, "
                                 "so training also teaches the format (on in the demo preset for weak models)")

@@ -116,6 +116,9 @@ class PairRecord(Record):
     rejected: int = 0
     score_chosen: float = 0.0
     score_rejected: float = 0.0
+    advantage_chosen: Any = UNSET  # float, the group-relative loss only (loop/pairs.group_pairs)
+    advantage_rejected: Any = UNSET
+    weight: Any = UNSET
 
 
 @dataclass

@@ -10,7 +10,7 @@ least one optimiser step runs. Their seeds are fixed, chosen so that this happen
 - `terminal`: a one-problem run of the demo preset in an 80x24 pseudo-terminal (the live dashboard).
 - `killed`: a run of the demo preset killed with SIGKILL during generation, execution, training and
   the final held-out evaluation, each time resumed with --resume, until it finishes.
-- `learning`: benchmarks/learning.py --quick (a run, the same pairs under DPO, --combine, --retest-from).
+- `learning`: benchmarks/learning.py --quick (a run, the same workflows under grpo, --combine, --retest-from).
 - `mlx`: `scoreflow optimize --backend mlx` at small sizes (the MLX tier only).
 
 conftest.py makes each a session fixture (demo_run, terminal_run, killed_run, learning_run, mlx_run) and
@@ -397,12 +397,12 @@ def mlx(base: Path) -> Finished:
 
 @dataclass
 class Learning:
-    """The learning benchmark's machinery on the real model: a run, the same pairs under another loss
-    (--reuse-from), both summarised as one (--combine), and the first run's adapters evaluated again
-    (--retest-from); each invocation's printed JSON."""
+    """The learning benchmark's machinery on the real model: a run, the same workflows and scores under
+    the group-relative loss (--reuse-from), both summarised as one (--combine), and the first run's
+    adapters evaluated again (--retest-from); each invocation's printed JSON."""
     base: Path
     first: dict
-    dpo: dict
+    grpo: dict
     both: dict
     again: dict
     seconds: float = 0.0
@@ -416,13 +416,13 @@ def learning(base: Path) -> Learning:
     runs = base / "runs"
     # run_benchmark gives each one thread (OMP_NUM_THREADS, unless this process's environment sets it)
     first = run_benchmark("learning.py", "--runs-dir", str(runs), "--out", str(base / "learning.json"), timeout=1800)
-    dpo = run_benchmark("learning.py", "--loss", "dpo", "--runs-dir", str(runs), "--reuse-from", str(runs),
-                        "--out", str(base / "learning-dpo.json"), timeout=1800)
-    both = run_benchmark("learning.py", "--combine", str(base / "learning.json"), str(base / "learning-dpo.json"),
+    grpo = run_benchmark("learning.py", "--loss", "grpo", "--runs-dir", str(runs), "--reuse-from", str(runs),
+                         "--out", str(base / "learning-grpo.json"), timeout=1800)
+    both = run_benchmark("learning.py", "--combine", str(base / "learning.json"), str(base / "learning-grpo.json"),
                          "--out", str(base / "losses.json"))
     again = run_benchmark("learning.py", "--runs-dir", str(base / "retest"), "--retest-from", str(runs),
                           timeout=1800)
-    return Learning(base, first, dpo, both, again, time.monotonic() - t0)
+    return Learning(base, first, grpo, both, again, time.monotonic() - t0)
 
 
 # ---- made once, in the background or on first use -----------------------------------------------------

@@ -136,9 +136,12 @@ def test_execution_local_mlx_quick(tiny_llama):
 @pytest.mark.slow
 def test_learning_quick(learning_run):
     """The learning benchmark's machinery on the real model: base and trained evaluations, the
-    summary with CIs, the rule's share and the gold-in-source count; then another loss on the same
-    pairs (--reuse-from), both summarised as one (--combine), and the adapters evaluated again
-    (--retest-from). The four commands run as the shared run `learning` (tests/runs.py)."""
+    summary with CIs, the rule's share and the gold-in-source count; then the group-relative loss on
+    the same workflows and scores (--reuse-from: a real-model run of `--loss grpo`), both summarised as
+    one (--combine), and the adapters evaluated again (--retest-from). The four commands run as the
+    shared run `learning` (tests/runs.py)."""
+    from scoreflow.loop.pairs import Candidate, group_pairs
+
     tmp_path = learning_run.base
     runs = tmp_path / "runs"
     out = learning_run.first
@@ -151,24 +154,42 @@ def test_learning_quick(learning_run):
         assert r["test_solved_with_gold_in_source"] == 0
     assert rows[0]["difference_from_iteration_0"]["value"] == 0
     assert (tmp_path / "learning.png").is_file()
-    dpo = learning_run.dpo
-    assert dpo["summary"][0]["test_solve_rate"] == rows[0]["test_solve_rate"]  # the same base evaluation
-    first = [json.loads(x) for x in (runs / "score-dpo-seed0" / "pairs.jsonl").read_text().splitlines()]
-    again = [json.loads(x) for x in (runs / "dpo-seed0" / "pairs.jsonl").read_text().splitlines()]
-    assert first == again  # the same pairs, another loss
+    first = [json.loads(x) for x in (runs / "score-dpo-seed1" / "pairs.jsonl").read_text().splitlines()]
+    assert first and len((runs / "score-dpo-seed1" / "train.jsonl").read_text().splitlines()) == 2  # seed 1: pairs form
+
+    grpo = learning_run.grpo
+    assert grpo["loss"] == "grpo" and grpo["summary"][0]["test_solve_rate"] == rows[0]["test_solve_rate"]
+    run = runs / "grpo-seed1"
+    assert (run / "workflows.jsonl").read_text() == (runs / "score-dpo-seed1" / "workflows.jsonl").read_text()
+    # every pair of each problem's group once, with the advantages of its scores (invalid-as-zero and
+    # the valid floor applied, as the loop gives them to every loss), not the sampled pairs
+    pairs = [json.loads(x) for x in (run / "pairs.jsonl").read_text().splitlines()]
+    scores: dict[tuple[int, int], list[float]] = {}
+    for r in map(json.loads, (run / "executions.jsonl").read_text().splitlines()):
+        scores.setdefault((r["problem"], r["slot"]), []).append(r["score"])
+    floor = 0.5  # the demo preset's train.valid_floor; a workflow never valid scores 0
+    slots = {(r["problem"], r["slot"]) for r in map(json.loads, (run / "workflows.jsonl").read_text().splitlines())}
+    want = group_pairs([Candidate(p, j, floor + (1 - floor) * sum(scores[p, j]) / len(scores[p, j])
+                                  if (p, j) in scores else 0.0) for p, j in sorted(slots)])
+    assert [(p["problem"], p["chosen"], p["rejected"], p["advantage_chosen"], p["weight"]) for p in pairs] == \
+        [(p.problem, p.chosen, p.rejected, p.advantage_chosen, p.weight) for p in want] and want
+    assert {(p["problem"], p["chosen"], p["rejected"]) for p in first} <= {(p.problem, p.chosen, p.rejected) for p in want}
+    steps = [json.loads(x) for x in (run / "train.jsonl").read_text().splitlines()]
+    assert len(steps) == len({p.problem for p in want})  # one optimiser step per group
+    assert abs(steps[0]["loss"]) < 1e-6 and steps[0]["grad_norm"] > 0  # the ratio starts at 1; the gradient does not vanish
+    assert (run / "adapters" / "iter-1" / "adapter_model.safetensors").is_file()
+
     both = learning_run.both
-    assert both["settings"] == ["score-dpo", "dpo"] and both["summary"]["dpo"] == dpo["summary"]
+    assert both["settings"] == ["score-dpo", "grpo"] and both["summary"]["grpo"] == grpo["summary"]
     (diff,) = both["differences"]
-    assert diff["iteration"] == 1 and diff["seeds"] == [0]
-    want = dpo["summary"][1]["test_solve_rate"]["value"] - rows[1]["test_solve_rate"]["value"]
-    assert abs(diff["difference"]["value"] - want) < 1e-9
+    assert diff["iteration"] == 1 and diff["seeds"] == [1]
+    want_diff = grpo["summary"][1]["test_solve_rate"]["value"] - rows[1]["test_solve_rate"]["value"]
+    assert abs(diff["difference"]["value"] - want_diff) < 1e-9
     assert (tmp_path / "losses.png").is_file()
     again = learning_run.again
-    retested = tmp_path / "retest" / "score-dpo-seed0"
-    def lines(run: Path, name: str) -> list[str]:  # a run whose problems gave no pair has no train.jsonl
-        return (run / name).read_text().splitlines() if (run / name).is_file() else []
+    retested = tmp_path / "retest" / "score-dpo-seed1"
     for name in ("workflows.jsonl", "train.jsonl"):  # nothing generated or trained again
-        assert lines(retested, name) == lines(runs / "score-dpo-seed0", name)
+        assert (retested / name).read_text() == (runs / "score-dpo-seed1" / name).read_text()
     assert (retested / "adapters" / "iter-1").is_dir()
     assert [r["test_solve_rate"] for r in again["summary"]] == [r["test_solve_rate"] for r in rows]  # evaluated again, alike
 

@@ -17,7 +17,7 @@ from fake_backend import FakeBackend, config, write_task
 from runs import check_complete, records
 from scoreflow import api
 from scoreflow.config import build, train_config
-from scoreflow.loop.pairs import Candidate, all_pairs, sample_pairs
+from scoreflow.loop.pairs import Candidate, all_pairs, group_pairs, sample_pairs
 from scoreflow.loop.prompts import generator_messages
 from scoreflow.run.session import select, select_fresh
 from scoreflow.tasks.arith import ArithTask
@@ -38,6 +38,33 @@ def test_no_pairs_across_problems():
 
 def test_all_ties_give_nothing():
     assert sample_pairs([Candidate(0, j, 1 / 3) for j in range(5)], 100) == []
+
+
+def test_group_pairs_carry_the_groups_advantages_and_weight():
+    """Every unequal pair of each problem once; A = (s - mean) / population std within the problem's
+    group (invalid-as-zero members included, as the candidates hold them); weight = pairs / k^2; a
+    group of ties gives nothing; and the pair form sums to the per-text form for any x."""
+    c = [Candidate(0, 0, 1.0), Candidate(0, 1, 0.0), Candidate(0, 2, 0.0), Candidate(0, 3, 0.0),
+         Candidate(1, 0, 0.5), Candidate(1, 1, 0.5), Candidate(2, 0, 0.2), Candidate(2, 1, 0.6), Candidate(2, 2, 1.0)]
+    pairs = group_pairs(c)
+    assert [(p.problem, p.chosen, p.rejected) for p in pairs] == \
+        [(0, 0, 1), (0, 0, 2), (0, 0, 3), (2, 1, 0), (2, 2, 0), (2, 2, 1)]
+    std0 = math.sqrt((0.75 ** 2 + 3 * 0.25 ** 2) / 4)  # scores 1, 0, 0, 0: mean 1/4
+    assert pairs[0].advantage_chosen == pytest.approx(0.75 / std0)
+    assert pairs[0].advantage_rejected == pytest.approx(-0.25 / std0)
+    assert [p.weight for p in pairs] == pytest.approx([3 / 16] * 3 + [3 / 9] * 3)
+    std2 = math.sqrt(2 * 0.4 ** 2 / 3)  # scores 0.2, 0.6, 1.0: mean 0.6, the middle one's advantage 0
+    assert pairs[3].advantage_chosen == 0.0 and pairs[4].advantage_chosen == pytest.approx(0.4 / std2)
+    x = {0: [0.3, -1.2, 2.0, 0.7], 2: [1.5, -0.4, 0.9]}  # any per-text values
+    for q, k in ((0, 4), (2, 3)):
+        s = [cand.score for cand in c if cand.problem == q]
+        mean = sum(s) / k
+        std = math.sqrt(sum((v - mean) ** 2 for v in s) / k)
+        per_text = sum((v - mean) / std * xi for v, xi in zip(s, x[q])) / k
+        mine = [p for p in pairs if p.problem == q]
+        pair_form = sum(p.weight * (p.advantage_chosen - p.advantage_rejected) * (x[q][p.chosen] - x[q][p.rejected])
+                        for p in mine) / len(mine)
+        assert pair_form == pytest.approx(per_text)
 
 
 def test_sampling_frequencies_follow_cubed_gap():

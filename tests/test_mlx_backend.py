@@ -44,6 +44,18 @@ def pairs() -> list[TrainPair]:
     return [TrainPair(PROMPTS[p], TEXTS[w], TEXTS[l], sw, sl) for p, w, l, sw, sl in spec]
 
 
+def group_pairs() -> list[TrainPair]:
+    """grpo's pairs: every pair of two groups (k = 4 and 3) with their advantages."""
+    from scoreflow.loop.pairs import Candidate, group_pairs as every_pair
+
+    out = []
+    for prompt, scores in ((0, [0.9, 0.1, 0.5, 0.1]), (1, [1.0, 0.0, 0.5])):
+        for p in every_pair([Candidate(prompt, j, sc) for j, sc in enumerate(scores)]):
+            out.append(TrainPair(PROMPTS[prompt], TEXTS[p.chosen], TEXTS[p.rejected], p.score_chosen,
+                                 p.score_rejected, p.advantage_chosen, p.advantage_rejected, p.weight))
+    return out
+
+
 def items() -> list[tuple[list, str]]:
     return [(PROMPTS[i % 2], t) for i, t in enumerate(TEXTS)]
 
@@ -299,6 +311,16 @@ def test_parity_logprobs_loss_and_grad_norm(mb, tb, adapters):
         assert ms.history[0].loss == pytest.approx(ts.history[0].loss, rel=1e-3)
         assert ms.history[0].grad_norm == pytest.approx(ts.history[0].grad_norm, rel=1e-3)
         assert ms.history[0].margin == pytest.approx(ts.history[0].margin, rel=1e-3, abs=1e-7)
+        # grpo: a step per group; the ratio starts at 1 (loss 0) and its later steps move both alike
+        tb.load_adapter(adapters["peft"])
+        mb.load_adapter(adapters["mlx"])
+        cfg = _train_cfg(loss="grpo", learning_rate=1e-2, max_grad_norm=0.0)
+        ts, ms = tb.train(group_pairs(), cfg), mb.train(group_pairs(), cfg)
+        assert ts.steps == ms.steps == 2
+        assert ms.history[0].loss == pytest.approx(0, abs=1e-6) and ts.history[0].loss == pytest.approx(0, abs=1e-6)
+        assert ms.history[1].loss == pytest.approx(ts.history[1].loss, rel=1e-2) and abs(ts.history[1].loss) > 1e-5
+        for m, t in zip(ms.history, ts.history):
+            assert m.grad_norm == pytest.approx(t.grad_norm, rel=1e-3) and t.grad_norm > 0
     finally:
         tb.load_adapter(None)
         mb.load_adapter(None)

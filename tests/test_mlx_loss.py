@@ -1,4 +1,4 @@
-"""The MLX preference losses against the shared hand-computed reference numbers."""
+"""The MLX preference and group-relative losses against the shared hand-computed reference numbers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import scoreflow.backends.mlx  # noqa: E402,F401  (preloads OpenBLAS before mlx.
 
 import mlx.core as mx  # noqa: E402
 
-from scoreflow.backends.mlx.loss import preference_loss  # noqa: E402
-from loss_cases import CASES  # noqa: E402
+from scoreflow.backends.mlx.loss import group_relative_loss, preference_loss  # noqa: E402
+from loss_cases import CASES, GROUPS, group_expected, group_pair_arrays  # noqa: E402
 
 pytestmark = pytest.mark.mlx
 
@@ -46,3 +46,12 @@ def test_batch_mean_stats_and_sft():
     assert sft.item() == pytest.approx((10 / 4 + 20 / 5) / 2, rel=1e-6)
     with pytest.raises(ValueError):
         preference_loss("ipo", 0.1, pw, pl, rw, rl, sw, sl, mx.array([4.0, 5.0]))
+
+
+@pytest.mark.parametrize("g", GROUPS, ids=range(len(GROUPS)))
+def test_group_relative_loss(g):
+    a = group_pair_arrays(g)
+    t = lambda key: mx.array(a[key], dtype=mx.float32)  # noqa: E731
+    loss, _ = group_relative_loss(g["clip"], 0.1, t("pw"), t("pl"), t("rw"), t("rl"), t("nw"), t("nl"), a["aw"],
+                                  a["al"], a["weight"])
+    assert loss.item() == pytest.approx(group_expected(g), rel=1e-5, abs=1e-6)

@@ -11,7 +11,9 @@ pytest.importorskip("peft")
 from scoreflow.model.backend import LoraConfig, TrainConfig, TrainPair  # noqa: E402
 from scoreflow.backends.cuda import load  # noqa: E402
 from scoreflow.backends.cuda import train as T  # noqa: E402
-from scoreflow.backends.cuda.loss import preference_loss  # noqa: E402
+from scoreflow.backends.cuda.loss import group_relative_loss, preference_loss  # noqa: E402
+from scoreflow.loop.pairs import Candidate, group_pairs  # noqa: E402
+from scoreflow.model.training import steps_of  # noqa: E402
 
 PROMPTS = [
     [{"role": "user", "content": "Write a workflow for: Ava has 3 apples and gets 4 more."}],
@@ -32,6 +34,18 @@ def _pairs() -> list[TrainPair]:
     spec = [(0, 0, 1, 0.9, 0.1), (0, 2, 1, 0.6, 0.1), (1, 4, 3, 1.0, 0.0), (0, 0, 1, 0.9, 0.1),
             (2, 3, 0, 0.75, 0.25), (1, 2, 4, 0.5, 0.4), (0, 2, 3, 0.8, 0.0), (2, 1, 2, 0.7, 0.3)]
     return [TrainPair(PROMPTS[p], COMPLETIONS[w], COMPLETIONS[l], sw, sl) for p, w, l, sw, sl in spec]
+
+
+def _group_pairs() -> list[TrainPair]:
+    """Every pair of three groups (prompts 0, 1, 2; k = 4, 3, 3), with their advantages, as grpo trains."""
+    groups = [(0, [0.9, 0.1, 0.5, 0.1]), (1, [1.0, 0.0, 0.5]), (2, [0.25, 0.75, 0.25])]
+    out = []
+    for prompt, scores in groups:
+        for p in group_pairs([Candidate(prompt, j, sc) for j, sc in enumerate(scores)]):
+            out.append(TrainPair(PROMPTS[prompt], COMPLETIONS[(p.chosen + prompt) % 5],
+                                 COMPLETIONS[(p.rejected + prompt) % 5], p.score_chosen, p.score_rejected,
+                                 p.advantage_chosen, p.advantage_rejected, p.weight))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +87,18 @@ def _plain_train(backend, pairs, cfg: TrainConfig) -> tuple[list[tuple[float, fl
     """The straightforward loop: reference and policy log-probs of every sequence in full each step."""
     model, pad, dev = backend.model, backend.tokenizer.pad_token_id, backend.torch_device
     enc, index = _encode(backend, pairs, cfg.max_length)
-    with torch.no_grad(), model.disable_adapter():
-        model.eval()
-        ref = T.plain_sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad, dev)
+    model.eval()
+    with torch.no_grad():
+        if cfg.loss == "grpo":  # the ratio is to the generator as training begins: adapter on
+            ref = T.plain_sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad, dev)
+        else:
+            with model.disable_adapter():
+                ref = T.plain_sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad, dev)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     model.train()
     out = []
-    for s in range(0, len(pairs), cfg.batch_size):
-        ks = list(range(s, min(s + cfg.batch_size, len(pairs))))
+    for ks in steps_of(pairs, cfg):
         w, l = [index[k][0] for k in ks], [index[k][1] for k in ks]
         ids = w + l
         lp = T.plain_sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad, dev)
@@ -89,7 +106,13 @@ def _plain_train(backend, pairs, cfg: TrainConfig) -> tuple[list[tuple[float, fl
         sl = torch.tensor([pairs[k].score_rejected for k in ks], dtype=lp.dtype, device=dev)
         ntok = torch.tensor([len(enc.seqs[i]) - enc.prompt_lens[i] for i in w], dtype=lp.dtype, device=dev)
         pl = ref[l] if cfg.loss == "sft" else lp[len(w):]
-        loss, st = preference_loss(cfg.loss, cfg.beta, lp[:len(w)], pl, ref[w], ref[l], sw, sl, ntok)
+        if cfg.loss == "grpo":
+            ntok_l = torch.tensor([len(enc.seqs[i]) - enc.prompt_lens[i] for i in l], dtype=lp.dtype, device=dev)
+            loss, st = group_relative_loss(cfg.clip, cfg.beta, lp[:len(w)], pl, ref[w], ref[l], ntok, ntok_l,
+                                           [pairs[k].advantage_chosen for k in ks],
+                                           [pairs[k].advantage_rejected for k in ks], [pairs[k].weight for k in ks])
+        else:
+            loss, st = preference_loss(cfg.loss, cfg.beta, lp[:len(w)], pl, ref[w], ref[l], sw, sl, ntok)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -152,9 +175,11 @@ def test_packed_logprobs_float32_close_to_plain(tiny_llama, test_device):
     ("score-dpo", 3, None, True),
     ("dpo", 2, None, False),
     ("sft", 3, None, False),
+    ("grpo", 1, None, False),  # a step per group
+    ("grpo", 2, 10**6, False),
 ])
 def test_train_equals_plain_loop(backend, loss, batch_size, budget, checkpointing):
-    pairs = _pairs()
+    pairs = _group_pairs() if loss == "grpo" else _pairs()
     cfg = TrainConfig(loss=loss, beta=0.5, learning_rate=5e-3, batch_size=batch_size, max_grad_norm=0.5,
                       gradient_checkpointing=checkpointing)
     _randomise(backend, 4)
@@ -163,9 +188,11 @@ def test_train_equals_plain_loop(backend, loss, batch_size, budget, checkpointin
     stats = T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs, cfg,
                     token_budget=budget)
     got = [(h.loss, h.margin, h.grad_norm) for h in stats.history]
-    assert len(got) == len(expected) == -(-len(pairs) // batch_size)
+    assert len(got) == len(expected) == len(steps_of(pairs, cfg))
     assert [x for t in got for x in t] == pytest.approx([x for t in expected for x in t], rel=REL, abs=1e-9)
     assert any(abs(m) > 1e-3 for _, m, _ in got) or loss == "sft"
+    if loss == "grpo":  # the ratio starts at 1 (loss 0), then moves: the later steps' losses are not 0
+        assert abs(got[0][0]) < 1e-9 and got[0][2] > 0 and any(abs(x) > 1e-6 for x, _, _ in got[1:])
     lora_fast = _lora(backend)
     for n in lora_plain:
         _close(lora_fast[n], lora_plain[n])

@@ -44,6 +44,18 @@ def test_batching_rule():
             assert all(0 < len(s) <= size for s in steps)
 
 
+def test_group_relative_steps_hold_whole_groups():
+    """Under grpo a step holds batch_size whole groups (consecutive pairs of one prompt), however many
+    pairs each has; the other losses keep batch_size pairs."""
+    spec = [0, 0, 0, 1, 2, 2, 0]  # prompt of each pair; the last 0 is a new group (not consecutive)
+    ps = [TrainPair(PROMPTS[p], TEXTS[0], TEXTS[1], 1.0, 0.0) for p in spec]
+    grpo = TrainConfig(loss="grpo", batch_size=1, epochs=2)
+    assert training.steps_of(ps, grpo) == [[0, 1, 2], [3], [4, 5], [6]] * 2
+    assert training.steps_of(ps, TrainConfig(loss="grpo", batch_size=2)) == [[0, 1, 2, 3], [4, 5, 6]]
+    assert training.steps_of(ps, TrainConfig(loss="score-dpo", batch_size=2)) == [[0, 1], [2, 3], [4, 5], [6]]
+    assert training.steps_of([], grpo) == []
+
+
 # -- the skeleton on a fake backend ----------------------------------------------------------------
 
 class FakeWork:

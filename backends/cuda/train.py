@@ -318,11 +318,12 @@ def _micro_batches(enc: Encoded, index: list[tuple[int, int]], batch: list[int],
 
 
 def reference_logprobs(model, enc: Encoded, pad_id: int, device: torch.device,
-                       wanted: Sequence[int] | None = None) -> torch.Tensor:
-    """Log-probs of every unique sequence with the adapter off, each shared opening and prompt run once.
-    wanted: only these sequences (the others are NaN), as a rank of data-parallel training needs."""
+                       wanted: Sequence[int] | None = None, adapter: bool = False) -> torch.Tensor:
+    """Log-probs of every unique sequence with the adapter off (on: `adapter`), each shared opening and
+    prompt run once. wanted: only these sequences (the others are NaN), as a rank of data-parallel
+    training needs."""
     model.eval()
-    with torch.no_grad(), model.disable_adapter():
+    with torch.no_grad(), contextlib.nullcontext() if adapter else model.disable_adapter():
         if wanted is None:
             return sequence_logprobs(model, enc.seqs, enc.prompt_lens, pad_id, device, enc.opening_lens).cpu()
         wanted = list(wanted)
@@ -426,7 +427,7 @@ def train(
     if world > 1:
         ranks = _Ranks(rank, world, [p for p in model.parameters() if p.requires_grad], device)
     wanted = None if ranks is None else plan.sequences(k for b in plan.steps for k in ranks.share(b))
-    ref = reference_logprobs(model, plan.enc, pad_id, device, wanted)
+    ref = reference_logprobs(model, plan.enc, pad_id, device, wanted, plan.reference_with_adapter)
     budget = token_budget if token_budget is not None else (GPU_TOKEN_BUDGET if device.type == "cuda" else CPU_TOKEN_BUDGET)
     work = _Work(model, plan, cfg, ref, pad_id, device, budget)
     if cfg.gradient_checkpointing:

@@ -23,7 +23,7 @@ use mlx-lm's plain KVCache.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -381,9 +381,9 @@ def train(
     t0 = time.time()
     plan = training.TrainPlan.make(fmt, pairs, cfg)
     shared = shareable(model) if shared is None else shared
-    # Reference log-probs: once per unique sequence, with the LoRA update scaled to zero.
+    # Reference log-probs: once per unique sequence, with the LoRA update scaled to zero (grpo: as it is).
     model.eval()
-    with adapter_disabled(model):
+    with nullcontext() if plan.reference_with_adapter else adapter_disabled(model):
         ref_map = scored(model, plan.enc, range(len(plan.enc.seqs)), pad_id, shared)
     ref = mx.array([ref_map[i] for i in range(len(plan.enc.seqs))])
     work = _Work(model, plan, cfg, ref, pad_id, shared, compiled)

@@ -15,9 +15,10 @@ from statistics import mean
 from typing import Any, Iterable
 
 from scoreflow.model.backend import TrainPair
+from scoreflow.model.training import steps_of
 from scoreflow.config import Config, train_config
 from scoreflow.loop.cost import cost_weighted, workflow_costs
-from scoreflow.loop.pairs import Candidate, sample_pairs
+from scoreflow.loop.pairs import Candidate, group_pairs, sample_pairs
 from scoreflow.loop.generate import Generated, Key, gather
 from scoreflow.loop.generate import generate as generate_valid
 from scoreflow.loop.prompts import generator_messages
@@ -157,14 +158,19 @@ def make_pairs(s: Session, it: int, scores: dict[Key, float]) -> list[PairRecord
     t = s.cfg.train
     old = [p for p in s.run["pairs"].all() if p.iteration == it]
     s.reporter.stage(it, "pairs", 1)
-    if len(old) == t.pairs:
+    candidates = [Candidate(p, j, sc) for (p, j), sc in sorted(scores.items())]
+    if t.loss == "grpo":  # the group-relative loss trains on every pair of every group, once
+        drawn = group_pairs(candidates)
+    else:
+        drawn = sample_pairs(candidates, t.pairs, t.sampling_alpha, seed=s.cfg.run.seed * 7919 + it, draw=t.pair_draw)
+    group = ("advantage_chosen", "advantage_rejected", "weight")  # grpo's, written only under it
+    out = [PairRecord(iteration=it, **{k: v for k, v in asdict(p).items() if t.loss == "grpo" or k not in group})
+           for p in drawn]
+    if old == out:
         s.reporter.advance()
         return old
     if old:  # cut short by a crash: rewrite this iteration's block whole
         s.run["pairs"].rewrite(p for p in s.run["pairs"].all() if p.iteration != it)
-    candidates = [Candidate(p, j, sc) for (p, j), sc in sorted(scores.items())]
-    sampled = sample_pairs(candidates, t.pairs, t.sampling_alpha, seed=s.cfg.run.seed * 7919 + it, draw=t.pair_draw)
-    out = [PairRecord(iteration=it, **asdict(p)) for p in sampled]
     s.run["pairs"].extend(out)
     s.reporter.advance()
     return out
@@ -185,7 +191,7 @@ def train(s: Session, it: int, problems: list[Problem], workflows: dict[Key, Wor
     if len(history) != resumed:
         s.run["train"].rewrite(r for r in s.run["train"].all() if r.iteration != it or r.step <= resumed)
     batch = train_pairs(s.task, problems, workflows, pairs, s.cfg.generator.hide_numbers)
-    steps = -(-len(batch) // t.batch_size) * t.epochs
+    steps = len(steps_of(batch, train_config(s.cfg, it)))
     s.reporter.stage(it, "train", steps, done=resumed)
 
     def on_step(info) -> None:
@@ -208,7 +214,8 @@ def train_pairs(task: Task, problems: list[Problem], workflows: dict[Key, Workfl
                 pairs: list[PairRecord], hide_numbers: bool = False) -> list[TrainPair]:
     """Sampled pair records (problem, slots, scores) as training pairs: the generator prompt, both texts."""
     return [TrainPair(generator_messages(task, problems[p.problem], hide_numbers), workflows[(p.problem, p.chosen)].text,
-                      workflows[(p.problem, p.rejected)].text, p.score_chosen, p.score_rejected)
+                      workflows[(p.problem, p.rejected)].text, p.score_chosen, p.score_rejected,
+                      *((p.advantage_chosen, p.advantage_rejected, p.weight) if p.has("weight") else ()))
             for p in pairs]
 
 

@@ -61,9 +61,12 @@ class TrainPair:
     rejected: str
     score_chosen: float
     score_rejected: float
+    advantage_chosen: float = 0.0  # grpo only: the group-relative advantages of the two texts
+    advantage_rejected: float = 0.0
+    weight: float = 1.0  # grpo only: the group's pairs / k^2
 
 
-LOSSES = ("score-dpo", "dpo", "sft")  # the training losses (the formulas: training.preference_loss)
+LOSSES = ("score-dpo", "dpo", "sft", "grpo")  # the training losses (the formulas: training.preference_loss)
 LR_SCHEDULES = ("constant", "linear")  # the learning rate over an iteration's steps (training.learning_rate_at)
 
 
@@ -71,6 +74,7 @@ LR_SCHEDULES = ("constant", "linear")  # the learning rate over an iteration's s
 class TrainConfig:
     loss: str = "score-dpo"  # one of LOSSES
     beta: float = 0.1
+    clip: float = 0.2  # grpo: the policy ratio's clip range, 1 - clip to 1 + clip
     learning_rate: float = 1e-4
     lr_schedule: str = "constant"  # one of LR_SCHEDULES
     epochs: int = 1
@@ -139,8 +143,8 @@ class Policy(Protocol):
         on_step: Callable[[StepInfo], None] | None = None,
         checkpoint_dir: Path | None = None,
     ) -> TrainStats:
-        """Train the current adapter on `pairs` in order, cfg.batch_size consecutive pairs a step
-        (scoreflow.model.training.batches); resume from `checkpoint_dir` if it holds a checkpoint."""
+        """Train the current adapter on `pairs` in order, cfg.batch_size consecutive pairs (grpo: groups)
+        a step (scoreflow.model.training.batches); resume from `checkpoint_dir` if it holds a checkpoint."""
 
     def save_adapter(self, path: Path) -> None: ...
 
@@ -204,7 +208,8 @@ def read_pairs(path: Path) -> list[TrainPair]:
         try:
             r = json.loads(line)
             pair = TrainPair(r["prompt"], r["chosen"], r["rejected"], float(r["score_chosen"]),
-                             float(r["score_rejected"]))
+                             float(r["score_rejected"]), float(r.get("advantage_chosen", 0.0)),
+                             float(r.get("advantage_rejected", 0.0)), float(r.get("weight", 1.0)))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise UserError(f"{path}:{n}: not a training pair ({type(e).__name__}: {e})") from None
         if not isinstance(pair.chosen, str) or not isinstance(pair.rejected, str) or not isinstance(pair.prompt, list):

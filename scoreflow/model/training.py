@@ -8,7 +8,9 @@ mlx-lm's tuner, `train()` takes that work and the batches (a `TrainPlan`) as par
 
 The batching rule, the only one: the pairs are taken in the order given (the loop has already
 sampled them at random, seeded) and cut into consecutive optimiser steps of `batch_size` pairs, the
-last of an epoch smaller when they do not divide; each epoch repeats the same steps. Nothing sorts
+last of an epoch smaller when they do not divide; each epoch repeats the same steps. Under the
+group-relative loss a step holds `batch_size` whole groups instead (a group: consecutive pairs of
+one prompt), as its objective is a sum over each group's pairs. Nothing sorts
 or shuffles, so the same pairs and config give the same steps on every backend. Inside a step a
 backend may run the pairs in any passes it likes; the step's gradient is that of the mean loss over
 all its pairs (each pass weighted by its share of the step), and the logged statistics are the
@@ -48,6 +50,8 @@ class ArrayOps(Generic[A]):
     detach: Callable[[A], A]  # the same values, no gradient through them
     at_least: Callable[[A, float], A]  # elementwise max(x, v)
     array: Callable[[list[float], A], A]  # values as an array of the kind (dtype, device) of the second
+    exp: Callable[[A], A]
+    at_most: Callable[[A, float], A]  # elementwise min(x, v)
 
 
 def preference_loss(kind: str, beta: float, policy_w: A, policy_l: A, ref_w: A, ref_l: A, score_w: A,
@@ -71,12 +75,37 @@ def preference_loss(kind: str, beta: float, policy_w: A, policy_l: A, ref_w: A, 
         margin = reward_w - reward_l
         loss = -policy_w / ops.at_least(tokens_w, 1)
     else:
-        raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES}")
+        raise ValueError(f"unknown loss {kind!r}; expected one of {LOSSES} (grpo: group_relative_loss)")
     stats = {
         "chosen_reward": ops.detach(reward_w).mean(),
         "rejected_reward": ops.detach(reward_l).mean(),
         "margin": ops.detach(margin).mean(),
     }
+    return loss.mean(), stats
+
+
+def group_relative_loss(clip: float, beta: float, policy_w: A, policy_l: A, ref_w: A, ref_l: A, tokens_w: A,
+                        tokens_l: A, adv_w: Sequence[float], adv_l: Sequence[float], weight: Sequence[float], *,
+                        ops: ArrayOps) -> tuple[A, dict[str, A]]:
+    """The group-relative policy loss (GRPO's clipped surrogate with a sequence-level ratio, as GSPO),
+    written over a group's pairs (loop/pairs.group_pairs) so that the pair skeleton trains it.
+
+    Per text i: ratio r_i = exp((pi_i - ref_i) / tokens_i), ref the generator that wrote the texts,
+    and x_i = min(r_i, 1 + clip) where its advantage A_i > 0, max(r_i, 1 - clip) where A_i < 0 (the
+    clipped surrogate min(r A, clip(r) A) divided by A). Per pair: -weight * (A_w - A_l) * (x_w - x_l);
+    the mean over one group's pairs is -(1/k) sum_i A_i x_i, GRPO's objective for that group.
+    """
+    def surrogate(policy: A, ref: A, tokens: A, adv: Sequence[float]) -> A:
+        ratio = ops.exp((policy - ref) / ops.at_least(tokens, 1))
+        up = ops.array([float(a > 0) for a in adv], policy)
+        down = ops.array([float(a < 0) for a in adv], policy)
+        return ratio + up * (ops.at_most(ratio, 1 + clip) - ratio) + down * (ops.at_least(ratio, 1 - clip) - ratio)
+
+    scale = ops.array([wt * (a - b) for wt, a, b in zip(weight, adv_w, adv_l)], policy_w)
+    loss = -scale * (surrogate(policy_w, ref_w, tokens_w, adv_w) - surrogate(policy_l, ref_l, tokens_l, adv_l))
+    reward_w, reward_l = beta * (policy_w - ref_w), beta * (policy_l - ref_l)
+    stats = {"chosen_reward": ops.detach(reward_w).mean(), "rejected_reward": ops.detach(reward_l).mean(),
+             "margin": ops.detach(reward_w - reward_l).mean()}
     return loss.mean(), stats
 
 
@@ -100,11 +129,26 @@ def learning_rate_at(cfg: TrainConfig, step: int, total: int) -> float:
 
 # -- pairs and batches ----------------------------------------------------------------------------
 
-def batches(n_pairs: int, batch_size: int, epochs: int) -> list[list[int]]:
-    """The batching rule: pair indices in order, batch_size per optimiser step, repeated per epoch."""
+def batches(n_pairs: int, batch_size: int, epochs: int, groups: Sequence[int] | None = None) -> list[list[int]]:
+    """The batching rule: pair indices in order, batch_size per optimiser step, repeated per epoch;
+    with `groups` (a group number per pair, consecutive), batch_size whole groups per step."""
     size = max(1, batch_size)
-    one = [list(range(s, min(s + size, n_pairs))) for s in range(0, n_pairs, size)]
+    if groups is None:
+        one = [list(range(s, min(s + size, n_pairs))) for s in range(0, n_pairs, size)]
+    else:
+        starts = [k for k in range(n_pairs) if k == 0 or groups[k] != groups[k - 1]][::size] + [n_pairs]
+        one = [list(range(a, b)) for a, b in zip(starts, starts[1:])]
     return [list(b) for _ in range(epochs) for b in one]
+
+
+def steps_of(pairs: Sequence[TrainPair], cfg: TrainConfig) -> list[list[int]]:
+    """The pairs of every optimiser step of training on `pairs` (the batching rule)."""
+    groups = None
+    if cfg.loss == "grpo":  # a group: consecutive pairs of one prompt
+        groups = [0] * len(pairs)
+        for k in range(1, len(pairs)):
+            groups[k] = groups[k - 1] + (pairs[k].prompt != pairs[k - 1].prompt)
+    return batches(len(pairs), cfg.batch_size, cfg.epochs, groups)
 
 
 @dataclass
@@ -115,6 +159,7 @@ class TrainPlan:
     index: list[tuple[int, int]]  # pair -> (chosen sequence, rejected sequence)
     steps: list[list[int]]  # pair indices per optimiser step, from `batches`
     loss: str = "score-dpo"
+    clip: float = 0.2  # grpo's ratio clip
 
     @classmethod
     def make(cls, fmt: ChatFormat, pairs: Sequence[TrainPair], cfg: TrainConfig) -> TrainPlan:
@@ -123,11 +168,17 @@ class TrainPlan:
         learning_rate_at(cfg, 0, 1)  # an unknown schedule fails here, before any tensor work
         enc = Encoded(fmt, cfg.max_length)
         index = [(enc.add(p.prompt, p.chosen), enc.add(p.prompt, p.rejected)) for p in pairs]
-        return cls(pairs, enc, index, batches(len(pairs), cfg.batch_size, cfg.epochs), cfg.loss)
+        return cls(pairs, enc, index, steps_of(pairs, cfg), cfg.loss, cfg.clip)
 
     @property
     def sft(self) -> bool:
         return self.loss == "sft"
+
+    @property
+    def reference_with_adapter(self) -> bool:
+        """grpo's ratio is to the generator that wrote the texts (the adapter as training begins); the
+        preference losses' reference is the base model (the adapter off)."""
+        return self.loss == "grpo"
 
     def chosen(self, pairs: Sequence[int]) -> list[int]:
         return [self.index[k][0] for k in pairs]
@@ -152,6 +203,12 @@ class TrainPlan:
         sl = ops.array([self.pairs[k].score_rejected for k in pairs], like)
         ntok = ops.array([self.enc.completion_len(i) for i in self.chosen(pairs)], like)
         pl = ref_l if policy_l is None else policy_l
+        if self.loss == "grpo":
+            ntok_l = ops.array([self.enc.completion_len(i) for i in self.rejected(pairs)], like)
+            chosen = [self.pairs[k] for k in pairs]
+            return group_relative_loss(self.clip, beta, policy_w, pl, ref_w, ref_l, ntok, ntok_l,
+                                       [p.advantage_chosen for p in chosen], [p.advantage_rejected for p in chosen],
+                                       [p.weight for p in chosen], ops=ops)
         return preference_loss(self.loss, beta, policy_w, pl, ref_w, ref_l, sw, sl, ntok, ops=ops)
 
 

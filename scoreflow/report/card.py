@@ -83,6 +83,12 @@ def model_card(run_dir: Path, iteration: int, fmt: str) -> str:
         f"library_name: {'peft' if fmt == 'peft' else 'mlx'}", "pipeline_tag: text-generation",
         "tags:", "- scoreflow", f"- {t.loss}", "- lora", "- agent-workflows", "---", ""]
     executor = f"{ex.model or 'the base model'} ({ex.kind})"
+    if t.loss == "grpo":
+        pairs = (f"learning rate {t.learning_rate:g}, clip {t.clip:g}, every pair of each problem's k workflows "
+                 "with advantages normalised in the group")
+    else:
+        pairs = (f"beta {t.beta:g}, learning rate {t.learning_rate:g}, {t.pairs} pairs per iteration "
+                 f"(P ~ (s_w - s_l)^{t.sampling_alpha:g})")
     body = f"""# ScoreFlow workflow generator: {cfg.run.task}, iteration {iteration}
 
 A LoRA adapter that makes its base model write agent workflows (`async def run_workflow(self)` calling
@@ -94,7 +100,7 @@ scored by running them).
 |---|---|
 | base model | {described} |
 | task | {cfg.run.task}{f' ({cfg.run.data})' if cfg.run.data else ''} |
-| loss | {t.loss}, beta {t.beta:g}, learning rate {t.learning_rate:g}, {t.pairs} pairs per iteration (P ~ (s_w - s_l)^{t.sampling_alpha:g}) |
+| loss | {t.loss}, {pairs} |
 | iterations | adapter after iteration {iteration} of {max(done, iteration)} run ({cfg.run.iterations} configured) |
 | generation | k = {g.workflows_per_problem} workflows per problem, temperature {g.temperature:g}, top-p {g.top_p:g}, up to {g.max_new_tokens} tokens, stop at `</graph>` |
 | LoRA | r {lo.rank}, alpha {lo.alpha:g}, dropout {lo.dropout:g}, on {', '.join(lo.targets)} |

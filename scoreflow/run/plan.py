@@ -175,7 +175,8 @@ def stage(name: str, cfg, task, problems: list, k: int, per_run: float, train: b
               Phase("execute: workflow runs", workflows * ex.runs, per_run + extract, prompt_tokens(problems),
                     ex.max_tokens)]
     t = cfg.train
-    steps = -(-t.pairs // t.batch_size) * t.epochs if train else 0
+    pairs = len(problems) if t.loss == "grpo" else t.pairs  # grpo: batch_size counts problems, at most all
+    steps = -(-pairs // t.batch_size) * t.epochs if train else 0
     return Stage(name, len(problems), workflows, attempts, attempts * g.max_new_tokens, phases, steps)
 
 

@@ -30,15 +30,22 @@ def execution_cost(value: Any) -> float:
     return v if math.isfinite(v) and v > 0 else 0.0
 
 
-def workflow_costs(executions: Iterable[Any], iteration: int, keys: Iterable[Key], runs: int) -> dict[Key, float]:
+def priced(executions: Iterable[Any]) -> bool:
+    """Whether there are executions and every one of them carries a price."""
+    found = list(executions)
+    return bool(found) and all(e.has("cost_usd") and e.cost_usd is not None for e in found)
+
+
+def workflow_costs(executions: Iterable[Any], iteration: int, keys: Iterable[Key], runs: int,
+                   usd: bool | None = None) -> dict[Key, float]:
     """Each workflow's mean cost per run over its first `runs` executions in `iteration`: USD when every
-    one of them carries a price, else tokens."""
+    one of them carries a price, else tokens (`usd` decides instead, for costs compared across iterations)."""
     wanted = set(keys)
     mine = [e for e in executions if e.iteration == iteration and e.key in wanted and e.run < runs]
-    priced = bool(mine) and all(e.has("cost_usd") and e.cost_usd is not None for e in mine)
+    in_usd = priced(mine) if usd is None else usd
     per: dict[Key, list[float]] = {}
     for e in mine:
-        per.setdefault(e.key, []).append(execution_cost(e.cost_usd if priced else e.tokens))
+        per.setdefault(e.key, []).append(execution_cost(e.cost_usd if in_usd else e.tokens))
     return {key: mean(v) for key, v in per.items()}
 
 

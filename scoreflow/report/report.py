@@ -8,6 +8,8 @@ from pathlib import Path
 from scoreflow.fmt import fmt_number as _f
 from scoreflow.errors import UserError
 from scoreflow.records import Comparison
+from scoreflow.report.frontier import CAPTION as FRONTIER_CAPTION, FRONTIER_PNG, NOTE as FRONTIER_NOTE
+from scoreflow.report.frontier import frontier, weighs_cost
 from scoreflow.run.rundir import RunData, load_run
 from scoreflow.stats import Estimate
 
@@ -24,6 +26,7 @@ def load_runs(paths: list[Path]) -> list[RunData]:
 
 
 def write_report(runs: list[RunData], out: Path) -> Path:
+    from scoreflow.report.frontier import frontier_figure
     from scoreflow.report.plots import FIGURES
     from scoreflow.report.workflows import write_pngs
 
@@ -33,6 +36,8 @@ def write_report(runs: list[RunData], out: Path) -> Path:
         raise UserError(f"cannot create {out}: {e.strerror or e}") from None
     for name, (make, _) in FIGURES.items():
         make(runs).savefig(out / name, dpi=110)
+    if weighted := [r for r in runs if weighs_cost(r)]:
+        frontier_figure(weighted).savefig(out / FRONTIER_PNG, dpi=110)
     write_pngs(runs, out)
     path = out / "report.md"
     path.write_text(markdown(runs), encoding="utf-8")
@@ -102,6 +107,20 @@ def _tests(run: RunData) -> str:
             for m in run.tests]
     return _table(["adapter of iteration", "problems", "valid workflows", "solve rate", "95% CI",
                    *(["judged solve rate"] if judged else [])], rows)
+
+
+def _frontier(run: RunData) -> str:
+    points, unit = frontier(run)
+    if not points:
+        return "No finished iteration with recorded workflows yet.\n"
+    rows = [[p.split, "0 (base model)" if p.split == "test" and not p.iteration else str(p.iteration),
+             _f(p.solve_rate), f"${p.cost:#.3g}" if unit == "USD" else f"{p.cost:,.1f}",
+             "yes" if p.on_frontier else "no"] for p in points]
+    weight = run.config["train"]["cost_weight"]
+    return (f"The solve rate (task score) against the executor cost per problem in {unit}; train.cost_weight = "
+            f"{weight:g}. On the frontier: no other point of the split is as accurate for less, or more accurate "
+            f"for as much.\n\n" + _table(["split", "iteration", "solve rate", f"cost per problem ({unit})",
+                                           "on the frontier"], rows))
 
 
 def _difference(c: Comparison) -> str:
@@ -187,11 +206,15 @@ def markdown(runs: list[RunData]) -> str:
         parts += [f"{h} Iterations\n", _iterations(r)]
         if r.tests:
             parts += [f"{h} Test split\n", _tests(r)]
+        if weighs_cost(r):
+            parts += [f"{h} {FRONTIER_CAPTION}\n", _frontier(r)]
         parts += [f"{h} Rejected workflows\n", _reasons(r)]
         parts += [f"{h} Best workflows\n", section(r, h, i if len(runs) > 1 else None)]
     parts.append("## Plots\n")
     for name, (_, caption) in FIGURES.items():
         parts += [f"### {caption}\n", f"![{caption}]({name})\n", PLOT_NOTES[name] + "\n"]
+    if any(weighs_cost(r) for r in runs):
+        parts += [f"### {FRONTIER_CAPTION}\n", f"![{FRONTIER_CAPTION}]({FRONTIER_PNG})\n", FRONTIER_NOTE + "\n"]
     return "\n".join(parts)
 
 

@@ -249,6 +249,7 @@ class RunData:
     pairs: list[R.PairRecord]
     label: str = ""
     test_workflows: list[R.WorkflowAttempt] = field(default_factory=list)
+    test_executions: list[R.Execution] = field(default_factory=list)
 
     @property
     def iterations(self) -> list[R.IterationMetrics]:
@@ -348,4 +349,5 @@ def load_run(path: Path | str, label: str | None = None) -> RunData:
         raise UserError(f"{run.path} is not a run directory (no config.toml or status.json)")
     return RunData(path=run.path, config=run.read_config(), status=run.status(), metrics=run.read("metrics"),
                    train=run.read("train"), workflows=run.read("workflows"), executions=run.read("executions"),
-                   pairs=run.read("pairs"), label=label or run.path.name, test_workflows=run.read("test_workflows"))
+                   pairs=run.read("pairs"), label=label or run.path.name, test_workflows=run.read("test_workflows"),
+                   test_executions=run.read("test_executions"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -290,3 +291,44 @@ def test_demo_reads_a_finished_run_of_the_readmes_command(demo_run, tmp_path):
     assert sum(k["problems"] for k in seed["by_kind"].values()) == compared["problems"]
     assert seed["wall_s"] > 0 and out["summary"]["seeds"] == 1
     assert json.loads((folder / "result.json").read_text()) == seed
+
+
+@pytest.mark.slow
+def test_library_gap_on_the_shared_demo_run(demo_run, tmp_path):
+    """benchmarks/library_gap.py on the shared demo run at K = 1: the library is written by the export
+    code and ranked on validate problems only, answers the run's own two test problems with the embedded
+    executor, each answer scored by the task's scorer; the query-level side is the run's own records."""
+    from scoreflow import config as C
+    from scoreflow.run.session import make_task, run_problems
+
+    assert demo_run.rc == 0, demo_run.err[-3000:]
+    run = demo_run.run_dir
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "library_gap.py"), str(run), "--ks", "1",
+                          "--rules", "first", "--libraries", str(tmp_path)], capture_output=True, text=True,
+                         timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    [got] = out["runs"]
+    [lib] = got["libraries"]
+    cfg = C.build(C.read_toml(run / "config.toml"), snapshot=True)
+    task = make_task(cfg)
+    problems = run_problems(cfg, task, "test")
+    tests = {m["iteration"]: m for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+             if m.get("kind") == "evaluate"}
+    executions = [json.loads(x) for x in (run / "test_executions.jsonl").read_text().splitlines()]
+    calls = [sum(e["calls"] for e in executions if (e["iteration"], e["problem"]) == (1, p)) for p in range(2)]
+    assert got["test_problems"] == len(problems) == 2 and got["query"]["trained"]["calls"] == calls
+    assert got["query"]["base"]["scores"] == tests[0]["scores"]
+    assert got["query"]["trained"]["scores"] == tests[1]["scores"]
+    manifest = json.loads((tmp_path / f"{run.name}-seed{cfg.run.seed}" / "library-1" / "library.json").read_text())
+    top = manifest["workflows"][0]["scores"]
+    assert lib["ranking"] == {"split": "validate", "problems": len(top), "test_problems": 0,
+                              "candidates": manifest["candidates"]}
+    assert not set(top) & {p.id for p in problems}
+    assert (lib["k"], lib["rule"], lib["workflows"], lib["generator_tokens_per_problem"]) == (1, "first", 1, 0)
+    assert 1 <= lib["model_calls"] <= sum(lib["calls"])  # the embedded executor ran
+    assert lib["scores"] == [task.score(p, a) if a is not None else 0.0 for p, a in zip(problems, lib["answers"])]
+    gap = (sum(lib["scores"]) - sum(tests[1]["scores"])) / 2
+    assert lib["minus_trained"]["value"] == pytest.approx(gap) and lib["minus_trained"]["low"] <= gap
+    [pooled] = out["pooled"]["libraries"]
+    assert pooled["solve_rate"]["value"] == pytest.approx(lib["solve_rate"]) and out["pooled"]["problems"] == 2

@@ -84,18 +84,39 @@ def cases(tmp: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
-def test_bad_inputs_fail_cleanly(tmp_path):
+def clean_failure(name: str, rc: int, out: str, err: str, expected: str) -> str | None:
+    """What is wrong with a bad input's ending (None: exit code 2, one `scoreflow: error:` line naming
+    `expected`, no traceback)."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    ok = (rc == 2 and len(lines) == 1 and lines[0].startswith("scoreflow: error:")
+          and expected.lower() in lines[0].lower() and "Traceback" not in err + out)
+    return None if ok else f"{name}: rc={rc} stderr={err.strip()[-300:]!r}"
+
+
+def test_bad_inputs_fail_cleanly(tmp_path, monkeypatch, capsys):
+    """Each case through the command line's own entry point, in this process (what `python -m scoreflow`
+    runs: scoreflow/__main__.py exits with main()'s code); two of them also as real processes below."""
+    monkeypatch.setenv("SCOREFLOW_DATA", "")
+    monkeypatch.chdir(tmp_path)
     failures = []
     for name, args, expected in cases(tmp_path):
-        res = scoreflow(*args, cwd=tmp_path)
-        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-        ok = (res.returncode == 2 and len(lines) == 1 and lines[0].startswith("scoreflow: error:")
-              and expected.lower() in lines[0].lower() and "Traceback" not in res.stderr + res.stdout)
-        if not ok:
-            failures.append(f"{name}: rc={res.returncode} stderr={res.stderr.strip()[-300:]!r}")
+        rc = cli.main(args)
+        out, err = capsys.readouterr()
+        failures.append(clean_failure(name, rc, out, err, expected))
         assert not (tmp_path / "run").exists(), f"{name}: left a run directory behind"
-    assert not failures, "\n".join(failures)
+    assert not [f for f in failures if f], "\n".join(f for f in failures if f)
     assert len(cases(tmp_path / "again")) >= 15
+
+
+@pytest.mark.parametrize("name", ["broken JSONL line", "unknown backend"])
+def test_bad_input_fails_cleanly_in_a_real_process(tmp_path, name):
+    """The exit code and stderr of a real `python -m scoreflow` process: a bad data file (found while the
+    command runs) and a bad flag value (refused by argparse)."""
+    [(_, args, expected)] = [c for c in cases(tmp_path) if c[0] == name]
+    res = scoreflow(*args, cwd=tmp_path)
+    failure = clean_failure(name, res.returncode, res.stdout, res.stderr, expected)
+    assert failure is None, failure
+    assert not (tmp_path / "run").exists(), f"{name}: left a run directory behind"
 
 
 # ==== Per-command flags: each subcommand shows and accepts only the flags whose config key can affect it;

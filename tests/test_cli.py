@@ -111,7 +111,7 @@ def test_bad_inputs_fail_cleanly(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("name", ["broken JSONL line", "unknown backend"])
 def test_bad_input_fails_cleanly_in_a_real_process(tmp_path, name):
     """The exit code and stderr of a real `python -m scoreflow` process: a bad data file (found while the
-    command runs) and a bad flag value (refused by argparse)."""
+    command runs) and a bad flag value (refused by the configuration's checks)."""
     [(_, args, expected)] = [c for c in cases(tmp_path) if c[0] == name]
     res = scoreflow(*args, cwd=tmp_path)
     failure = clean_failure(name, res.returncode, res.stdout, res.stderr, expected)

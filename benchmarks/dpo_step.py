@@ -4,7 +4,7 @@ ScoreFlow-shaped data: per problem one prompt of about --prompt-tokens tokens an
 workflows of 300-600 tokens with scores; training pairs are drawn with replacement (weight
 (s_w - s_l)^3, as the loop does). Both sides train LoRA r=8, alpha=16 on q_proj/v_proj of the same
 model, same pairs, batch size, precision and number of optimiser steps, each in its own subprocess
-(clean peak memory). trl runs plain DPO twice: with its defaults (reference log-probs recomputed
+(clean peak memory; with --quick the PyTorch sides share one, see below). trl runs plain DPO twice: with its defaults (reference log-probs recomputed
 every step) and at its best (`precompute_ref_log_probs=True`, timed with the precompute pass, which
 trl runs in the trainer's constructor; plus `padding_free=True` where the installed trl supports it
 for this model and device, else the reason is reported). Ours runs Score-DPO through
@@ -13,8 +13,12 @@ With --backend mlx the MLX backend's `train` runs the same pairs and configurati
 subprocess; its pairs/s and peak memory are reported as ratios against our PyTorch backend.
 
     python benchmarks/dpo_step.py            # full: SmolLM2-135M, 1k-token prompts, 15 pairs (~30 min on 2 CPU cores)
-    python benchmarks/dpo_step.py --quick    # tiny sizes, for CI
+    python benchmarks/dpo_step.py --quick    # tiny sizes, for CI: the machinery, not the numbers
     python benchmarks/dpo_step.py --backend mlx --only ours,mlx   # MLX vs the PyTorch backend (no trl)
+
+With --quick the PyTorch sides (ours, trl, trl_best) run one after another in one worker process:
+at its sizes each side trains in about a second, and each worker's imports (torch, transformers,
+peft, trl) were nearly all of its time. Its peaks are then that process's so far, not each side's.
 
 Prints one JSON object.
 """
@@ -285,11 +289,26 @@ def warm_up(device: str) -> None:
     subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=600)
 
 
-def run_worker(kind: str, spec_path: str, timeout: float) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker", kind, "--spec", spec_path],
+def run_sides(kinds: list[str], spec: dict) -> dict:
+    """Each side in turn in this (worker) process: its result, or the end of its traceback."""
+    import traceback
+
+    out = {}
+    for kind in kinds:
+        try:
+            out[kind] = WORKERS[kind](spec)
+        except Exception:  # one side failing still reports the others
+            out[kind] = {"error": traceback.format_exc()[-3000:]}
+    return out
+
+
+def run_worker(kinds: list[str], spec_path: str, timeout: float) -> dict:
+    """A worker process that runs `kinds` one after another: {side: result or {"error": ...}}."""
+    name = ",".join(kinds)
+    proc = subprocess.run([sys.executable, __file__, "--worker", name, "--spec", spec_path],
                           capture_output=True, text=True, timeout=timeout, env={**os.environ, "TQDM_DISABLE": "1"})
     if proc.returncode != 0:
-        raise RuntimeError(f"{kind} worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{name} worker failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return last_json(proc.stdout)
 
 
@@ -325,12 +344,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="write each side's torch profile (op table of its training call) to DIR/<side>.txt")
-    ap.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)  # comma-separated sides
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         spec = json.loads(Path(a.spec).read_text())
-        emit(WORKERS[a.worker](spec))
+        emit(run_sides(a.worker.split(","), spec))
         return
     sides = a.only.split(",") if a.only else ["ours", "trl", "trl_best"] + (["mlx"] if a.backend == "mlx" else [])
     if not sides or any(k not in WORKERS for k in sides):
@@ -360,7 +379,7 @@ def main() -> None:
         "quick": a.quick, "model": a.model or Path(model).name, "dtype": dtype,
         "sizes": {"problems": problems, "completions_per_problem": a.completions, "prompt_tokens": data["prompt_tokens"],
                   "completion_tokens_range": data["completion_tokens"], "pairs": n_pairs, "batch_size": a.batch_size,
-                  "steps": steps, "lora": "r=8 alpha=16 q_proj,v_proj",
+                  "steps": steps, "lora": "r=8 alpha=16 q_proj,v_proj", "torch_sides_share_a_process": a.quick,
                   "gradient_checkpointing": a.gradient_checkpointing == "on"},
     }
     if device.startswith("cuda"):
@@ -369,12 +388,21 @@ def main() -> None:
         spec_path = os.path.join(tmp, "spec.json")
         Path(spec_path).write_text(json.dumps(spec))
         timeout = 600 if a.quick else 7200
+        # Each side in a process of its own (clean peaks); with --quick the PyTorch sides share one. MLX
+        # always has its own: its OpenBLAS preload must precede `import mlx.core` and does not mix with PyTorch.
+        torch_sides = [k for k in sides if k != "mlx"]
+        groups = [torch_sides] if a.quick and torch_sides else [[k] for k in torch_sides]
+        groups += [["mlx"]] if "mlx" in sides else []
         runs, errors = {}, {}
-        for k in sides:  # one side failing still reports the other
+        for group in groups:  # one side failing still reports the others
             try:
-                runs[k] = run_worker(k, spec_path, timeout)
+                for k, r in run_worker(group, spec_path, timeout).items():
+                    if "error" in r:
+                        errors[k] = r["error"][-1500:]
+                    else:
+                        runs[k] = r
             except (RuntimeError, subprocess.TimeoutExpired) as e:
-                errors[k] = str(e)[-1500:]
+                errors.update({k: str(e)[-1500:] for k in group})
     for k, e in errors.items():
         result[k] = {"error": e}
     for k, r in runs.items():

@@ -86,7 +86,8 @@ def rates(outs: list, seconds: float) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes for CI: batch 4, 8 new tokens (the machinery, "
+                    "not the numbers: most of its time is imports)")
     ap.add_argument("--model", default="smollm2",
                     help="model spec, or random:smollm2-135m / random:llama-3.1-8b (the shape with random weights)")
     ap.add_argument("--tokenizer", default=None, help="HF tokenizer folder for --model random:NAME (default: SmolLM2's)")
@@ -106,7 +107,7 @@ def main() -> None:
     ap.add_argument("--vllm-args", default="", help="extra vLLM server arguments")
     ap.add_argument("--vllm-url", default="", help="measure on a vLLM server already running for this model "
                     "(as generator.vllm_url) instead of starting one: startup_s is then not measured")
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="rows per generate call (default 8, quick 4)")
     ap.add_argument("--problems", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -115,6 +116,7 @@ def main() -> None:
     ap.add_argument("--worker", choices=["mlx"], help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    a.batch_size = a.batch_size or (4 if a.quick else 8)
     if (a.backend == "mlx" or a.engine == "vllm") and not {"samples", "distinct"} <= set(a.cases):
         ap.error("--backend mlx and --engine vllm are compared on samples and distinct: keep both in --cases")
     if a.worker:
@@ -130,7 +132,7 @@ def main() -> None:
     from scoreflow.backends.cuda import load
 
     n_problems = a.problems or 1
-    max_new = a.max_new_tokens or (12 if a.quick else 96)
+    max_new = a.max_new_tokens or (8 if a.quick else 96)
     params = SamplingParams(temperature=0.2, top_p=0.95, max_new_tokens=max_new, stop=("</graph>",), seed=a.seed)
     samples, distinct = prompts(n_problems, a.batch_size, a.seed)
     model = model_folder(a.model, a.tokenizer, "bfloat16" if a.model.startswith("random:llama") else "float32")

@@ -84,18 +84,39 @@ def cases(tmp: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
-def test_bad_inputs_fail_cleanly(tmp_path):
+def clean_failure(name: str, rc: int, out: str, err: str, expected: str) -> str | None:
+    """What is wrong with a bad input's ending (None: exit code 2, one `scoreflow: error:` line naming
+    `expected`, no traceback)."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    ok = (rc == 2 and len(lines) == 1 and lines[0].startswith("scoreflow: error:")
+          and expected.lower() in lines[0].lower() and "Traceback" not in err + out)
+    return None if ok else f"{name}: rc={rc} stderr={err.strip()[-300:]!r}"
+
+
+def test_bad_inputs_fail_cleanly(tmp_path, monkeypatch, capsys):
+    """Each case through the command line's own entry point, in this process (what `python -m scoreflow`
+    runs: scoreflow/__main__.py exits with main()'s code); two of them also as real processes below."""
+    monkeypatch.setenv("SCOREFLOW_DATA", "")
+    monkeypatch.chdir(tmp_path)
     failures = []
     for name, args, expected in cases(tmp_path):
-        res = scoreflow(*args, cwd=tmp_path)
-        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-        ok = (res.returncode == 2 and len(lines) == 1 and lines[0].startswith("scoreflow: error:")
-              and expected.lower() in lines[0].lower() and "Traceback" not in res.stderr + res.stdout)
-        if not ok:
-            failures.append(f"{name}: rc={res.returncode} stderr={res.stderr.strip()[-300:]!r}")
+        rc = cli.main(args)
+        out, err = capsys.readouterr()
+        failures.append(clean_failure(name, rc, out, err, expected))
         assert not (tmp_path / "run").exists(), f"{name}: left a run directory behind"
-    assert not failures, "\n".join(failures)
+    assert not [f for f in failures if f], "\n".join(f for f in failures if f)
     assert len(cases(tmp_path / "again")) >= 15
+
+
+@pytest.mark.parametrize("name", ["broken JSONL line", "unknown backend"])
+def test_bad_input_fails_cleanly_in_a_real_process(tmp_path, name):
+    """The exit code and stderr of a real `python -m scoreflow` process: a bad data file (found while the
+    command runs) and a bad flag value (refused by the configuration's checks)."""
+    [(_, args, expected)] = [c for c in cases(tmp_path) if c[0] == name]
+    res = scoreflow(*args, cwd=tmp_path)
+    failure = clean_failure(name, res.returncode, res.stdout, res.stderr, expected)
+    assert failure is None, failure
+    assert not (tmp_path / "run").exists(), f"{name}: left a run directory behind"
 
 
 # ==== Per-command flags: each subcommand shows and accepts only the flags whose config key can affect it;
@@ -277,26 +298,40 @@ def test_output_into_a_closed_pipe_ends_quietly(tmp_path, args):
 
 # ==== run-workflow on the embedded model (was in tests/test_e2e.py)
 
+SMALL_RUN = ("--set", "executor.max_tokens=24", "--set", "sandbox.timeout_s=3")
+
+
 def run_workflow(tmp_path: Path, source: str, *extra: str) -> dict:
+    """`scoreflow run-workflow` in a real process: its exit code and its last line, the verdict."""
     wf = tmp_path / "wf.py"
     wf.write_text(source)
-    res = subprocess.run([sys.executable, "-m", "scoreflow", "run-workflow", "--workflow", str(wf),
-                          "--set", "executor.max_tokens=24", "--set", "sandbox.timeout_s=3", *extra],
+    res = subprocess.run([sys.executable, "-m", "scoreflow", "run-workflow", "--workflow", str(wf), *SMALL_RUN, *extra],
                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def run_workflow_here(tmp_path: Path, capsys, source: str, *extra: str) -> dict:
+    """The same command through cli.main in this process (no interpreter start-up or imports per case)."""
+    wf = tmp_path / "wf.py"
+    wf.write_text(source)
+    assert cli.main(["run-workflow", "--workflow", str(wf), *SMALL_RUN, *extra]) == 0, capsys.readouterr().err[-2000:]
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
 @pytest.mark.slow
-def test_run_workflow_verdicts(tmp_path):
-    bad = run_workflow(tmp_path, "async def run_workflow(self):\n    import os\n    return os.getcwd()\n")
+def test_run_workflow_verdicts(tmp_path, monkeypatch, capsys):
+    """The policy's rejections and the sandbox's timeout in this process; a workflow that runs, in a real
+    process (`python -m scoreflow run-workflow`: exit code 0, the verdict as its last line)."""
+    monkeypatch.chdir(tmp_path)
+    bad = run_workflow_here(tmp_path, capsys, "async def run_workflow(self):\n    import os\n    return os.getcwd()\n")
     assert bad["status"] == "rejected" and "import" in bad["reason"] and bad["score"] == 0
-    opened = run_workflow(tmp_path, "async def run_workflow(self):\n    return open('/etc/passwd').read()\n")
+    opened = run_workflow_here(tmp_path, capsys, "async def run_workflow(self):\n    return open('/etc/passwd').read()\n")
     assert opened["status"] == "rejected" and opened["score"] == 0
-    dunder = run_workflow(tmp_path, "async def run_workflow(self):\n    return self.__class__.__name__\n")
+    dunder = run_workflow_here(tmp_path, capsys, "async def run_workflow(self):\n    return self.__class__.__name__\n")
     assert dunder["status"] == "rejected"
-    loop = run_workflow(tmp_path, "async def run_workflow(self):\n    x = await self.custom(input=self.problem, "
-                        "instruction='Solve it.')\n    while True:\n        x = x + ''\n    return x\n")
+    loop = run_workflow_here(tmp_path, capsys, "async def run_workflow(self):\n    x = await self.custom(input=self.problem, "
+                             "instruction='Solve it.')\n    while True:\n        x = x + ''\n    return x\n")
     assert loop["status"] == "timeout" and loop["score"] == 0, loop
     ok = run_workflow(tmp_path, "async def run_workflow(self):\n    return await self.programmer(problem=self.problem)\n",
                       "--index", "3")

@@ -5,9 +5,7 @@ and `scoreflow train-adapter` (through it) writes an adapter the backend loads."
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -139,40 +137,62 @@ def test_two_ranks_take_the_single_process_steps(tiny_llama, single, tmp_path):
     assert not (tmp_path / "checkpoints-1").exists()
 
 
-def test_train_processes_runs_accelerate_launch(tiny_llama, single):
-    """TrainConfig.processes = 2 (config train.processes) on CPU: the backend launches two ranks with
-    accelerate, follows their steps and loads the adapter they wrote."""
-    b = _backend(str(tiny_llama))
-    steps = []
-    stats = b.train(_pairs(), replace(CFG, processes=2), on_step=steps.append)
-    history, lora = single
-    _same_steps(steps, history)
-    _same_steps(stats.history, history)
-    assert stats.steps == 3 and stats.tokens > 0
-    _same_lora(_lora(b), lora)
+def test_train_adapter_cli_on_two_ranks(tiny_llama, single, tmp_path, monkeypatch, capsys):
+    """`scoreflow train-adapter --pairs` with train.processes = 2 (config train.processes) on CPU, through
+    cli.main in this process: the backend it builds launches two ranks with accelerate, follows their
+    steps (the command prints each), loads the adapter they wrote, and the command saves it. Each step,
+    the backend's adapter and the saved one are the single process's. (One launch checks both the
+    backend's train.processes path and the command; a spy on the command's backend records its steps.)"""
+    from scoreflow.model.backend import StepInfo
+    from scoreflow.cli import main as cli
+    from scoreflow.run import session
 
-
-def test_train_adapter_cli_on_two_ranks(tiny_llama, single, tmp_path):
-    """`scoreflow train-adapter --pairs` with train.processes = 2 trains through the backend, which
-    launches the ranks; the adapter it writes is the single process's."""
     b = _backend(str(tiny_llama))
     b.save_adapter(tmp_path / "init")
     with open(tmp_path / "pairs.jsonl", "w") as f:
         for p in _pairs():
             f.write(json.dumps(asdict(p)) + "\n")
-    cmd = [sys.executable, "-m", "scoreflow", "train-adapter", "--backend", "cuda", "--device", "cpu",
-           "--pairs", str(tmp_path / "pairs.jsonl"), "--model", str(tiny_llama), "--out", str(tmp_path / "adapter"),
-           "--init-adapter", str(tmp_path / "init"), "--set", "train.processes=2",
-           "--set", "lora.rank=4", "--set", "lora.alpha=8", "--set", "lora.dropout=0",
-           "--set", "train.beta=0.5", "--set", "train.learning_rate=5e-3", "--set", "train.lr_schedule=constant",
-           "--set", "train.batch_size=3"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    lines = out.stdout.splitlines()
+    seen: dict = {}
+    make_backend = session.make_backend
+
+    def spied(cfg):  # the command's backend, its train call's steps and result recorded
+        policy = seen["policy"] = make_backend(cfg)
+        train = policy.train
+
+        def recorded(pairs, train_cfg, on_step=None, **kw):
+            seen["processes"], seen["steps"] = train_cfg.processes, []
+
+            def step(info: StepInfo) -> None:
+                seen["steps"].append(info)
+                on_step(info)
+
+            seen["stats"] = train(pairs, train_cfg, on_step=step, **kw)
+            return seen["stats"]
+
+        policy.train = recorded
+        return policy
+
+    monkeypatch.setattr(session, "make_backend", spied)
+    rc = cli.main(["train-adapter", "--backend", "cuda", "--device", "cpu",
+                   "--pairs", str(tmp_path / "pairs.jsonl"), "--model", str(tiny_llama), "--out", str(tmp_path / "adapter"),
+                   "--init-adapter", str(tmp_path / "init"), "--set", "train.processes=2",
+                   "--set", "lora.rank=4", "--set", "lora.alpha=8", "--set", "lora.dropout=0",
+                   "--set", "train.beta=0.5", "--set", "train.learning_rate=5e-3", "--set", "train.lr_schedule=constant",
+                   "--set", "train.batch_size=3"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err[-3000:]
+    lines = out.splitlines()
     assert sum(line.startswith("step ") for line in lines) == 3 and lines[-1].startswith("adapter: ")
+    history, lora = single
+    stats = seen["stats"]
+    assert seen["processes"] == 2
+    _same_steps(seen["steps"], history)  # followed as the ranks took them
+    _same_steps(stats.history, history)
+    assert stats.steps == 3 and stats.tokens > 0
+    _same_lora(_lora(seen["policy"]), lora)  # the backend loaded what the ranks wrote
     fresh = load(str(tiny_llama), device="cpu", lora=LORA, seed=1)
     fresh.load_adapter(tmp_path / "adapter")
-    _same_lora(_lora(fresh), single[1])
+    _same_lora(_lora(fresh), lora)
 
 
 def test_run_dir_gives_the_loops_pairs_seed_and_adapter(tmp_path):

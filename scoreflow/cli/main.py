@@ -20,17 +20,12 @@ COMMANDS = (optimize, evaluate, run_workflow, solve, export, train_adapter, conf
 
 
 def _quiet() -> None:
+    """No library chatter or progress bars unless the user's environment asks for them; transformers
+    reads both variables when a command first imports it (a command without a model never does)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")
-    try:
-        import transformers
-
-        transformers.utils.logging.set_verbosity_error()
-        transformers.utils.logging.disable_progress_bar()
-    except Exception:
-        pass
 
 
 class _Parser(argparse.ArgumentParser):

@@ -56,7 +56,6 @@ from mlx.utils import tree_flatten  # noqa: E402
 from scoreflow.backends.mlx import train as _train  # noqa: E402
 from scoreflow.backends.mlx.blas import preload  # noqa: E402
 from scoreflow.backends.mlx.model import adapter_disabled  # noqa: E402
-from scoreflow.backends.mlx.prompt_cache import opening_length  # noqa: E402
 from scoreflow.model import training  # noqa: E402
 from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
 
@@ -135,7 +134,7 @@ class MlxLmGenerator:
         self.tokenizer = TokenizerWrapper(b.tokenizer, eos_token_ids=b.fmt.stop_ids)
         self.sampler = make_sampler(temp=params.temperature, top_p=params.top_p)
         ids = [self.encode(m) for m in prompts]
-        self.heads = [tuple(i[:opening_length(b.fmt, m, i)]) for m, i in zip(prompts, ids)]
+        self.heads = [tuple(i[:b.fmt.context_length(m, i)]) for m, i in zip(prompts, ids)]
         self.caches: dict[tuple[int, ...], list] = {}
 
     def encode(self, messages: list) -> list[int]:

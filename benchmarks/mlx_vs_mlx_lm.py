@@ -256,15 +256,16 @@ def score_dpo_tuner_loss(beta: float):
     return loss
 
 
-def tuner_batches(plan: training.TrainPlan, ref: mx.array):
-    """mlx-lm's iterate_batches signature: the plan's steps, in order, for ever."""
+def tuner_batches(plan: training.TrainPlan, ref: mx.array, pad_to: int = 32):
+    """mlx-lm's iterate_batches signature: the plan's steps, in order, for ever, each batch padded as
+    iterate_batches pads it (to one plus a multiple of 32), so the compiled step sees few shapes."""
     enc = plan.enc
 
     def iterate(dataset, batch_size, max_seq_length, loop=False, seed=None, comm_group=None):
         while True:
             for step in plan.steps:
                 rows = [i for k in step for i in plan.index[k]]
-                width = max(len(enc.seqs[i]) for i in rows)
+                width = 1 + pad_to * -(-max(len(enc.seqs[i]) for i in rows) // pad_to)
                 batch = mx.array([enc.seqs[i] + [0] * (width - len(enc.seqs[i])) for i in rows])
                 lengths = mx.array([[enc.prompt_lens[i], len(enc.seqs[i])] for i in rows])
                 scores = mx.array([[plan.pairs[k].score_chosen, plan.pairs[k].score_rejected] for k in step])

@@ -59,10 +59,10 @@ from scoreflow.backends.mlx.model import adapter_disabled  # noqa: E402
 from scoreflow.model import training  # noqa: E402
 from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
 
-SIZES = {  # prompts (problems x k), new tokens, rounds; pairs per step, training rounds
-    "full": dict(problems=2, k=4, max_new_tokens=96, rounds=4, pairs=2, train_rounds=2),
-    "small": dict(problems=1, k=4, max_new_tokens=32, rounds=2, pairs=1, train_rounds=2),
-    "quick": dict(problems=1, k=3, max_new_tokens=8, rounds=1, pairs=1, train_rounds=1),
+SIZES = {  # prompts (problems x k), new tokens, rounds; pairs per step, training rounds, steps per round
+    "full": dict(problems=2, k=4, max_new_tokens=96, rounds=4, pairs=2, train_rounds=2, steps=3),
+    "small": dict(problems=1, k=4, max_new_tokens=32, rounds=2, pairs=1, train_rounds=2, steps=2),
+    "quick": dict(problems=1, k=3, max_new_tokens=8, rounds=1, pairs=1, train_rounds=1, steps=3),
 }
 
 
@@ -182,9 +182,10 @@ def interleaved(sides: dict, rounds: int) -> dict[str, list[dict]]:
 
 
 def measure_generation(b: MLXBackend, prompts: list, params: SamplingParams, rounds: int) -> dict:
-    """Warm (the openings cached on both sides): the backend, mlx-lm, and the backend with the other
-    top-p sampler, `rounds` times. Cold (openings prefilled in the call, on both sides) and the
-    backend without its prompt cache: one round, as prefilling dominates them."""
+    """Cold first (the openings prefilled inside the timed call, on both sides; the backend also
+    without its prompt cache), once, as prefilling dominates it; the cold calls leave each side's
+    openings cached. Then warm (the openings cached on both sides): the backend, mlx-lm, and the
+    backend with the other top-p sampler, `rounds` times."""
     theirs = MlxLmGenerator(b, prompts, params)
     own_sampler = b.top_p_sampler
     other = "mlx-lm" if own_sampler == "top-64" else "top-64"
@@ -198,12 +199,11 @@ def measure_generation(b: MLXBackend, prompts: list, params: SamplingParams, rou
         finally:
             b.prompts.enabled, b.top_p_sampler = True, own_sampler
 
-    ours(), theirs(False)  # warm-up: the openings cached on both sides, the kernels and allocator warm
-    runs = interleaved({"ours": ours, "mlx_lm": lambda: theirs(False),
-                        f"ours_{other}_sampler": lambda: ours(sampler=other)}, rounds)
-    runs.update(interleaved({"ours_cold": lambda: ours(cold=True), "mlx_lm_cold": lambda: theirs(True),
-                             "ours_no_prompt_cache": lambda: ours(cache=False)}, 1))
-    ours()  # the openings cached again for what follows
+    b.generate(prompts[:1], params)  # warm-up: the kernels and the allocator, for both sides (one model)
+    runs = interleaved({"ours_cold": lambda: ours(cold=True), "mlx_lm_cold": lambda: theirs(True),
+                        "ours_no_prompt_cache": lambda: ours(cache=False)}, 1)
+    runs.update(interleaved({"ours": ours, "mlx_lm": lambda: theirs(False),
+                             f"ours_{other}_sampler": lambda: ours(sampler=other)}, rounds))
     tps = {name: [x["tokens_per_s"] for x in rs] for name, rs in runs.items()}
     tpc = {name: [x["tokens_per_cpu_s"] for x in rs] for name, rs in runs.items()}
     return {
@@ -422,7 +422,7 @@ def main() -> None:
             result["generation"] = measure_generation(b, arith_prompts(sizes["problems"], sizes["k"]), params,
                                                       sizes["rounds"])
         if "training" not in a.skip:
-            result["training"] = measure_training(b, sizes["pairs"], sizes["train_rounds"], 3, Path(tmp))
+            result["training"] = measure_training(b, sizes["pairs"], sizes["train_rounds"], sizes["steps"], Path(tmp))
     if a.pytorch:
         result["pytorch"] = pytorch_ratios(a.model)
     result["targets"] = {

@@ -23,7 +23,8 @@ machine whose other jobs take the cores, wall time includes the waiting; CPU tim
 (all of the process's threads).
 
     python benchmarks/mlx_vs_mlx_lm.py --out benchmarks/results/mlx-vs-mlx-lm.json --pytorch   # SmolLM2 (~40 min on 2 CPU cores)
-    python benchmarks/mlx_vs_mlx_lm.py --small     # fewer prompts, tokens, pairs and rounds (minutes)
+    python benchmarks/mlx_vs_mlx_lm.py --small     # 4 prompts x 32 tokens, 1 pair x 2 steps per block (~15 min of CPU)
+    python benchmarks/mlx_vs_mlx_lm.py --small --skip no-prompt-cache other-step   # only mlx-lm's sides against the backend
     python benchmarks/mlx_vs_mlx_lm.py --quick     # a tiny random model, seconds (the test)
 
 Prints one JSON object (and writes it to --out).

@@ -19,7 +19,6 @@ import mlx.core as mx  # noqa: E402
 
 from scoreflow.backends import mlx as B  # noqa: E402
 from scoreflow.backends.mlx.generate import make_sampler, nucleus  # noqa: E402
-from scoreflow.backends.mlx.prompt_cache import opening_length  # noqa: E402
 from scoreflow.model.backend import LoraConfig, SamplingParams, TrainConfig, TrainPair  # noqa: E402
 from helpers import random_peft  # noqa: E402
 
@@ -45,6 +44,7 @@ def chat(problem: str, rotate: int = 0) -> list[dict]:
 PROMPTS = [chat(p, i) for i, p in enumerate(PROBLEMS)] + [[{"role": "user", "content": "Hi"}]]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12, stop=())
 SAMPLED = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=12, stop=(), seed=5)
+OPENINGS = 4  # distinct openings of PROMPTS: three rotations, and the one-message prompt's system turn
 
 
 @pytest.fixture(scope="module")
@@ -73,27 +73,30 @@ def texts(outs) -> list[tuple[str, int, bool]]:
     return [(c.text, c.tokens, c.finished) for c in outs]
 
 
-def test_opening_is_every_message_but_the_last(on):
-    msgs = PROMPTS[0]
-    ids = on.fmt.prompt_ids(msgs)
-    cut = opening_length(on.fmt, msgs, ids)
-    head = on.fmt.encode_text(on.tokenizer.apply_chat_template(msgs[:-1], tokenize=False))
-    assert 0 < cut < len(ids) and ids[:cut] == head
-    assert opening_length(on.fmt, PROMPTS[-1], on.fmt.prompt_ids(PROMPTS[-1])) == 0  # one message: no opening
+def test_opening_is_what_prompts_differing_in_the_last_message_share(on):
+    """The split the prompt cache uses (the chat format's context_length): the system prompt and
+    few-shot turns are in the opening, the problem is not."""
+    ids = on.fmt.prompt_ids(PROMPTS[0])
+    cut = on.fmt.context_length(PROMPTS[0], ids)
+    head = on.fmt.encode_text(on.tokenizer.apply_chat_template(PROMPTS[0][:-1], tokenize=False))
+    assert len(head) <= cut < len(ids) and ids[:len(head)] == head
+    other = chat(PROBLEMS[1], 0)
+    assert on.fmt.prompt_ids(other)[:cut] == ids[:cut] and on.fmt.context_length(other) == cut
 
 
 @pytest.mark.parametrize("params", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
 def test_prompt_cache_changes_no_output(on, off, params):
     """The same workflows with the cache on and off, and again from the cache on the next call;
-    each of the three distinct openings is prefilled once."""
+    each distinct opening is prefilled once: the three rotations of the examples, and the default
+    system turn the template puts before the one-message prompt."""
     on.load_adapter(None)
     want = texts(off.generate(PROMPTS, params))
     misses = on.prompts.misses
     first = texts(on.generate(PROMPTS, params))
-    assert on.prompts.misses - misses <= 3
+    assert on.prompts.misses - misses <= OPENINGS
     hits, misses = on.prompts.hits, on.prompts.misses
     again = texts(on.generate(PROMPTS, params))
-    assert on.prompts.misses == misses and on.prompts.hits == hits + 3
+    assert on.prompts.misses == misses and on.prompts.hits == hits + OPENINGS
     assert first == want and again == want
     assert len({t for t, _, _ in want}) > 1
 
@@ -109,7 +112,7 @@ def test_prompt_cache_follows_the_adapter(on, off, adapter):
         off.load_adapter(adapter)
         misses = on.prompts.misses
         loaded = texts(on.generate(PROMPTS, GREEDY))
-        assert on.prompts.misses == misses + 3  # prefilled again, with the new adapter
+        assert on.prompts.misses == misses + OPENINGS  # prefilled again, with the new adapter
         assert loaded == texts(off.generate(PROMPTS, GREEDY)) and loaded != base
         misses = on.prompts.misses
         assert texts(on.generate(PROMPTS, GREEDY, adapter=False)) == texts(off.generate(PROMPTS, GREEDY, adapter=False))
@@ -118,7 +121,7 @@ def test_prompt_cache_follows_the_adapter(on, off, adapter):
         for b in (on, off):
             b.train([pair], TrainConfig(learning_rate=1e-2, checkpoint_every=0))
         assert texts(on.generate(PROMPTS, GREEDY)) == texts(off.generate(PROMPTS, GREEDY))
-        assert on.prompts.misses == misses + 3
+        assert on.prompts.misses == misses + OPENINGS
     finally:
         on.load_adapter(None)
         off.load_adapter(None)

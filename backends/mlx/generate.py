@@ -13,7 +13,6 @@ import mlx.nn as nn
 
 from scoreflow.model.backend import Completion, Messages, SamplingParams
 from scoreflow.model.chat import ChatFormat, cut_at_stop
-from scoreflow.backends.mlx.prompt_cache import opening_length
 
 # How top-p sampling finds the nucleus. "mlx-lm": its apply_top_p, which sorts the vocabulary at
 # every step on the device, without a host sync (the default on Metal). "top-64": `nucleus` below,
@@ -84,7 +83,7 @@ def generate(model: nn.Module, fmt: ChatFormat, prompts: Sequence[Messages], par
     from mlx_lm.generate import BatchGenerator
 
     encoded = [fmt.prompt_ids(m) for m in prompts]
-    cut = [opening_length(fmt, m, ids) for m, ids in zip(prompts, encoded)]
+    cut = [fmt.context_length(m, ids) for m, ids in zip(prompts, encoded)]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
     gen = BatchGenerator(model, max_tokens=params.max_new_tokens, stop_tokens=[[t] for t in fmt.stop_ids],
                          sampler=make_sampler(params, top_p_sampler), completion_batch_size=batch_size,

@@ -3,9 +3,11 @@ each ~1,000-token prompt, and a run asks for it again with every batch. Its KV c
 mlx-lm's LRUPromptCache and handed to mlx-lm's BatchGenerator, which prefills only the rest (the
 problem) of each prompt.
 
-The opening is every message but the last, so where a prompt splits depends on the prompt alone:
-with the cache off the opening is prefilled for each prompt the same way (one row, the same
-chunks) and the generated tokens are the same as with it on, bit for bit. With
+The opening is the chat format's `context_length`: the leading tokens every prompt that differs only
+in its last message shares (the system prompt and few-shot turns, up to the last message's role
+header), the split the PyTorch backend uses too. Where a prompt splits depends on the
+prompt alone: with the cache off the opening is prefilled for each prompt the same way (one row,
+the same chunks) and the generated tokens are the same as with it on, bit for bit. With
 `generator.explore_examples` the examples are rotated per sample, so a run has a handful of
 openings; the cache keeps the latest few. Openings prefilled with the adapter on are dropped when
 the adapter changes (training, load_adapter); those of the base model (adapter off: the executor
@@ -19,22 +21,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from scoreflow.model.backend import Messages
-from scoreflow.model.chat import ChatFormat
-
 MAX_OPENINGS = 8  # distinct openings kept per adapter state (explore_examples rotates through ~5)
 PREFILL_STEP = 2048  # tokens per forward pass while prefilling, as mlx-lm's generator
-
-
-def opening_length(fmt: ChatFormat, messages: Messages, ids: list[int]) -> int:
-    """How many leading tokens of `ids` (the prompt's) are its opening: the chat up to its last
-    message. 0 when the prompt has one message, or its template does not render the opening as a
-    token prefix of the whole prompt."""
-    if len(messages) < 2:
-        return 0
-    text = fmt.tokenizer.apply_chat_template(list(messages[:-1]), tokenize=False)
-    head = fmt.encode_text(text)
-    return len(head) if 0 < len(head) < len(ids) and ids[:len(head)] == head else 0
 
 
 def prefill(model: nn.Module, ids: list[int]) -> list[Any]:

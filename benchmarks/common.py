@@ -8,6 +8,7 @@ import os
 import platform
 import resource
 import sys
+from pathlib import Path
 from typing import Any
 
 # Set before torch starts OpenMP (as scoreflow.backends.cuda does): spinning worker threads collapse
@@ -46,8 +47,12 @@ def rss_mb() -> float:
         return peak_rss_mb()
 
 
-def emit(obj: dict[str, Any]) -> None:
+def emit(obj: dict[str, Any], out: Path | None = None) -> None:
+    """Print the result as one JSON line; with `out`, also write it there (indented)."""
     print(json.dumps(obj, sort_keys=False), flush=True)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(obj, indent=1) + "\n")
 
 
 def last_json(text: str) -> dict[str, Any]:

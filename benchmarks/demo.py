@@ -163,10 +163,7 @@ def main() -> None:
         "max_peak_rss_mb": max((s["peak_rss_mb"] for s in done), default=None),
         "ci_excludes_0": [s["comparison"]["difference"]["low"] > 0 for s in done],
         "gold_in_solved_source": sum(s["gold_in_solved_source"] for s in done)}
-    emit(result)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

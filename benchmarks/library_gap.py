@@ -172,14 +172,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scoreflow-library-gap-") as tmp:
         runs = [run_one(r, args.ks, args.rules, args.libraries or Path(tmp)) for r in args.runs]
     result = {"benchmark": "library_gap", "date": today(), "device": device_info(),
-              "command": "python benchmarks/library_gap.py RUN ... --ks " + " ".join(map(str, args.ks))
-              + " --rules " + " ".join(args.rules),
+              "command": " ".join(["python", "benchmarks/library_gap.py", *sys.argv[1:]]),
               "wall_s": round(time.monotonic() - t0, 1), "peak_rss_mb": round(peak_rss_mb()),
               "pooled": pooled(runs), "runs": runs}
-    emit(result)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -205,10 +205,10 @@ class TrainPlan:
         pl = ref_l if policy_l is None else policy_l
         if self.loss == "grpo":
             ntok_l = ops.array([self.enc.completion_len(i) for i in self.rejected(pairs)], like)
-            chosen = [self.pairs[k] for k in pairs]
+            these = [self.pairs[k] for k in pairs]
             return group_relative_loss(self.clip, beta, policy_w, pl, ref_w, ref_l, ntok, ntok_l,
-                                       [p.advantage_chosen for p in chosen], [p.advantage_rejected for p in chosen],
-                                       [p.weight for p in chosen], ops=ops)
+                                       [p.advantage_chosen for p in these], [p.advantage_rejected for p in these],
+                                       [p.weight for p in these], ops=ops)
         return preference_loss(self.loss, beta, policy_w, pl, ref_w, ref_l, sw, sl, ntok, ops=ops)
 
 

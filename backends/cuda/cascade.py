@@ -40,6 +40,8 @@ def cascade_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
     assert openings is not None
     b, heads, q, d = query.shape
     scale = scaling if scaling is not None else d ** -0.5
+    if query.device.type == "cpu":
+        return _attend_cpu(module, query, key, value, attention_mask, scale, openings), None
     if len(openings.kv) == 1 or bool((openings.group == openings.group[0]).all()):
         kv = openings.kv[int(openings.group[0])]
         return _attend(module, query, key, value, attention_mask, scale, kv), None
@@ -51,29 +53,39 @@ def cascade_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
     return out, None
 
 
-def _attend(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scale: float,
-            kv: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
-    """Rows of one opening (or none). Laid out (kv head, row, head of the group, query, key) so that the
-    opening's keys and values are read once for all rows, with no copy of anything opening-sized."""
+def _attend_cpu(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
+                scale: float, openings: Openings) -> torch.Tensor:
+    """The same join on CPU through PyTorch's flash kernel, which returns each query's log-sum-exp:
+    every row's own tokens in one call, each opening in one call for all its rows (a kv head's queries
+    of all rows as one sequence over the opening), joined by their log-sum-exps."""
     b, heads, q, d = query.shape
     kvh = key.shape[1]
     rep = heads // kvh
-    qk = query.view(b, kvh, rep, q, d).transpose(0, 1)  # (kvh, b, rep, q, d)
-    ko, vo = key.transpose(0, 1)[:, :, None], value.transpose(0, 1)[:, :, None]  # (kvh, b, 1, own, d)
-    own = torch.matmul(qk, ko.transpose(-1, -2)).mul_(scale)  # (kvh, b, rep, q, own)
-    own.masked_fill_(~mask.transpose(0, 1)[:, :, None], float("-inf"))
-    if kv is None:
-        out = torch.matmul(own.softmax(-1), vo)
-    else:
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    grouped = query.reshape(b, kvh, rep * q, d)  # head h = kv head h // rep, as repeat_kv lays them out
+    bias = torch.zeros(mask.shape, dtype=query.dtype).masked_fill_(~mask, float("-inf")).repeat(1, 1, rep, 1)
+    out, lse = flash(grouped, key, value, attn_mask=bias, scale=scale)  # (b, kvh, rep q, d), (b, kvh, rep q)
+    for g, kv in enumerate(openings.kv):
+        if kv is None:
+            continue
+        rows = torch.nonzero(openings.group == g).flatten()
+        if not len(rows):
+            continue
         ks, vs = kv[module.layer_idx]  # (1, kvh, P, d)
-        shared = torch.matmul(qk.reshape(kvh, b * rep * q, d), ks[0].transpose(-1, -2)).mul_(scale)
-        shared = shared.view(kvh, b, rep, q, -1)
-        top = torch.maximum(shared.amax(-1, keepdim=True), own.amax(-1, keepdim=True))
-        es, eo = shared.sub_(top).exp_(), own.sub_(top).exp_()
-        total = es.sum(-1, keepdim=True).add_(eo.sum(-1, keepdim=True))
-        out = torch.matmul(es.view(kvh, b * rep * q, -1), vs[0]).view(kvh, b, rep, q, d)
-        out = out.add_(torch.matmul(eo, vo)).div_(total)
-    return out.permute(1, 3, 0, 2, 4).reshape(b, q, heads, d)  # (b, q, H, d), head h = kv head h // rep
+        part = grouped if len(rows) == b else grouped[rows]
+        n = len(rows)
+        shared, top = flash(part.transpose(0, 1).reshape(1, kvh, n * rep * q, d), ks, vs, scale=scale)
+        shared = shared.view(kvh, n, rep * q, d).transpose(0, 1)
+        top = top.view(kvh, n, rep * q).transpose(0, 1)
+        own, own_lse = (out, lse) if n == b else (out[rows], lse[rows])
+        m = torch.maximum(own_lse, top)
+        wo, ws = (own_lse - m).exp_(), (top - m).exp_()
+        joined = (own * wo[..., None] + shared * ws[..., None]) / (wo + ws)[..., None]
+        if n == b:
+            out = joined.to(out.dtype)
+        else:
+            out[rows] = joined.to(out.dtype)
+    return out.view(b, kvh, rep, q, d).permute(0, 3, 1, 2, 4).reshape(b, q, heads, d)
 
 
 def over_openings(config):

@@ -115,10 +115,17 @@ def _stop_window(stops: Sequence[str]) -> int:
 
 
 class GrowingLayer(DynamicLayer):
-    """A cache layer whose keys and values live in a buffer grown by chunks: a decoding step writes its
-    one position instead of copying the whole cache (DynamicLayer concatenates at every step)."""
+    """A cache layer whose keys and values live in a buffer with room to grow: a decoding step writes
+    its one position instead of copying the whole cache (DynamicLayer concatenates at every step).
+    The first update reserves `reserve` positions beyond its own (the tokens still to generate), so a
+    generation that stays within them never reallocates; finished rows leave the buffer in place."""
 
     CHUNK = 256
+    MOVE = 8  # rows moved per copy when finished rows leave
+
+    def __init__(self, reserve: int = CHUNK):
+        super().__init__()
+        self.reserve = reserve
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
@@ -127,8 +134,10 @@ class GrowingLayer(DynamicLayer):
             self._v = value_states.new_empty((*value_states.shape[:2], 0, value_states.shape[3]))
         end = self.length + key_states.shape[2]
         if end > self._k.shape[2]:
+            room = self.reserve if self.length == 0 else self.CHUNK
+
             def grow(b: torch.Tensor) -> torch.Tensor:
-                return torch.cat([b, b.new_empty((*b.shape[:2], end - b.shape[2] + self.CHUNK, b.shape[3]))], 2)
+                return torch.cat([b, b.new_empty((*b.shape[:2], end - b.shape[2] + room, b.shape[3]))], 2)
             self._k, self._v = grow(self._k), grow(self._v)
         self._k[:, :, self.length:end] = key_states
         self._v[:, :, self.length:end] = value_states
@@ -143,6 +152,19 @@ class GrowingLayer(DynamicLayer):
         if self.is_initialized:
             self._k, self._v = self._k[indices], self._v[indices]
             self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
+
+    def keep_rows(self, keep: Sequence[int]) -> None:
+        """Keep the rows `keep` (ascending), moved to the front of the same buffer in that order: a few
+        rows at a time, so that no copy of the whole cache is ever made."""
+        if not self.is_initialized:
+            return
+        first = next((j for j, r in enumerate(keep) if r != j), len(keep))
+        for at in range(first, len(keep), self.MOVE):
+            rows = torch.tensor(keep[at:at + self.MOVE], device=self._k.device)  # later copies read rows >= at + MOVE
+            self._k[at:at + len(rows)] = self._k[rows]
+            self._v[at:at + len(rows)] = self._v[rows]
+        self._k, self._v = self._k[:len(keep)], self._v[:len(keep)]
+        self.keys, self.values = self._k[:, :, :self.length], self._v[:, :, :self.length]
 
 
 class PromptCache:
@@ -254,7 +276,7 @@ def _generate_batch(model, fmt: ChatFormat, prompts: list[tuple[list[int], int]]
     starts = torch.tensor(lengths, device=device)[:, None]
     pos = (own.long().cumsum(-1) - 1).clamp(min=0) + starts
     cache = DynamicCache()
-    cache.layers, cache.layer_class_to_replicate = [], GrowingLayer
+    cache.layers, cache.layer_class_to_replicate = [], lambda: GrowingLayer(params.max_new_tokens)
     # Query i sees own keys 0..i that are tokens (a padding query sees itself: no empty softmax).
     seen = torch.ones(rest, rest, dtype=torch.bool, device=device).tril() & own[:, None, :]
     seen |= torch.eye(rest, dtype=torch.bool, device=device)
@@ -289,7 +311,8 @@ def _generate_batch(model, fmt: ChatFormat, prompts: list[tuple[list[int], int]]
             break
         if len(keep) < len(alive):  # drop finished rows from the batch and the cache
             sel = torch.tensor(keep, device=device)
-            cache.batch_select_indices(sel)
+            for layer in cache.layers:
+                layer.keep_rows(keep)
             own, last_pos = own[sel], last_pos[sel]
             openings = openings.select(sel) if openings is not None else None
             nxt = [nxt[r] for r in keep]

@@ -215,7 +215,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "demo": {
         "run": {"iterations": 1, "problems": 12, "test_problems": 32, "compare": True},
         "generator": {"workflows_per_problem": 8, "temperature": 0.5, "max_new_tokens": 128, "max_attempts": 1,
-                      "hide_numbers": True, "explore_examples": True, "batch_size": 16},
+                      "hide_numbers": True, "explore_examples": True, "batch_size": 96},
         "executor": {"runs": 1, "max_tokens": 48},
         "train": {"pairs": 32, "batch_size": 1, "invalid_as_zero": True, "valid_floor": 0.5},
     },

@@ -262,7 +262,10 @@ def load_backend(
     lora: LoraConfig | None = None,
     seed: int = 0,
     dtype: str = "auto",
+    batch_size: int = 8,
 ) -> Backend:
+    """`batch_size`: rows the backend's own generation decodes at once."""
     name = resolve_backend_name(name)
     module = importlib.import_module(BACKENDS[name][0])
-    return module.load(model, device=device, lora=lora or LoraConfig(), seed=seed, dtype=dtype)
+    return module.load(model, device=device, lora=lora or LoraConfig(), seed=seed, dtype=dtype,
+                       generation_batch_size=batch_size)

@@ -55,7 +55,8 @@ def make_backend(cfg: Config) -> Backend:
     g, lora = cfg.generator, lora_config(cfg)
     if cfg.train.processes > 1 and resolve_backend_name(g.backend) != "cuda":
         raise UserError("train.processes > 1 (data-parallel training) needs the PyTorch backend: --backend cuda")
-    return load_backend(g.backend, g.model, device=g.device, lora=lora, seed=cfg.run.seed, dtype=g.dtype)
+    return load_backend(g.backend, g.model, device=g.device, lora=lora, seed=cfg.run.seed, dtype=g.dtype,
+                        batch_size=g.batch_size)
 
 
 def with_engine(cfg: Config, backend: Backend, workdir: Path, reporter: Reporter) -> Sampler:

@@ -13,6 +13,7 @@ added as ratios against the PyTorch backend's batched generation (the MLX side r
     python benchmarks/generation.py --engine vllm --vllm-python .venv-vllm/bin/python   # add the vLLM engine
     python benchmarks/generation.py --engine vllm --vllm-url http://127.0.0.1:8000/v1   # on a server already running
     python benchmarks/generation.py --cases arith   # only the product's own prompts, prompt cache on and off
+    python benchmarks/generation.py --cases demo kernel   # the demo's iteration at batch 16 and 96; the attention kernels
 
 With --engine vllm the generator's vLLM engine (a vLLM server serving the LoRA adapter per request,
 `generator.engine = "vllm"`) generates the same prompts with the same adapter; its numbers are ratios
@@ -21,6 +22,12 @@ against the PyTorch backend's batched generation. Its server start is timed apar
 `arith` times the product's own generator prompts (~1,060 tokens, 8 different problems) with the
 prompt cache kept across calls, against the same calls with nothing kept (the ratio of the second
 calls: the cache's steady state).
+
+`demo` generates the demo preset's iteration (12 problems x k = 8, the few-shot examples rotated per
+sample, temperature 0.5, 128 tokens) with 16 rows decoded at a time and with all 96 in one batch
+(the preset's generator.batch_size), openings cached. `kernel` times one layer's attention over the
+openings at that batch's decoding shape: the portable matmul join (`cascade._attend`, the path GPUs
+take) against the CPU flash-kernel join the backend uses on CPU, and checks that they agree.
 
 Prints one JSON object.
 """
@@ -111,7 +118,7 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cases", nargs="+", choices=("samples", "distinct", "arith"),
+    ap.add_argument("--cases", nargs="+", choices=("samples", "distinct", "arith", "demo", "kernel"),
                     default=["samples", "distinct", "arith"], help="which prompt sets to time")
     ap.add_argument("--worker", choices=["mlx"], help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
@@ -161,6 +168,10 @@ def main() -> None:
                         "token_ratio": ours["tokens_per_s"] / base["tokens_per_s"]}
     if "arith" in a.cases:
         result["arith"] = shared_opening(b, G, params, arith_prompts(a.batch_size, a.seed))
+    if "demo" in a.cases:
+        result["demo"] = demo_batches(b, a)
+    if "kernel" in a.cases:
+        result["kernel"] = attention_kernels(b, a.seed)
     result["targets"] = {f"{name} ratio>=4": result[name]["ratio"] >= 4.0
                          for name in ("samples", "distinct") if name in result}
     if a.backend == "mlx":
@@ -195,6 +206,78 @@ def shared_opening(b, G, params, ps: list) -> dict:
             "opening_tokens": b.fmt.context_length(ps[0]), "seconds": secs,
             "ratio": secs["uncached"][-1] / secs["cached"][-1],
             "same_text": sum(x == y for x, y in zip(texts["cached"], texts["uncached"]))}
+
+
+def demo_batches(b, a) -> dict:
+    """The demo's iteration (its prompts and sampling), 16 rows at a time against all at once."""
+    from scoreflow.config import PRESETS, GeneratorConfig
+    from scoreflow.loop.prompts import generator_messages
+    from scoreflow.model.backend import SamplingParams
+    from scoreflow.tasks.arith import ArithTask
+
+    g = PRESETS["demo"]["generator"]
+    n = 3 if a.quick else 12
+    k = g["workflows_per_problem"]
+    task = ArithTask()
+    problems = random.Random(a.seed).sample(task.problems("validate"), n)
+    ps = [generator_messages(task, p, True, i + j) for i, p in enumerate(problems) for j in range(k)]
+    params = SamplingParams(g["temperature"], GeneratorConfig().top_p, 8 if a.quick else g["max_new_tokens"],
+                            ("</graph>",), seed=a.seed)
+    b.generate(ps, SamplingParams(max_new_tokens=1, stop=()))  # every opening into the prompt cache
+    out = {"rows": len(ps), "openings": len({tuple(b.fmt.prompt_ids(m)[:b.fmt.context_length(m)]) for m in ps}),
+           "max_new_tokens": params.max_new_tokens, "temperature": params.temperature}
+    kept = b.generation_batch_size
+    try:
+        for rows in (16, len(ps)):
+            b.generation_batch_size = rows
+            outs, secs = timed(lambda: b.generate(ps, params))
+            out[f"batch {rows}"] = rates(outs, secs)
+    finally:
+        b.generation_batch_size = kept
+    out["ratio"] = out[f"batch {len(ps)}"]["tokens_per_s"] / out["batch 16"]["tokens_per_s"]
+    return out
+
+
+def attention_kernels(b, seed: int) -> dict:
+    """One layer's attention at the demo batch's decoding step (96 rows in five groups over ~1,030-token
+    openings, 170 own tokens each): the matmul join against the flash-kernel join, per call."""
+    import torch
+
+    from scoreflow.backends.cuda import cascade
+
+    cfg = b.model.get_base_model().config
+    kvh, heads = cfg.num_key_value_heads, cfg.num_attention_heads
+    d = cfg.hidden_size // heads
+    rows, own, opening = 96, 170, 1030
+    g = torch.Generator().manual_seed(seed)
+
+    class Layer:
+        layer_idx = 0
+
+    kv = [[(torch.randn(1, kvh, opening, d, generator=g), torch.randn(1, kvh, opening, d, generator=g))]
+          for _ in range(5)]
+    q = torch.randn(rows, heads, 1, d, generator=g)
+    k, v = torch.randn(rows, kvh, own, d, generator=g), torch.randn(rows, kvh, own, d, generator=g)
+    mask = torch.ones(rows, 1, 1, own, dtype=torch.bool)
+    openings = cascade.Openings(kv, torch.arange(rows) % 5)
+
+    def matmul_join():
+        out = q.new_empty((rows, 1, heads, d))
+        for grp, kvg in enumerate(kv):
+            r = torch.nonzero(openings.group == grp).flatten()
+            out[r] = cascade._attend(Layer, q[r], k[r], v[r], mask[r], d ** -0.5, kvg)
+        return out
+
+    def flash_join():
+        return cascade._attend_cpu(Layer, q, k, v, mask, d ** -0.5, openings)
+
+    out = {"rows": rows, "openings": 5, "opening_tokens": opening, "own_tokens": own,
+           "max_abs_difference": (matmul_join() - flash_join()).abs().max().item()}
+    for name, fn in (("matmul_ms", matmul_join), ("flash_ms", flash_join)):
+        fn()
+        out[name] = min(timed(fn)[1] for _ in range(20)) * 1000
+    out["ratio"] = out["matmul_ms"] / out["flash_ms"]
+    return out
 
 
 def measure_vllm(a, b, params, samples, distinct, result) -> dict:

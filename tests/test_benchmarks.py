@@ -52,7 +52,8 @@ def test_dpo_step_quick(tiny_llama):
 
 def test_generation_quick(tiny_llama):
     pytest.importorskip("torch")
-    out = _run("generation.py", "--model", str(tiny_llama), "--device", "cpu")
+    out = _run("generation.py", "--model", str(tiny_llama), "--device", "cpu",
+               "--cases", "samples", "distinct", "arith", "demo", "kernel")
     assert out["benchmark"] == "generation"
     for key in ("date", "device", "sizes", "samples", "distinct", "targets"):
         assert key in out
@@ -63,6 +64,11 @@ def test_generation_quick(tiny_llama):
     arith = out["arith"]
     assert arith["opening_tokens"] > 0.8 * arith["prompt_tokens"] and arith["ratio"] > 0
     assert arith["same_text"] == arith["rows"]
+    demo = out["demo"]
+    assert demo["rows"] == 24 and demo["openings"] == 5 and demo["ratio"] > 0
+    assert demo["batch 16"]["tokens"] > 0 and demo["batch 24"]["tokens"] > 0
+    kernel = out["kernel"]
+    assert kernel["max_abs_difference"] < 1e-4 and kernel["ratio"] > 0
 
 
 def test_execution_quick():

@@ -30,9 +30,11 @@ def _plain(query, key, value, mask, kv, group, scale):
     return torch.cat(rows).transpose(1, 2)  # (B, q, H, d)
 
 
+@pytest.mark.parametrize("flash", [True, False])  # the CPU flash-kernel join; the matmul join GPUs use
 @pytest.mark.parametrize("q", [1, 5])  # a decoding step; a prefill of each row's rest (causal, left-padded)
 @pytest.mark.parametrize("groups", [[0, 0, 0, 0], [1, 0, 2, 1], [0, 1, 0, 1]])
-def test_cascade_equals_attention_over_the_whole_prompt(q, groups):
+def test_cascade_equals_attention_over_the_whole_prompt(q, groups, flash, monkeypatch):
+    monkeypatch.setattr(cascade, "CPU_FLASH", flash)
     g = torch.Generator().manual_seed(len(groups) * 10 + q)
     b, heads, kvh, d, own = len(groups), 6, 2, 8, 7
     layer = lambda n: [(torch.randn(1, kvh, n, d, generator=g), torch.randn(1, kvh, n, d, generator=g))  # noqa: E731

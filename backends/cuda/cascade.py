@@ -18,6 +18,7 @@ import torch
 from scoreflow.backends.cuda.attention import attention_by
 
 NAME = "scoreflow_cascade"
+CPU_FLASH = True  # on CPU, join through the flash kernel's log-sum-exp (else the matmul join GPUs use)
 
 
 @dataclass
@@ -40,7 +41,7 @@ def cascade_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
     assert openings is not None
     b, heads, q, d = query.shape
     scale = scaling if scaling is not None else d ** -0.5
-    if query.device.type == "cpu":
+    if query.device.type == "cpu" and CPU_FLASH:
         return _attend_cpu(module, query, key, value, attention_mask, scale, openings), None
     if len(openings.kv) == 1 or bool((openings.group == openings.group[0]).all()):
         kv = openings.kv[int(openings.group[0])]
@@ -51,6 +52,31 @@ def cascade_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
         if len(rows):
             out[rows] = _attend(module, query[rows], key[rows], value[rows], attention_mask[rows], scale, kv)
     return out, None
+
+
+def _attend(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scale: float,
+            kv: list[tuple[torch.Tensor, torch.Tensor]] | None) -> torch.Tensor:
+    """Rows of one opening (or none). Laid out (kv head, row, head of the group, query, key) so that the
+    opening's keys and values are read once for all rows, with no copy of anything opening-sized."""
+    b, heads, q, d = query.shape
+    kvh = key.shape[1]
+    rep = heads // kvh
+    qk = query.view(b, kvh, rep, q, d).transpose(0, 1)  # (kvh, b, rep, q, d)
+    ko, vo = key.transpose(0, 1)[:, :, None], value.transpose(0, 1)[:, :, None]  # (kvh, b, 1, own, d)
+    own = torch.matmul(qk, ko.transpose(-1, -2)).mul_(scale)  # (kvh, b, rep, q, own)
+    own.masked_fill_(~mask.transpose(0, 1)[:, :, None], float("-inf"))
+    if kv is None:
+        out = torch.matmul(own.softmax(-1), vo)
+    else:
+        ks, vs = kv[module.layer_idx]  # (1, kvh, P, d)
+        shared = torch.matmul(qk.reshape(kvh, b * rep * q, d), ks[0].transpose(-1, -2)).mul_(scale)
+        shared = shared.view(kvh, b, rep, q, -1)
+        top = torch.maximum(shared.amax(-1, keepdim=True), own.amax(-1, keepdim=True))
+        es, eo = shared.sub_(top).exp_(), own.sub_(top).exp_()
+        total = es.sum(-1, keepdim=True).add_(eo.sum(-1, keepdim=True))
+        out = torch.matmul(es.view(kvh, b * rep * q, -1), vs[0]).view(kvh, b, rep, q, d)
+        out = out.add_(torch.matmul(eo, vo)).div_(total)
+    return out.permute(1, 3, 0, 2, 4).reshape(b, q, heads, d)  # (b, q, H, d), head h = kv head h // rep
 
 
 def _attend_cpu(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,

@@ -84,8 +84,8 @@ class GeneratorConfig:
                                  "i + j, so the k samples start from different methods (a small model copies the last "
                                  "example); training, evaluation and solve use the examples in their order")
     max_attempts: int = opt(3, "generation rounds for a slot whose workflow is invalid", min=1)
-    batch_size: int = opt(8, "workflows generated per batch (the vllm engine sends a batch's rows at once: "
-                          "raise it, e.g. to 256, on a GPU)", min=1)
+    batch_size: int = opt(8, "workflows generated per batch: rows the backend decodes together, or the vllm "
+                          "engine sends at once (raise it, e.g. to 256, on a GPU)", min=1)
     engine: str = opt("auto", "generation engine: backend (the model being trained), vllm (a vLLM server serving "
                       "the current adapter per request; PyTorch backend), auto (vllm when vllm_url or vllm_python "
                       "is set, or on CUDA with vLLM installed; else backend)", choices=("auto", "backend", "vllm"))

@@ -31,6 +31,7 @@ from common import device_info, emit, today  # noqa: E402
 
 from scoreflow.execute.workflow import gold_in_source  # noqa: E402
 from scoreflow.records import Comparison, TestMetrics  # noqa: E402
+from scoreflow.stats import bootstrap  # noqa: E402
 from scoreflow.run.rundir import RunDir  # noqa: E402
 from scoreflow.tasks.arith import ArithTask  # noqa: E402
 
@@ -135,7 +136,11 @@ def summarise(seed: int, folder: Path, returncode: int, wall: float | None) -> d
 
     config = build(cfg, snapshot=True)
     test = run_problems(config, ArithTask(), "test")
+    scores = {(e.iteration, e.problem): e.score for e in run.read("test_executions")}
+    problems = sorted(p for i, p in scores if i == comparison.base)
     out.update(comparison=comparison.to_json(), gold_in_solved_source=gold_in_solved(run, test),
+               test_scores={side: [scores[(it, p)] for p in problems]
+                            for side, it in (("base", comparison.base), ("trained", comparison.trained))},
                by_kind=what_changed(run, test, comparison.trained),
                profile=run.profile_path.read_text() if run.profile_path.is_file() else None,
                run_dir=str(run.path))
@@ -162,7 +167,10 @@ def main() -> None:
         "seeds": len(done), "max_wall_s": max((s["wall_s"] for s in done), default=None),
         "max_peak_rss_mb": max((s["peak_rss_mb"] for s in done), default=None),
         "ci_excludes_0": [s["comparison"]["difference"]["low"] > 0 for s in done],
-        "gold_in_solved_source": sum(s["gold_in_solved_source"] for s in done)}
+        "gold_in_solved_source": sum(s["gold_in_solved_source"] for s in done),
+        # trained - base over all seeds' test problems: resample the seeds, then the problems of each
+        "pooled_difference": bootstrap([s["test_scores"]["trained"] for s in done],
+                                       [s["test_scores"]["base"] for s in done]).as_dict() if done else None}
     emit(result, args.out)
 
 

@@ -296,6 +296,8 @@ def test_demo_reads_a_finished_run_of_the_readmes_command(demo_run, tmp_path):
     assert seed["comparison"]["difference"] == compared["difference"] and seed["gold_in_solved_source"] == 0
     assert sum(k["problems"] for k in seed["by_kind"].values()) == compared["problems"]
     assert seed["wall_s"] > 0 and out["summary"]["seeds"] == 1
+    assert len(seed["test_scores"]["base"]) == len(seed["test_scores"]["trained"]) == compared["problems"]
+    assert out["summary"]["pooled_difference"]["value"] == pytest.approx(compared["difference"]["value"])
     assert json.loads((folder / "result.json").read_text()) == seed
 
 

@@ -166,6 +166,11 @@ class TrainSection:
     epochs: int = opt(1, "passes over the sampled pairs", min=1)
     batch_size: int = opt(1, "pairs per optimiser step", min=1)
     gradient_checkpointing: bool = opt(False, "recompute activations: 2-3x less memory, 10-20% slower")
+    opening_gradient: bool = opt(True, "false: the opening all generator prompts share (system prompt and examples) "
+                                 "runs without gradient in training, its keys and values taken as given: the same "
+                                 "log-probs, a gradient without the path through the opening, less time and memory "
+                                 "per step (PyTorch on CPU and MLX, elsewhere the exact gradient; not with "
+                                 "gradient_checkpointing)")
     max_length: int = opt(2048, "prompt + completion token limit in training", min=16)
     checkpoint_every: int = opt(8, "steps between resumable training checkpoints (0 = none)", min=0)
     processes: int = opt(1, "data-parallel training processes, one per GPU (PyTorch backend; > 1 runs each "
@@ -349,6 +354,9 @@ def build(user: dict[str, dict[str, Any]], snapshot: bool = False) -> Config:
         for k, v in values.items():
             setattr(obj, k, _coerce(section, by_name[k], getattr(obj, k), v))
     cfg.run.preset = preset
+    if not cfg.train.opening_gradient and cfg.train.gradient_checkpointing:
+        raise UserError("train.opening_gradient = false does not combine with train.gradient_checkpointing "
+                        "(a recomputed layer would run the opening again): set one of them")
     return cfg
 
 

@@ -72,7 +72,7 @@ def test_model_is_shareable_and_prompts_run_once(mb, monkeypatch):
     enc = encoded(mb)
     calls = []
     run = T.run_prompt
-    monkeypatch.setattr(T, "run_prompt", lambda model, prompt: calls.append(len(prompt)) or run(model, prompt))
+    monkeypatch.setattr(T, "run_prompt", lambda model, prompt, *a: calls.append(len(prompt)) or run(model, prompt, *a))
     T.scored(mb.model, enc, range(len(enc.seqs)), mb.pad_id)
     assert len(calls) == len(PROMPTS)
     calls.clear()
@@ -132,6 +132,61 @@ def test_shared_gradients_equal_plain(lora_on, checkpointing):
     for k in g_plain:
         assert np.abs(g_plain[k]).max() > 0
         np.testing.assert_allclose(g_shared[k], g_plain[k], rtol=1e-4, atol=1e-5 * np.abs(g_plain[k]).max())
+
+
+def _opening_held_logprobs(model, seqs, prompt_lens, opening_lens, pad_id) -> mx.array:
+    """Each sequence alone through mlx-lm's own KV cache: its opening, whose keys and values then pass
+    no gradient, then the rest."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    out = []
+    for s, p, o in zip(seqs, prompt_lens, opening_lens):
+        assert 0 < o < p
+        cache = make_prompt_cache(model)
+        model.model(mx.array([s[:o]]), cache=cache)
+        for c in cache:
+            c.keys, c.values = mx.stop_gradient(c.keys), mx.stop_gradient(c.values)
+        logits = T._head(model)(model.model(mx.array([s[o:-1]]), cache=cache)[0, p - 1 - o:]).astype(mx.float32)
+        lp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        out.append(lp[mx.arange(len(s) - p), mx.array(s[p:])].sum())
+    return mx.stack(out)
+
+
+def test_opening_without_gradient_equals_mlx_lm_cache(lora_on):
+    """train.opening_gradient = false: the log-probs unchanged, the gradient the one of each sequence
+    run alone through mlx-lm's cache with its opening's keys and values held constant, and not the
+    exact gradient."""
+    mb = lora_on
+    enc = Encoded(mb.fmt, 10**9)
+    for p in (PROMPTS[0], PROMPTS[2]):  # one opening, a rest each
+        for t in TEXTS:
+            enc.add(p, t)
+    assert all(0 < o < p for o, p in zip(enc.opening_lens, enc.prompt_lens))
+    w = mx.array(np.linspace(-1.0, 1.0, len(enc.seqs)), dtype=mx.float32)
+
+    def grads(fn):
+        vg = nn.value_and_grad(mb.model, lambda: (fn() * w).sum())
+        mb.model.train()
+        try:
+            v, g = vg()
+        finally:
+            mb.model.eval()
+        return v.item(), {k: np.array(a) for k, a in tree_flatten(g)}
+
+    v_held, g_held = grads(lambda: T.shared_sequence_logprobs(mb.model, enc.seqs, enc.prompt_lens, mb.pad_id,
+                                                               enc.opening_lens))
+    v_ref, g_ref = grads(lambda: _opening_held_logprobs(mb.model, enc.seqs, enc.prompt_lens, enc.opening_lens,
+                                                        mb.pad_id))
+    v_all, g_all = grads(lambda: T.shared_sequence_logprobs(mb.model, enc.seqs, enc.prompt_lens, mb.pad_id))
+    assert v_held == pytest.approx(v_ref, rel=1e-5) and v_held == pytest.approx(v_all, rel=1e-5)
+    differ = 0
+    for k in g_ref:
+        assert np.abs(g_ref[k]).max() > 0
+        np.testing.assert_allclose(g_held[k], g_ref[k], rtol=1e-4, atol=1e-5 * np.abs(g_ref[k]).max())
+        differ += not np.allclose(g_held[k], g_all[k], rtol=1e-2, atol=0)
+    assert differ > 0
+    st, _ = _train(mb, True, batch_size=3, opening_gradient=False)
+    assert st.steps > 0 and all(np.isfinite(h.loss) for h in st.history)
 
 
 def _train(mb, shared: bool, compiled: bool = False, checkpoint_dir=None, on_step=None, **kw):

@@ -3,6 +3,8 @@ the plain computation (every sequence in full, one padded batch per step)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -83,8 +85,9 @@ def _encode(backend, pairs, max_length=2048):
     return enc, index
 
 
-def _plain_train(backend, pairs, cfg: TrainConfig) -> tuple[list[tuple[float, float, float]], dict]:
-    """The straightforward loop: reference and policy log-probs of every sequence in full each step."""
+def _plain_train(backend, pairs, cfg: TrainConfig, logprobs=None) -> tuple[list[tuple[float, float, float]], dict]:
+    """The straightforward loop: reference and policy log-probs of every sequence in full each step
+    (the policy's by `logprobs`(model, seqs, prompt_lens, opening_lens, pad, device) where given)."""
     model, pad, dev = backend.model, backend.tokenizer.pad_token_id, backend.torch_device
     enc, index = _encode(backend, pairs, cfg.max_length)
     model.eval()
@@ -101,7 +104,11 @@ def _plain_train(backend, pairs, cfg: TrainConfig) -> tuple[list[tuple[float, fl
     for ks in steps_of(pairs, cfg):
         w, l = [index[k][0] for k in ks], [index[k][1] for k in ks]
         ids = w + l
-        lp = T.plain_sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad, dev)
+        if logprobs is None:
+            lp = T.plain_sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad, dev)
+        else:
+            lp = logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids],
+                          [enc.opening_lens[i] for i in ids], pad, dev)
         sw = torch.tensor([pairs[k].score_chosen for k in ks], dtype=lp.dtype, device=dev)
         sl = torch.tensor([pairs[k].score_rejected for k in ks], dtype=lp.dtype, device=dev)
         ntok = torch.tensor([len(enc.seqs[i]) - enc.prompt_lens[i] for i in w], dtype=lp.dtype, device=dev)
@@ -213,14 +220,59 @@ def test_step_gradients_equal_plain(backend):
             _close(fast[n], p.grad)
 
 
+def _opening_held_logprobs(model, seqs, prompt_lens, opening_lens, pad, dev) -> torch.Tensor:
+    """Each sequence alone through transformers' own cache: its opening under no_grad, then the rest."""
+    from transformers import DynamicCache
+
+    decoder, head, _ = T._parts(model)
+    out = []
+    for s, p, o in zip(seqs, prompt_lens, opening_lens):
+        assert 0 < o < p
+        cache = DynamicCache()
+        kw = {T._cache_keyword(decoder): cache}
+        with torch.no_grad():
+            decoder(input_ids=torch.tensor([s[:o]], device=dev), use_cache=True, **kw)
+        hidden = decoder(input_ids=torch.tensor([s[o:]], device=dev), position_ids=torch.arange(o, len(s), device=dev)[None],
+                         use_cache=True, **kw).last_hidden_state[0]
+        logits = head(hidden[p - 1 - o:len(s) - 1 - o])
+        out.append(logits.log_softmax(-1).gather(1, torch.tensor(s[p:], device=dev)[:, None]).sum())
+    return torch.stack(out)
+
+
+def test_opening_without_gradient_equals_transformers_cache(backend):
+    """train.opening_gradient = false: each step's gradient is the one of log-probs whose shared opening
+    ran under no_grad (here: each sequence alone through transformers' cache), the log-probs unchanged;
+    and it differs from the exact gradient (the path through the opening's keys and values is dropped)."""
+    pairs = [p for p in _pairs() if p.prompt is not PROMPTS[1]]  # prompts 0 and 2: one opening, a rest each
+    cfg = TrainConfig(beta=0.3, learning_rate=0.0, batch_size=len(pairs), max_grad_norm=0.0, opening_gradient=False)
+    grads = {}
+    for held in (True, False):
+        _randomise(backend, 7)
+        stats = T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs,
+                        replace(cfg, opening_gradient=not held))
+        grads[held] = {n: p.grad.clone() for n, p in backend.model.named_parameters() if p.requires_grad}
+        if held:
+            loss = stats.history[0].loss
+    _randomise(backend, 7)
+    plain, _ = _plain_train(backend, pairs, replace(cfg, max_grad_norm=float("inf")), _opening_held_logprobs)
+    assert loss == pytest.approx(plain[0][0], rel=REL)
+    differ = 0
+    for n, p in backend.model.named_parameters():
+        if p.requires_grad:
+            assert p.grad.abs().max() > 0
+            _close(grads[True][n], p.grad)
+            differ += not torch.allclose(grads[True][n], grads[False][n], rtol=1e-3, atol=0)
+    assert differ > 0
+
+
 def test_reference_once_per_unique_sequence_and_prompt(backend, monkeypatch):
     seen_rows: list[T.Tree] = []
     real = T.packed_logprobs
 
-    def spy(model, rows, n_out, pad_id, device):
+    def spy(model, rows, n_out, pad_id, device, *rest):
         if not torch.is_grad_enabled():
             seen_rows.extend(rows)
-        return real(model, rows, n_out, pad_id, device)
+        return real(model, rows, n_out, pad_id, device, *rest)
 
     monkeypatch.setattr(T, "packed_logprobs", spy)
     pairs = _pairs()

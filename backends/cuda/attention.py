@@ -34,11 +34,17 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    assert query.shape[0] == 1 and sum(n for _, n, _ in segments) == query.shape[2], (query.shape, segments)
+    # Keys may begin with cached ones (an opening run earlier, train.py): queries are the row's last ones.
+    cached = key.shape[2] - query.shape[2]
+    assert query.shape[0] == 1 and sum(n for _, n, _ in segments) == key.shape[2], (query.shape, key.shape, segments)
     outs = []
     for at, n, seen in segments:
+        if at < cached:
+            assert at + n <= cached, (at, n, cached)
+            continue
+        q = query[:, :, at - cached:at - cached + n]
         if not seen:  # the opening, or a prompt alone: the causal kernel skips the upper triangle
-            outs.append(sdpa_attention_forward(module, query[:, :, at:at + n], key[:, :, at:at + n],
+            outs.append(sdpa_attention_forward(module, q, key[:, :, at:at + n],
                                                value[:, :, at:at + n], None, dropout=dropout, scaling=scaling,
                                                is_causal=True, **kwargs)[0])
             continue
@@ -47,7 +53,7 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
         v = torch.cat([*(value[:, :, s:s + m] for s, m in seen), value[:, :, at:at + n]], 2)
         # Query i of the segment sees every earlier segment it builds on and its own tokens 0..i.
         mask = torch.ones(n, before + n, dtype=torch.bool, device=query.device).tril(before)[None, None]
-        outs.append(sdpa_attention_forward(module, query[:, :, at:at + n], k, v, mask, dropout=dropout,
+        outs.append(sdpa_attention_forward(module, q, k, v, mask, dropout=dropout,
                                            scaling=scaling, **kwargs)[0])
     return torch.cat(outs, 1), None  # (batch, length, heads, head_dim), as sdpa_attention_forward returns
 

@@ -15,6 +15,7 @@ distributed.py, `_Ranks`): every rank takes the step one process would take.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import DynamicCache
 
 from scoreflow.model import training
 from scoreflow.model.backend import StepInfo, TrainConfig, TrainPair, TrainStats
@@ -173,8 +175,23 @@ def _kernels(mask, device: torch.device):
     return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-def packed_logprobs(model, trees: Sequence[Tree], n_out: int, pad_id: int, device: torch.device) -> torch.Tensor:
-    """Summed completion log-probs for packed trees (right-padded to one width), as a vector of n_out."""
+def _cache_keyword(decoder) -> str:
+    """The decoder's cache keyword: `cache` from transformers 5.24, `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(type(decoder).forward).parameters else "past_key_values"
+
+
+def _opening_kept(trees: Sequence[Tree], segments) -> bool:
+    """Whether the opening can run apart, without gradient: a lone tree run by segments (CPU), whose
+    every row has a prompt of its own after the opening (its first completion token is predicted from
+    a position that runs with gradient)."""
+    return bool(segments) and bool(trees[0].opening) and all(r.prompt for r in trees[0].rows)
+
+
+def packed_logprobs(model, trees: Sequence[Tree], n_out: int, pad_id: int, device: torch.device,
+                    opening_gradient: bool = True) -> torch.Tensor:
+    """Summed completion log-probs for packed trees (right-padded to one width), as a vector of n_out.
+    opening_gradient=False: the opening runs first under no_grad and the rest attends to its keys and
+    values as constants (same log-probs; the gradient drops the path through the opening)."""
     decoder, head, softcap = _parts(model)
     width = max(t.width for t in trees)
     ids = torch.full((len(trees), width), pad_id, dtype=torch.long)
@@ -226,11 +243,21 @@ def packed_logprobs(model, trees: Sequence[Tree], n_out: int, pad_id: int, devic
     else:  # one prompt and one completion per row: a plain padding mask does
         assert all(len(t.completions) == 1 for t in trees)
         mask = (seg >= 0).long().to(device)
-    with attention.by_segments(decoder.config) if segments else _kernels(mask, device):
-        # (under gradient checkpointing, train() keeps the attention by segments for the recomputation too)
-        hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask,
-                         **({"segments": segments} if segments else {})).last_hidden_state
-    sel = hidden[torch.tensor(hid_rows, device=device), torch.tensor(hid_cols, device=device)]
+    skip = 0
+    if not opening_gradient and torch.is_grad_enabled() and _opening_kept(trees, segments):
+        skip = len(trees[0].opening)
+        cache = {_cache_keyword(decoder): DynamicCache()}
+        with torch.no_grad():
+            decoder(input_ids=ids[:, :skip].to(device), position_ids=pos[:, :skip].to(device), use_cache=True, **cache)
+        with attention.by_segments(decoder.config):
+            hidden = decoder(input_ids=ids[:, skip:].to(device), position_ids=pos[:, skip:].to(device),
+                             use_cache=True, segments=segments, **cache).last_hidden_state
+    else:
+        with attention.by_segments(decoder.config) if segments else _kernels(mask, device):
+            # (under gradient checkpointing, train() keeps the attention by segments for the recomputation too)
+            hidden = decoder(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask,
+                             **({"segments": segments} if segments else {})).last_hidden_state
+    sel = hidden[torch.tensor(hid_rows, device=device), torch.tensor(hid_cols, device=device) - skip]
     lp = _token_logprobs(head, softcap, sel, torch.tensor(targets, device=device))
     return torch.zeros(n_out, device=device, dtype=lp.dtype).index_add(0, torch.tensor(owner, device=device), lp)
 
@@ -356,7 +383,7 @@ class _Work:
 
     def backward(self, p: training.Pass, weight: float) -> dict[str, float]:
         rows, needed, slot = p.data
-        lp = packed_logprobs(self.model, rows, len(needed), self.pad_id, self.device)
+        lp = packed_logprobs(self.model, rows, len(needed), self.pad_id, self.device, self.cfg.opening_gradient)
         w, l = self.plan.chosen(p.pairs), self.plan.rejected(p.pairs)
         pl = None if self.plan.sft else lp[[slot[i] for i in l]]
         loss, st = self.plan.pass_loss(self.cfg.beta, p.pairs, lp[[slot[i] for i in w]], pl,

@@ -125,6 +125,22 @@ class _SharedPrompt(_PromptKV):
         return mx.concatenate([k, keys], axis=2), mx.concatenate([v, values], axis=2)
 
 
+class _AfterOpening(_PromptKV):
+    """A layer's cache for a prompt's rest after its opening ran apart: the opening's keys and values
+    as constants (no gradient) before the rest's, positions continuing after the opening; keeps the
+    whole prompt's."""
+
+    def __init__(self, keys: mx.array, values: mx.array):
+        self.opening = (mx.stop_gradient(keys), mx.stop_gradient(values))
+        self.offset, self.keys, self.values = keys.shape[2], None, None
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        if self.keys is None:
+            self.keys = mx.concatenate([self.opening[0], keys], axis=2)
+            self.values = mx.concatenate([self.opening[1], values], axis=2)
+        return self.keys, self.values
+
+
 @dataclass
 class Prompt:
     """One prompt after its pass: every layer's keys and values, and its last position's hidden state."""
@@ -136,8 +152,14 @@ class Prompt:
         return [*self.keys, *self.values, self.last]
 
 
-def run_prompt(model: nn.Module, prompt: list[int]) -> Prompt:
+def run_prompt(model: nn.Module, prompt: list[int], opening: int = 0) -> Prompt:
+    """opening > 0: the prompt's first `opening` tokens run first and pass no gradient (the rest, at
+    least one token, attends to their keys and values as constants)."""
     caches = [_PromptKV() for _ in model.layers]
+    if 0 < opening < len(prompt):
+        model.model(mx.array([prompt[:opening]]), cache=caches)
+        caches = [_AfterOpening(c.keys, c.values) for c in caches]
+        prompt = prompt[opening:]
     hidden = model.model(mx.array([prompt]), cache=caches)
     return Prompt([c.keys for c in caches], [c.values for c in caches], hidden[0, -1])
 
@@ -201,11 +223,12 @@ def completion_chunks(completions: Sequence[list[int]], max_tokens: int | None =
 
 
 def shared_sequence_logprobs(model: nn.Module, seqs: Sequence[list[int]], prompt_lens: Sequence[int],
-                             pad_id: int) -> mx.array:
-    """What plain_sequence_logprobs gives, each distinct prompt run once (differentiable, lazy)."""
+                             pad_id: int, opening_lens: Sequence[int] | None = None) -> mx.array:
+    """What plain_sequence_logprobs gives, each distinct prompt run once (differentiable, lazy).
+    opening_lens: each sequence's leading tokens that pass no gradient (run_prompt)."""
     parts, order = [], []
     for g in group_by_prompt(seqs, prompt_lens, range(len(seqs))):
-        prompt = run_prompt(model, g.prompt)
+        prompt = run_prompt(model, g.prompt, opening_lens[g.seqs[0]] if opening_lens else 0)
         for chunk in completion_chunks(g.completions):
             parts.append(completion_logprobs(model, prompt, [g.completions[k] for k in chunk], pad_id))
             order += [g.seqs[k] for k in chunk]
@@ -214,10 +237,11 @@ def shared_sequence_logprobs(model: nn.Module, seqs: Sequence[list[int]], prompt
 
 
 def sequence_logprobs(model: nn.Module, seqs: Sequence[list[int]], prompt_lens: Sequence[int], pad_id: int,
-                      shared: bool = True) -> mx.array:
-    """Summed log-prob of tokens [prompt_len:] of each sequence; shared: each distinct prompt run once."""
+                      shared: bool = True, opening_lens: Sequence[int] | None = None) -> mx.array:
+    """Summed log-prob of tokens [prompt_len:] of each sequence; shared: each distinct prompt run once
+    (opening_lens: see shared_sequence_logprobs; the plain path takes every gradient)."""
     if shared:
-        return shared_sequence_logprobs(model, seqs, prompt_lens, pad_id)
+        return shared_sequence_logprobs(model, seqs, prompt_lens, pad_id, opening_lens)
     return plain_sequence_logprobs(model, seqs, prompt_lens, pad_id)
 
 
@@ -318,7 +342,9 @@ class _Work:
             """The pass's mean loss times its weight (differentiated), the loss and the statistics."""
             w, l = plan.chosen(pairs), plan.rejected(pairs)
             ids = w if plan.sft else w + l
-            lp = sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad_id, shared)
+            held = None if cfg.opening_gradient else [enc.opening_lens[i] for i in ids]
+            lp = sequence_logprobs(model, [enc.seqs[i] for i in ids], [enc.prompt_lens[i] for i in ids], pad_id, shared,
+                                   held)
             pl = None if plan.sft else lp[len(w):]
             loss, st = plan.pass_loss(cfg.beta, pairs, lp[:len(w)], pl, ref[mx.array(w)], ref[mx.array(l)], OPS)
             return loss * weight, loss, st

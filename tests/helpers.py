@@ -82,3 +82,13 @@ class Fmt:
 
     def context_length(self, messages, ids=None) -> int:
         return 0
+
+
+def sweep_sample(problems: list, exceptions: set[str], every: int = 3) -> list:
+    """The problems a data sweep runs through the sandbox: every `every`-th of the split (a fixed
+    stride, so the same ones each time) and every known exception; with SCOREFLOW_FULL_SWEEPS=1, all.
+    The data are fixed files, the full sweeps pinned the exceptions; a third keeps each scorer path
+    on hundreds of real programs at a third of the sandbox starts."""
+    if os.environ.get("SCOREFLOW_FULL_SWEEPS") == "1":
+        return list(problems)
+    return [p for k, p in enumerate(problems) if k % every == 0 or p.id in exceptions]

@@ -1,5 +1,6 @@
-"""The HumanEval/MBPP scorer: full sweeps of the reference solutions through the real sandbox
-(concurrently), corrupted copies, sanitising, and hostile candidates."""
+"""The HumanEval/MBPP scorer: sweeps of the reference solutions through the real sandbox
+(concurrently; a fixed third and every known exception, all with SCOREFLOW_FULL_SWEEPS=1), corrupted
+copies, sanitising, and hostile candidates."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from helpers import sweep_sample
 from scoreflow.sandbox.parent import Sandbox
 from scoreflow.tasks import load
 from scoreflow.tasks.code_eval import (LIMITS, PRELOADED, CodeSpec, run_hidden_tests, run_public_tests, sanitize,
@@ -36,25 +38,28 @@ async def _scores(task, pairs) -> list[float]:
 
 def test_humaneval_canonical_solutions_pass_and_corrupted_fail(data_dir):
     task = load("humaneval", data_dir)
-    problems = task.problems("validate") + task.problems("test")
-    assert len(problems) == 164
+    everything = task.problems("validate") + task.problems("test")
+    assert len(everything) == 164
+    problems = sweep_sample(everything, set())
+    n = len(problems)
     good = [(p, p.extra["prompt"] + p.extra["canonical_solution"]) for p in problems]
     bad = [(p, p.extra["prompt"] + "    return None\n") for p in problems]
     scores = asyncio.run(_scores(task, good + bad))
-    passed = [p.id for (p, _), s in zip(good, scores[:164]) if s == 1.0]
-    wrongly_passed = [p.id for (p, _), s in zip(bad, scores[164:]) if s != 0.0]
-    assert len(passed) == 164, sorted({p.id for p in problems} - set(passed))
+    passed = [p.id for (p, _), s in zip(good, scores[:n]) if s == 1.0]
+    wrongly_passed = [p.id for (p, _), s in zip(bad, scores[n:]) if s != 0.0]
+    assert len(passed) == n, sorted({p.id for p in problems} - set(passed))
     assert wrongly_passed == []
 
 
 def test_mbpp_reference_code_passes(data_dir):
     task = load("mbpp", data_dir)
-    problems = task.problems("validate") + task.problems("test")
-    assert len(problems) == 427
+    everything = task.problems("validate") + task.problems("test")
+    assert len(everything) == 427
+    problems = sweep_sample(everything, MBPP_EXPLAINED_FAILURES)
     scores = asyncio.run(_scores(task, [(p, p.extra["code"]) for p in problems]))
     failed = {p.id for p, s in zip(problems, scores) if s != 1.0}
     assert failed == MBPP_EXPLAINED_FAILURES
-    assert sum(scores) == 427 - len(MBPP_EXPLAINED_FAILURES)
+    assert sum(scores) == len(problems) - len(MBPP_EXPLAINED_FAILURES)
 
 
 def test_mbpp_wrong_code_fails(data_dir):

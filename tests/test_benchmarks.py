@@ -340,3 +340,17 @@ def test_library_gap_on_the_shared_demo_run(demo_run, tmp_path):
     assert lib["minus_trained"]["value"] == pytest.approx(gap) and lib["minus_trained"]["low"] <= gap
     [pooled] = out["pooled"]["libraries"]
     assert pooled["solve_rate"]["value"] == pytest.approx(lib["solve_rate"]) and out["pooled"]["problems"] == 2
+
+
+def test_opening_gradient_on_the_shared_demo_run(demo_run):
+    """benchmarks/opening_gradient.py on the shared demo run's one pair: both ways give the same
+    log-probs; the gradients differ (the opening's path is dropped) but point the same way; the opening
+    is most of the pair's tokens."""
+    assert demo_run.rc == 0, demo_run.err[-3000:]
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "opening_gradient.py"), "--run-dir",
+                          str(demo_run.run_dir), "--pairs", "1"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    s = json.loads(res.stdout)["summary"]
+    assert s["pairs"] == 1 and s["largest_logprob_difference"] < 1e-3
+    assert 0 < s["cosine_mean"] < 0.999 and s["opening_share"] > 0.5

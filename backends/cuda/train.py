@@ -247,8 +247,9 @@ def packed_logprobs(model, trees: Sequence[Tree], n_out: int, pad_id: int, devic
     if not opening_gradient and torch.is_grad_enabled() and _opening_kept(trees, segments):
         skip = len(trees[0].opening)
         cache = {_cache_keyword(decoder): DynamicCache()}
-        with torch.no_grad():
-            decoder(input_ids=ids[:, :skip].to(device), position_ids=pos[:, :skip].to(device), use_cache=True, **cache)
+        with torch.no_grad(), attention.by_segments(decoder.config):
+            decoder(input_ids=ids[:, :skip].to(device), position_ids=pos[:, :skip].to(device), use_cache=True,
+                    segments=segments[:1], **cache)
         with attention.by_segments(decoder.config):
             hidden = decoder(input_ids=ids[:, skip:].to(device), position_ids=pos[:, skip:].to(device),
                              use_cache=True, segments=segments, **cache).last_hidden_state

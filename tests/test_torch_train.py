@@ -386,3 +386,41 @@ def test_completions_cut_at_max_length_are_counted(backend):
     cfg = TrainConfig(loss="score-dpo", learning_rate=1e-4, max_length=2048)
     assert T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs,
                    cfg).truncated == 0
+
+
+@pytest.mark.parametrize("shape", ["opening, two prompts", "no opening, two prompts", "opening cached"])
+def test_segment_attention_equals_the_full_mask(shape):
+    """attention.segment_attention (causal openings, one call per prompt's rest and its completions)
+    against SDPA over the whole row with its (W, W) mask: outputs and gradients, on random tensors;
+    with a cached opening, the queries are the row's tokens after it."""
+    from types import SimpleNamespace
+
+    from scoreflow.backends.cuda import attention
+
+    seqs = [[1] * 7 + [2] * 3 + [3] * 4, [1] * 7 + [2] * 3 + [4] * 2, [1] * 7 + [5] * 5 + [6] * 3]
+    prompts = [10, 10, 12]
+    opening = 0 if shape.startswith("no opening") else 7
+    tree, = T.group_trees(seqs, prompts, range(3), None, [opening] * 3)
+    segments = tree.segments()
+    width = tree.width
+    owner = torch.zeros(width, dtype=torch.long)
+    for k, (at, n, _) in enumerate(segments):
+        owner[at:at + n] = k
+    allowed = torch.zeros(width, width, dtype=torch.bool)
+    for q in range(width):
+        at, n, seen = segments[owner[q]]
+        for s, m in seen:
+            allowed[q, s:s + m] = True
+        allowed[q, at:q + 1] = True
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, h, width, 8, generator=g, dtype=torch.float64, requires_grad=True) for h in (4, 2, 2))
+    module = SimpleNamespace(num_key_value_groups=2, is_causal=True, training=False)
+    cached = opening if shape == "opening cached" else 0
+    got = attention.segment_attention(module, q[:, :, cached:], k, v, None, segments=segments)[0]
+    want = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                                            attn_mask=allowed).transpose(1, 2)[:, cached:]
+    torch.testing.assert_close(got, want)
+    w = torch.randn(want.shape, generator=g, dtype=torch.float64)
+    grads = [torch.autograd.grad((x * w).sum(), (q, k, v)) for x in (got, want)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)

@@ -216,7 +216,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "lora": {"dropout": 0.0},
         "train": {"learning_rate": 1e-6, "lr_schedule": "linear", "max_length": 10000},
     },
-    # Sized for SmolLM2-135M on 2 CPU cores: two iterations and two held-out evaluations (see README).
+    # Sized for SmolLM2-135M on 2 CPU cores: one iteration, then the base and the trained generator on the
+    # held-out test problems (docs/demo.md says why each value).
     "demo": {
         "run": {"iterations": 1, "problems": 12, "test_problems": 32, "compare": True},
         "generator": {"workflows_per_problem": 8, "temperature": 0.5, "max_new_tokens": 128, "max_attempts": 1,

@@ -14,6 +14,7 @@ import pytest
 
 from helpers import Fmt
 from scoreflow import config as C
+from scoreflow.errors import UserError
 from scoreflow.model import training
 from scoreflow.model.backend import LoraConfig, TrainConfig, TrainPair
 
@@ -113,6 +114,13 @@ def test_scoreflow_config_prints_the_reference_rate_and_schedule():
 def test_train_config_carries_the_schedule():
     cfg = C.train_config(paper(), 2)
     assert (cfg.learning_rate, cfg.lr_schedule, cfg.max_length) == (1e-6, "linear", 10000)
+
+
+def test_the_opening_gradient_reaches_the_backend_and_not_with_checkpointing():
+    assert C.train_config(C.build({}), 1).opening_gradient is True  # exact by default, in every preset
+    assert C.train_config(C.build({"train": {"opening_gradient": "false"}}), 1).opening_gradient is False
+    with pytest.raises(UserError, match="gradient_checkpointing"):
+        C.build({"train": {"opening_gradient": False, "gradient_checkpointing": True}})
 
 
 # ---- the schedule in the skeleton ----------------------------------------------------------------

@@ -179,12 +179,12 @@ def torch_steps(tiny_llama, monkeypatch) -> tuple[list[list[int]], list[set], ob
     steps, seqs = record_steps(monkeypatch), []
     real = T.packed_logprobs
 
-    def spy(model, rows, n_out, pad_id, device):
+    def spy(model, rows, n_out, pad_id, device, *rest):
         if torch.is_grad_enabled():
             if len(seqs) < len(steps):
                 seqs.append(set())
             seqs[-1] |= {tuple(t.opening + r.prompt + c) for t in rows for r in t.rows for c in r.completions}
-        return real(model, rows, n_out, pad_id, device)
+        return real(model, rows, n_out, pad_id, device, *rest)
 
     monkeypatch.setattr(T, "packed_logprobs", spy)
     b = load(str(tiny_llama), device="cpu", lora=LoraConfig(rank=4, alpha=8, dropout=0.0), seed=0)
@@ -204,11 +204,11 @@ def mlx_steps(tiny_llama, monkeypatch) -> tuple[list[list[int]], list[set], obje
     steps, seqs = record_steps(monkeypatch), []
     real = T.sequence_logprobs
 
-    def spy(model, ss, prompt_lens, pad_id, shared=True):
+    def spy(model, ss, prompt_lens, pad_id, shared=True, *rest):
         if len(seqs) < len(steps):
             seqs.append(set())
         seqs[-1] |= {tuple(s) for s in ss}
-        return real(model, ss, prompt_lens, pad_id, shared)
+        return real(model, ss, prompt_lens, pad_id, shared, *rest)
 
     monkeypatch.setattr(T, "sequence_logprobs", spy)
     mb = B.load(str(tiny_llama), device="cpu", lora=LoraConfig(rank=4, alpha=8.0, dropout=0.0), seed=0)

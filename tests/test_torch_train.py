@@ -229,7 +229,7 @@ def _opening_held_logprobs(model, seqs, prompt_lens, opening_lens, pad, dev) -> 
     for s, p, o in zip(seqs, prompt_lens, opening_lens):
         assert 0 < o < p
         cache = DynamicCache()
-        kw = {T._cache_keyword(decoder): cache}
+        kw = {T.forward_keywords(model)[0]: cache}
         with torch.no_grad():
             decoder(input_ids=torch.tensor([s[:o]], device=dev), use_cache=True, **kw)
         hidden = decoder(input_ids=torch.tensor([s[o:]], device=dev), position_ids=torch.arange(o, len(s), device=dev)[None],

@@ -55,7 +55,7 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
         # the mask keeping what each token sees.
         j = i + 1
         while j < len(segs) and len(segs[j][2]) > len(seen) and segs[j][2][:len(seen)] == seen and \
-                all(g in segs[i:j] or g[:2] in seen for g in _spans(segs, segs[j][2])):
+                set(segs[j][2][len(seen):]) <= {g[:2] for g in segs[i:j]}:
             j += 1
         stop = segs[j - 1][0] + segs[j - 1][1]
         spans = (*seen, (at, stop - at))
@@ -70,11 +70,6 @@ def segment_attention(module, query: torch.Tensor, key: torch.Tensor, value: tor
                                            scaling=scaling, **kwargs)[0])
         i = j
     return torch.cat(outs, 1), None  # (batch, length, heads, head_dim), as sdpa_attention_forward returns
-
-
-def _spans(segs, seen) -> list:
-    """The segments of `segs` that `seen` names (by start and length)."""
-    return [g for g in segs if g[:2] in seen]
 
 
 @lru_cache(maxsize=8)

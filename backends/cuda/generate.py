@@ -103,7 +103,7 @@ def nucleus(probs: torch.Tensor, top_p: float, k: int = 64) -> tuple[torch.Tenso
     return top.masked_fill(drop, 0.0), idx
 
 
-def _forward_kwargs(model) -> tuple[str, bool]:
+def forward_keywords(model) -> tuple[str, bool]:
     """The cache keyword (`cache` from transformers 5.24, `past_key_values` before) and logits_to_keep support."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = inspect.signature(type(base).forward).parameters
@@ -194,7 +194,7 @@ class PromptCache:
             self.hits += 1
             return kv
         self.misses += 1
-        cache_kw, keep_kw = _forward_kwargs(model)
+        cache_kw, keep_kw = forward_keywords(model)
         cache = DynamicCache()
         model(input_ids=torch.tensor([ids], device=device), use_cache=True, **{cache_kw: cache},
               **({"logits_to_keep": 1} if keep_kw else {}))
@@ -257,7 +257,7 @@ def _generate_batch(model, fmt: ChatFormat, prompts: list[tuple[list[int], int]]
     source = [unique.setdefault(tuple(p), len(unique)) for p, _ in prompts]
     opening = {tuple(p): n for p, n in prompts}
     keys = list(unique)
-    cache_kw, keep_kw = _forward_kwargs(model)
+    cache_kw, keep_kw = forward_keywords(model)
     # Each row's cache holds its own tokens only (the rest of its prompt, left-padded, then what it
     # writes); its opening's keys and values come once from the prompt cache (cascade.py).
     lengths = [opening[k] for k in keys]

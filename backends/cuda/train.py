@@ -15,7 +15,6 @@ distributed.py, `_Ranks`): every rank takes the step one process would take.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from scoreflow.model.backend import StepInfo, TrainConfig, TrainPair, TrainStats
 from scoreflow.model.chat import ChatFormat, Encoded
 
 from scoreflow.backends.cuda import attention, distributed
+from scoreflow.backends.cuda.generate import forward_keywords
 from scoreflow.backends.cuda.loss import OPS
 
 # Tokens per packed micro-batch (summed over padded rows). On CPU one prompt group per micro-batch
@@ -175,11 +175,6 @@ def _kernels(mask, device: torch.device):
     return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-def _cache_keyword(decoder) -> str:
-    """The decoder's cache keyword: `cache` from transformers 5.24, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(type(decoder).forward).parameters else "past_key_values"
-
-
 def _opening_kept(trees: Sequence[Tree], segments) -> bool:
     """Whether the opening can run apart, without gradient: a lone tree run by segments (CPU), whose
     every row has a prompt of its own after the opening (its first completion token is predicted from
@@ -246,7 +241,7 @@ def packed_logprobs(model, trees: Sequence[Tree], n_out: int, pad_id: int, devic
     skip = 0
     if not opening_gradient and torch.is_grad_enabled() and _opening_kept(trees, segments):
         skip = len(trees[0].opening)
-        cache = {_cache_keyword(decoder): DynamicCache()}
+        cache = {forward_keywords(model)[0]: DynamicCache()}
         with torch.no_grad(), attention.by_segments(decoder.config):
             decoder(input_ids=ids[:, :skip].to(device), position_ids=pos[:, :skip].to(device), use_cache=True,
                     segments=segments[:1], **cache)

@@ -553,6 +553,8 @@ def lacks(cmd: Command) -> str | None:
         return "an install (network): extras and package names checked"
     if argv[1:3] == ["-m", "pytest"]:
         return "the test command itself: its markers checked"
+    if prog == "bash" and argv[1:2] == ["tests/run.sh"]:
+        return "the test command itself: the script's syntax checked"
     if prog == "bash" and argv[1:2] == ["tests/vllm_venv.sh"]:
         return "a vLLM download: the script's syntax checked"
     if prog == "bash" and argv[1:2] == ["benchmarks/gpu.sh"]:

@@ -118,7 +118,9 @@ def test_train_config_carries_the_schedule():
 
 def test_the_opening_gradient_reaches_the_backend_and_not_with_checkpointing():
     assert C.train_config(C.build({}), 1).opening_gradient is True  # exact by default, in every preset
-    assert C.train_config(C.build({"train": {"opening_gradient": "false"}}), 1).opening_gradient is False
+    held = C.train_config(C.build({"train": {"opening_gradient": "false"}}), 1)
+    assert held.opening_gradient is False and held.gradient_checkpointing is False  # the demo preset's gives way
+    assert C.build({}).train.gradient_checkpointing is True  # the demo preset: recomputed layers, for memory
     with pytest.raises(UserError, match="gradient_checkpointing"):
         C.build({"train": {"opening_gradient": False, "gradient_checkpointing": True}})
 

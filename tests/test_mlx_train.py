@@ -107,10 +107,10 @@ def test_completion_chunks_bound_padding():
     assert T.completion_chunks(comps, 1) == [[1], [3], [4], [0], [5], [2]]
 
 
-@pytest.mark.parametrize("checkpointing", [False, True])
+@pytest.mark.parametrize("checkpointing", [False, True, 0.5])
 def test_shared_gradients_equal_plain(lora_on, checkpointing):
     """Gradients reach the prompt's keys and values: the same LoRA gradients as the plain path,
-    with and without recomputed (checkpointed) layers."""
+    with and without recomputed (checkpointed) layers, all of them or the first half."""
     mb = lora_on
     enc = encoded(mb)
     w = mx.array(np.linspace(-1.0, 1.0, len(enc.seqs)), dtype=mx.float32)  # every sequence its own weight
@@ -119,7 +119,11 @@ def test_shared_gradients_equal_plain(lora_on, checkpointing):
         vg = nn.value_and_grad(mb.model, lambda: (fn(mb.model, enc.seqs, enc.prompt_lens, mb.pad_id) * w).sum())
         mb.model.train()
         try:
-            with T.checkpointed_layers(mb.model, checkpointing):
+            share = 1.0 if isinstance(checkpointing, bool) else checkpointing
+            with T.checkpointed_layers(mb.model, bool(checkpointing), share):
+                recomputing = [type(layer).__name__.startswith("Checkpointed") for layer in mb.model.layers]
+                n = round(share * len(recomputing)) if checkpointing else 0
+                assert recomputing == [True] * n + [False] * (len(recomputing) - n)
                 v, g = vg()
         finally:
             mb.model.eval()

@@ -180,6 +180,7 @@ def test_packed_logprobs_float32_close_to_plain(tiny_llama, test_device):
     ("score-dpo", 3, None, False),
     ("score-dpo", 4, 10**6, False),  # padded multi-row micro-batches
     ("score-dpo", 3, None, True),
+    ("score-dpo", 3, None, 0.5),  # the first half of the layers recompute, the rest keep their activations
     ("dpo", 2, None, False),
     ("sft", 3, None, False),
     ("grpo", 1, None, False),  # a step per group
@@ -187,13 +188,23 @@ def test_packed_logprobs_float32_close_to_plain(tiny_llama, test_device):
 ])
 def test_train_equals_plain_loop(backend, loss, batch_size, budget, checkpointing):
     pairs = _group_pairs() if loss == "grpo" else _pairs()
+    share = 1.0 if isinstance(checkpointing, bool) else checkpointing
     cfg = TrainConfig(loss=loss, beta=0.5, learning_rate=5e-3, batch_size=batch_size, max_grad_norm=0.5,
-                      gradient_checkpointing=checkpointing)
+                      gradient_checkpointing=bool(checkpointing), recompute_share=share)
     _randomise(backend, 4)
     expected, lora_plain = _plain_train(backend, pairs, cfg)
     _randomise(backend, 4)
+    layers = T._parts(backend.model)[0].layers
+    recomputing = []  # per step, which layers recompute
+
+    def on_step(info) -> None:
+        recomputing.append([bool(layer.gradient_checkpointing) for layer in layers])
+
     stats = T.train(backend.model, backend.fmt, backend.tokenizer.pad_token_id, backend.torch_device, pairs, cfg,
-                    token_budget=budget)
+                    on_step, token_budget=budget)
+    n = round(share * len(layers)) if checkpointing else 0
+    assert recomputing and all(r == [True] * n + [False] * (len(layers) - n) for r in recomputing)
+    assert not any(layer.gradient_checkpointing for layer in layers)  # as before, once trained
     got = [(h.loss, h.margin, h.grad_norm) for h in stats.history]
     assert len(got) == len(expected) == len(steps_of(pairs, cfg))
     assert [x for t in got for x in t] == pytest.approx([x for t in expected for x in t], rel=REL, abs=1e-9)

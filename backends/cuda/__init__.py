@@ -111,6 +111,7 @@ class TorchBackend(AdapterSnapshots):
               on_step: Callable[[StepInfo], None] | None = None, checkpoint_dir: Path | None = None) -> TrainStats:
         if not pairs:
             return TrainStats()
+        self.prompt_cache.clear()  # stale from the first step on; its memory is the step's
         try:
             if cfg.processes > 1 and not _distributed.launched():  # data-parallel: ranks under accelerate launch
                 from scoreflow.backends.cuda.ddp_train import Job, launch

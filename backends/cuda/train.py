@@ -456,6 +456,10 @@ def train(
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
+        # The last layers keep their activations: the backward pass frees them before it recomputes any.
+        layers = _parts(model)[0].layers
+        for layer in layers[round(cfg.recompute_share * len(layers)):]:
+            layer.gradient_checkpointing = False
     model.train()
     # A checkpointed layer recomputes its forward during backward: the attention by segments must then
     # still be the model's (it falls back to plain SDPA where a pass has no segments).

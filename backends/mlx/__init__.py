@@ -113,6 +113,7 @@ class MLXBackend(AdapterSnapshots):
         if not pairs:
             return TrainStats()
         mx.random.seed(cfg.seed)
+        self.prompts.adapter_changed()  # stale from the first step on; its memory is the step's
         try:
             with self._lock:
                 return _train.train(self.model, self.fmt, self.pad_id, pairs, cfg, on_step, checkpoint_dir,

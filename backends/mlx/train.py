@@ -284,14 +284,15 @@ def _unwrap_prompts(args: tuple, kwargs: dict) -> tuple[list, dict, Callable[[li
 
 
 @contextmanager
-def checkpointed_layers(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """Recompute each transformer block in the backward pass instead of keeping its activations.
+def checkpointed_layers(model: nn.Module, enabled: bool, share: float = 1.0) -> Iterator[None]:
+    """Recompute the first round(share x n) transformer blocks in the backward pass instead of keeping
+    their activations (the last ones keep theirs: the backward pass frees them before it recomputes any).
     Done per instance (a subclass swapped in and out) so no other model is affected."""
     if not enabled:
         yield
         return
     swapped = []
-    for layer in model.layers:
+    for layer in model.layers[:round(share * len(model.layers))]:
         cls = type(layer)
 
         def call(self, *args, __fn=cls.__call__, **kwargs):
@@ -415,7 +416,7 @@ def train(
     work = _Work(model, plan, cfg, ref, pad_id, shared, compiled)
     model.train()
     try:
-        with checkpointed_layers(model, cfg.gradient_checkpointing):
+        with checkpointed_layers(model, cfg.gradient_checkpointing, cfg.recompute_share):
             return training.train(plan, cfg, work, on_step=on_step,
                                   checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir is not None else None,
                                   started=t0)

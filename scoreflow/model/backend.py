@@ -81,6 +81,7 @@ class TrainConfig:
     batch_size: int = 1
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False
+    recompute_share: float = 1.0  # under gradient_checkpointing: the first layers' share that recompute
     opening_gradient: bool = True  # False: the prompts' shared opening runs without gradient
     max_length: int = 2048  # prompt + completion tokens; longer completions are cut
     checkpoint_every: int = 8  # steps between resumable checkpoints (0 = never)

@@ -5,7 +5,8 @@ SmolLM2-135M as generator and executor, the real sandbox) that still takes its p
 least one optimiser step runs. Their seeds are fixed, chosen so that this happens here.
 
 - `demo`: the README's main command (the demo preset on `arith`, with its comparison of the trained and
-  the base generator) at small sizes, with all four trackers (offline), through a pipe: plain lines.
+  the base generator) at small sizes, with all four trackers (offline) and --profile, through a pipe:
+  plain lines.
   Read by the demo-preset, tracker, report, show, solve and plain-output tests.
 - `terminal`: a one-problem run of the demo preset in an 80x24 pseudo-terminal (the live dashboard).
 - `killed`: a run of the demo preset killed with SIGKILL during generation, execution, training and
@@ -181,7 +182,7 @@ def run_to_end(argv: list[str], cwd: Path, run_dir: Path, e: dict[str, str], tim
 # Two problems, k = 2, one pair (one optimiser step), two held-out test problems. Seed 1: on these
 # problems the four workflows score apart (seed 0's all score 0 and no pair forms).
 DEMO_SIZES = ["--iterations", "1", "--problems", "2", "-k", "2", "--pairs", "1", "--test-problems", "2",
-              "--seed", "1"]
+              "--seed", "1", "--profile"]
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 
 
@@ -383,7 +384,7 @@ def killed(base: Path) -> Killed:
 # The demo preset on the MLX backend: two problems, k = 2, one pair (one optimiser step), one held-out
 # test problem. Seed 1: pairs form here.
 MLX_SIZES = ["--backend", "mlx", "--iterations", "1", "--problems", "2", "-k", "2", "--pairs", "1",
-             "--test-problems", "1", "--seed", "1"]
+             "--test-problems", "1", "--seed", "1", "--profile"]
 
 
 def mlx(base: Path) -> Finished:

@@ -245,6 +245,23 @@ def test_real_run_in_a_terminal(terminal_run):
 
 
 @pytest.mark.slow
+def test_the_profile_of_the_demo_run(demo_run):
+    """--profile: RUN/profile.md holds a row per stage the run went through, in order, the embedded
+    model's parameter count, the machine's measured limit, and for training its tokens and its share
+    of that limit."""
+    assert demo_run.rc == 0, demo_run.err[-3000:]
+    text = (demo_run.run_dir / "profile.md").read_text()
+    assert "135M parameters" in text and re.search(r"on this machine, \d+ GFLOP/s", text), text
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| where")]
+    stages = ("generate", "validate", "execute")
+    assert [(r[0], r[1]) for r in rows] == [("evaluate base", s) for s in stages] + \
+        [("iteration 1", s) for s in (*stages, "pairs", "train")] + [("evaluate 1", s) for s in stages], text
+    train = rows[7]
+    assert train[3] == "1" and train[4] != "–" and train[7].endswith("%"), train  # one step, its tokens
+
+
+@pytest.mark.slow
 def test_real_run_without_a_terminal_prints_plain_lines(demo_run):
     real = demo_run  # the demo run, through a pipe
     assert real.rc == 0, real.err

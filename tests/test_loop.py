@@ -463,6 +463,8 @@ def test_optimize_with_the_mlx_backend(mlx_run):
     assert it["pairs"] > 0 and it["steps"] > 0, it  # the seed of runs.MLX_SIZES forms pairs here
     adapter = run / "adapters" / "iter-1"
     assert (adapter / "adapters.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
+    profile = (run / "profile.md").read_text()  # --profile: FLOPs from the MLX model's own parameter count
+    assert "135M parameters" in profile and "| iteration 1 | train |" in profile, profile
     exported = subprocess.run([sys.executable, "-m", "scoreflow", "export", str(run), "--to", "peft"],
                               cwd=mlx_run.cwd, env=runs.env(), capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0, exported.stderr

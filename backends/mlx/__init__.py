@@ -15,6 +15,7 @@ from pathlib import Path  # noqa: E402
 from typing import Callable, Iterator, Sequence  # noqa: E402
 
 import mlx.core as mx  # noqa: E402
+from mlx.utils import tree_flatten  # noqa: E402
 
 from scoreflow.model.backend import (  # noqa: E402
     AdapterSnapshots, Completion, LoraConfig, Messages, SamplingParams, StepInfo, TrainConfig, TrainPair, TrainStats,
@@ -76,6 +77,8 @@ class MLXBackend(AdapterSnapshots):
             self.fmt = ChatFormat(self.tokenizer)
         except ValueError as e:
             raise UserError(f"model {self.source.spec}: {e}") from None
+        # The base's parameter count, for --profile's FLOPs (a quantized base's packed weights would undercount).
+        self.parameters = None if self.quantized else sum(v.size for _, v in tree_flatten(self.model.parameters()))
         self.adapter_config = add_lora(self.model, lora, seed)
         self._initial = {k: mx.array(v) for k, v in lora_state(self.model).items()}
         self.model.eval()

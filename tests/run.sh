@@ -34,5 +34,6 @@ mlx=$(cat "$side_dir/mlx.rc" 2>/dev/null || echo 1)
 vllm=$(cat "$side_dir/vllm.rc" 2>/dev/null || echo 1)
 echo "tiers: default rc $default, mlx rc $mlx, vllm rc $vllm (5: no test selected)"
 for rc in "$default" "$mlx" "$vllm"; do
-    [ "$rc" = 0 ] || [ "$rc" = 5 ] || exit 1
+    [ "$rc" = 0 ] || [ "$rc" = 5 ] || { echo "the MLX and vLLM tiers' folders: $side_dir"; exit 1; }
 done
+rm -rf "$side_dir"

@@ -1,10 +1,12 @@
-"""Does the loop learn? The real loop on `arith` with the embedded model (real generator, executor,
+"""Does the loop learn? The real loop on `arith` (or `--task gsm8k`, ...) with the embedded model (real generator, executor,
 LoRA training and sandbox), evaluated on held-out test problems before training (iteration 0, the
 base generator) and after every iteration, over several seeds.
 
     python benchmarks/learning.py --seeds 0 1 2 --iterations 3 --loss score-dpo
     python benchmarks/learning.py --loss dpo --iterations 1 --reuse-from runs/learning   # the same pairs, another loss
     python benchmarks/learning.py --quick            # one seed, one small iteration: the machinery only
+    python benchmarks/learning.py --task gsm8k --data ../shared/data --iterations 1 --test-problems 100
+        # another task, read from AFlow-format split files
     python benchmarks/learning.py --combine A.json B.json --out C.json   # runs made apart, summarised as one
     python benchmarks/learning.py --heldout --tag epochs3 --set train.epochs=3 --reuse-from runs/learning
         # choose a setting: the same pairs, scored on validate problems the run does not train on
@@ -47,13 +49,15 @@ from scoreflow.execute.workflow import gold_in_source  # noqa: E402
 
 
 def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
-    user = {"run": {"task": "arith", "seed": seed, "iterations": args.iterations, "problems": args.problems,
+    user = {"run": {"task": args.task, "seed": seed, "iterations": args.iterations, "problems": args.problems,
                     "test_problems": args.test_problems},
             "generator": {"workflows_per_problem": args.k}, "train": {"loss": args.loss, "pairs": args.pairs}}
     for item in args.set:
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
         user.setdefault(section, {})[name] = value
+    if args.data:
+        user["run"]["data"] = str(args.data)
     user["run"]["compare"] = True  # the base generator before training, the trained one after the last iteration
     cfg = build(user)
     if args.reuse_from:  # a held-out pool is the same for every run of a seed: its base evaluation too
@@ -196,9 +200,10 @@ def summarise_run(run_dir: Path, iterations: int, problems: list, cfg) -> dict:
                         "test_solved_with_gold_in_source": sum(gold_in_source(sources[(it, p)], problems[p].answer)
                                                                for p in solved),
                         "test_rule_rejected_share": mean(r["reason"].startswith("problem-specific") for r in tw)
-                        if tw else 0.0,
-                        "test_operation_named": sum(names_operation(problems[p].question, sources.get((it, p)))
-                                                    for p in range(len(e["scores"])))})
+                        if tw else 0.0})
+            if cfg.run.task == "arith":
+                row["test_operation_named"] = sum(names_operation(problems[p].question, sources.get((it, p)))
+                                                  for p in range(len(e["scores"])))
         if it in its:
             m = its[it]
             wf = [r for r in _records(run_dir, "workflows") if r["iteration"] == it]
@@ -279,7 +284,10 @@ def combined(paths: list[Path]) -> dict:
             for f in files for r in f["runs"]]
     iterations = max(f["iterations"] for f in files)
     settings = list(dict.fromkeys(r["setting"] for r in runs))
-    return {"benchmark": "learning", "date": today(), "task": "arith", "combined_from": [str(p) for p in paths],
+    tasks = sorted({f.get("task", "arith") for f in files})
+    if len(tasks) > 1:
+        raise SystemExit(f"learning.py: --combine: the files are of different tasks: {', '.join(tasks)}")
+    return {"benchmark": "learning", "date": today(), "task": tasks[0], "combined_from": [str(p) for p in paths],
             "commands": [c for f in files for c in ([f["command"]] if "command" in f else f.get("commands", []))],
             "settings": settings, "iterations": iterations,
             "seeds": {name: sorted({r["seed"] for r in runs if r["setting"] == name}) for name in settings},
@@ -287,7 +295,7 @@ def combined(paths: list[Path]) -> dict:
             "differences": compare_settings(runs, settings[0]), "runs": runs}
 
 
-def plot(rows_by_loss: dict[str, list[dict]], path: Path) -> None:
+def plot(rows_by_loss: dict[str, list[dict]], path: Path, task: str = "arith") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,7 +312,7 @@ def plot(rows_by_loss: dict[str, list[dict]], path: Path) -> None:
     ax.set_xticks(sorted({r["iteration"] for rows in rows_by_loss.values() for r in rows}))
     ax.set_xlabel("iteration (0 = base generator)")
     ax.set_ylabel("held-out test solve rate")
-    ax.set_title("arith, SmolLM2-135M generator and executor (95% CI)")
+    ax.set_title(f"{task}, SmolLM2-135M generator and executor (95% CI)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -313,6 +321,9 @@ def plot(rows_by_loss: dict[str, list[dict]], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--task", default="arith", help="the task (as scoreflow optimize --task)")
+    ap.add_argument("--data", type=Path, help="its data: a file or a folder of AFlow-format split files "
+                    "(default: $SCOREFLOW_DATA or the cache)")
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--problems", type=int, default=0, help="validate problems per iteration (0 = the preset's)")
     ap.add_argument("--test-problems", type=int, default=0, help="held-out test problems (0 = the preset's)")
@@ -342,8 +353,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.combine:
         result = combined(args.combine)
-        write(result, args.out, result["summary"])
+        write(result, args.out, result["summary"], result["task"])
         return
+    if args.heldout_pool and args.task != "arith":
+        ap.error("--heldout-pool draws more arith problems; with another task, --heldout alone")
     if args.eval_at is None:
         args.eval_at = list(range(1, args.iterations + 1))
     if args.quick:
@@ -357,20 +370,20 @@ def main() -> None:
         run_dir = args.runs_dir / f"{setting_name(args.loss, args.tag, args.heldout)}-seed{seed}"
         runs.append(one_seed(args, seed, run_dir))
     rows = combine(runs, args.iterations)
-    result = {"benchmark": "learning", "date": today(), "machine": device_info(), "task": "arith",
+    result = {"benchmark": "learning", "date": today(), "machine": device_info(), "task": args.task,
               "evaluated_on": "validate problems not trained on" if args.heldout else "test", "tag": args.tag,
               "loss": args.loss, "seeds": args.seeds, "iterations": args.iterations,
               "command": " ".join(["python", "benchmarks/learning.py", *sys.argv[1:]]),
               "summary": rows, "runs": runs, "seconds": round(time.time() - t0, 1)}
-    write(result, args.out, {args.loss: rows})
+    write(result, args.out, {args.loss: rows}, args.task)
 
 
-def write(result: dict, out: Path | None, curves: dict[str, list[dict]]) -> None:
+def write(result: dict, out: Path | None, curves: dict[str, list[dict]], task: str) -> None:
     """The JSON (and its learning curve beside it) to `out` if given; the summary, without the runs, printed."""
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
-        plot(curves, out.with_suffix(".png"))
+        plot(curves, out.with_suffix(".png"), task)
     emit({k: v for k, v in result.items() if k != "runs"})
 
 

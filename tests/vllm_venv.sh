@@ -11,8 +11,13 @@ if [ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]; then
 fi
 # --background: the build goes on in a process of its own, at a lower priority, while the caller goes
 # on (the README's test command runs the other tiers meanwhile); its output is in .venv-vllm.log. One
-# build at a time: a later call waits for it here, then finds the lock it wrote.
+# build at a time: a later call waits for it here, then finds the lock it wrote; a later --background
+# call while a build is under way leaves it be.
 if [ "${1:-}" = "--background" ]; then
+    if ! flock -n .venv-vllm.building true; then
+        echo "vllm_venv.sh: .venv-vllm is being built already (log: .venv-vllm.log)"
+        exit 0
+    fi
     nohup nice -n 10 bash tests/vllm_venv.sh > .venv-vllm.log 2>&1 < /dev/null &
     echo "vllm_venv.sh: building .venv-vllm in the background (log: .venv-vllm.log)"
     exit 0

@@ -48,7 +48,8 @@ from scoreflow.stats import bootstrap  # noqa: E402
 from scoreflow.execute.workflow import gold_in_source  # noqa: E402
 
 
-def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
+def seed_config(args: argparse.Namespace, seed: int):
+    """The run's configuration: the preset's, with the benchmark's sizes, loss and --set values."""
     user = {"run": {"task": args.task, "seed": seed, "iterations": args.iterations, "problems": args.problems,
                     "test_problems": args.test_problems},
             "generator": {"workflows_per_problem": args.k}, "train": {"loss": args.loss, "pairs": args.pairs}}
@@ -59,7 +60,11 @@ def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
     if args.data:
         user["run"]["data"] = str(args.data)
     user["run"]["compare"] = True  # the base generator before training, the trained one after the last iteration
-    cfg = build(user)
+    return build(user)
+
+
+def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
+    cfg = seed_config(args, seed)
     if args.reuse_from:  # a held-out pool is the same for every run of a seed: its base evaluation too
         source = args.reuse_from if (args.reuse_from / "config.toml").is_file() else args.reuse_from / f"score-dpo-seed{seed}"
         reuse(source, run_dir, evaluations=not args.heldout or bool(args.heldout_pool), pairs=not args.new_pairs)

@@ -233,6 +233,26 @@ def test_learning_combine_pairs_losses_on_seeds_and_problems(tmp_path):
     assert len(out["commands"]) == 5
 
 
+def test_learning_on_another_task(tmp_path):
+    """learning.py --task gsm8k --data DIR: the runs' task and data are those; --combine refuses files of
+    two tasks (their problems cannot be paired)."""
+    import argparse
+
+    learning = _learning()
+    args = argparse.Namespace(task="gsm8k", data=Path("/d/data"), iterations=1, problems=12, test_problems=100, k=8,
+                              loss="score-dpo", pairs=32, set=["executor.max_tokens=256"])
+    cfg = learning.seed_config(args, 2)
+    assert (cfg.run.task, cfg.run.data, cfg.run.seed, cfg.run.test_problems) == ("gsm8k", "/d/data", 2, 100)
+    assert cfg.executor.max_tokens == 256 and cfg.generator.workflows_per_problem == 8
+    files = []
+    for task in ("arith", "gsm8k"):
+        files.append(tmp_path / f"{task}.json")
+        files[-1].write_text(json.dumps({"task": task, "loss": "score-dpo", "iterations": 1, "runs": []}))
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "learning.py"), "--combine", *map(str, files)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "different tasks: arith, gsm8k" in proc.stderr
+
+
 def test_heldout_evaluates_on_validate_problems_the_run_does_not_train_on():
     """learning.py --heldout: the evaluations' problems are the validate split less the run's own
     training problems, so that settings are chosen without the test split."""

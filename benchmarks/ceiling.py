@@ -1,5 +1,5 @@
-"""What the executor solves whatever the generator writes: fixed workflows (the task's template and its
-few-shot examples) run on validate problems with the run's executor, through the real runner (sandbox,
+"""What the executor solves whatever the generator writes: fixed workflows (the task's template, the
+executor alone, which the loop refuses as a copy; and the few-shot examples) run on validate problems with the run's executor, through the real runner (sandbox,
 operators, answer extraction, scoring). A trained generator can at best choose, per problem, among
 workflows like these: if none of them solves much, the learning benchmark has little to find.
 

@@ -253,6 +253,26 @@ def test_learning_on_another_task(tmp_path):
     assert proc.returncode != 0 and "different tasks: arith, gsm8k" in proc.stderr
 
 
+def test_the_ceiling_runs_workflows_the_loop_would_accept(data_dir):
+    """benchmarks/ceiling.py's fixed workflows are the task's template (the executor alone, as a baseline:
+    the loop refuses a copy of it) and its few-shot examples, each one the static policy accepts (so the
+    ceiling is of workflows a generator may write, not of forbidden ones)."""
+    spec = importlib.util.spec_from_file_location("ceiling_bench", ROOT / "benchmarks" / "ceiling.py")
+    ceiling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ceiling)
+    from scoreflow.execute import workflow as wf
+    from scoreflow.tasks import load
+
+    for name in ("arith", "gsm8k"):
+        task = load(name, data_dir)
+        sources = ceiling.workflows(task)
+        assert list(sources) == ["template"] + [f"example {i + 1}" for i in range(len(task.examples))]
+        for source in list(sources.values())[1:]:
+            c = wf.check(source, task.operators, task.template, task.similarity_threshold,
+                         attributes=wf.ATTRIBUTES_OF_SELF, family=task.family)
+            assert c.ok, (name, c.reason, source)
+
+
 def test_heldout_evaluates_on_validate_problems_the_run_does_not_train_on():
     """learning.py --heldout: the evaluations' problems are the validate split less the run's own
     training problems, so that settings are chosen without the test split."""

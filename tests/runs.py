@@ -211,9 +211,7 @@ def demo(base: Path) -> Finished:
 
 # ---- terminal: the live dashboard in a pseudo-terminal -----------------------------------------------
 
-# The runs below test the dashboard, resuming and the benchmark's machinery, not the gradient: their training
-# holds the prompts' shared opening without gradient (1.6x less per step, and no recomputed layers).
-HELD = ["--set", "train.opening_gradient=false"]
+HELD = ["--set", "train.opening_gradient=false"]  # terminal, killed, learning: see the module's docstring
 TINY = ["--problems", "1", "-k", "2", "--iterations", "1", "--pairs", "2", "--set", "generator.max_new_tokens=128",
         "--set", "executor.max_tokens=32", "--set", "generator.max_attempts=1",
         "--set", "run.compare=false", *HELD]

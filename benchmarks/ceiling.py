@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_info, emit, today  # noqa: E402
 
-from scoreflow.config import build  # noqa: E402
+from scoreflow.config import build, merge, parse_set  # noqa: E402
 from scoreflow.run.session import build_session  # noqa: E402
 from scoreflow.stats import bootstrap  # noqa: E402
 
@@ -57,12 +57,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    user: dict = {"run": {"task": args.task, **({"data": str(args.data)} if args.data else {})}}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        user.setdefault(section, {})[name] = value
-    cfg = build(user)
+    cfg = build(merge({"run": {"task": args.task, "data": str(args.data) if args.data else None}}, parse_set(args.set)))
     s = build_session(cfg, Path(tempfile.mkdtemp(prefix="scoreflow-ceiling-")) / "run")
     try:
         problems = s.task.problems("validate")[:args.problems]

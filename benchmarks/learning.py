@@ -39,7 +39,7 @@ from common import device_info, emit, today  # noqa: E402
 
 from scoreflow.loop import loop  # noqa: E402
 from scoreflow.model.backend import LOSSES  # noqa: E402
-from scoreflow.config import build  # noqa: E402
+from scoreflow.config import build, merge, parse_set  # noqa: E402
 from scoreflow.records import IterationMetrics, TestMetrics  # noqa: E402
 from scoreflow.run.rundir import RunDir  # noqa: E402
 from scoreflow.run.reporter import Reporter  # noqa: E402
@@ -50,17 +50,12 @@ from scoreflow.execute.workflow import gold_in_source  # noqa: E402
 
 def seed_config(args: argparse.Namespace, seed: int):
     """The run's configuration: the preset's, with the benchmark's sizes, loss and --set values."""
-    user = {"run": {"task": args.task, "seed": seed, "iterations": args.iterations, "problems": args.problems,
-                    "test_problems": args.test_problems},
-            "generator": {"workflows_per_problem": args.k}, "train": {"loss": args.loss, "pairs": args.pairs}}
-    for item in args.set:
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        user.setdefault(section, {})[name] = value
-    if args.data:
-        user["run"]["data"] = str(args.data)
-    user["run"]["compare"] = True  # the base generator before training, the trained one after the last iteration
-    return build(user)
+    sizes = {"run": {"task": args.task, "seed": seed, "iterations": args.iterations, "problems": args.problems,
+                     "test_problems": args.test_problems},
+             "generator": {"workflows_per_problem": args.k}, "train": {"loss": args.loss, "pairs": args.pairs}}
+    # compare: the base generator before training, the trained one after the last iteration
+    fixed = {"run": {"compare": True, "data": str(args.data) if args.data else None}}
+    return build(merge(sizes, parse_set(args.set), fixed))
 
 
 def one_seed(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:

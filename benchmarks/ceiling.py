@@ -1,7 +1,8 @@
 """What the executor solves whatever the generator writes: fixed workflows (the task's template, the
-executor alone, which the loop refuses as a copy; and the few-shot examples) run on validate problems with the run's executor, through the real runner (sandbox,
-operators, answer extraction, scoring). A trained generator can at best choose, per problem, among
-workflows like these: if none of them solves much, the learning benchmark has little to find.
+executor alone, which the loop refuses as a copy; and the few-shot examples) run on validate problems
+with the run's executor, through the real runner (sandbox, operators, answer extraction, scoring). A
+trained generator can at best choose, per problem, among workflows like these: if none of them solves
+much, the learning benchmark has little to find.
 
     python benchmarks/ceiling.py --task gsm8k --data ../shared/data --problems 50
     python benchmarks/ceiling.py --task gsm8k --data ../shared/data --problems 50 --set executor.max_tokens=256

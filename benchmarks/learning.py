@@ -1,5 +1,5 @@
-"""Does the loop learn? The real loop on `arith` (or `--task gsm8k`, ...) with the embedded model (real generator, executor,
-LoRA training and sandbox), evaluated on held-out test problems before training (iteration 0, the
+"""Does the loop learn? The real loop on `arith` (or another `--task`) with the embedded model (real
+generator, executor, LoRA training and sandbox), evaluated on held-out test problems before training (iteration 0, the
 base generator) and after every iteration, over several seeds.
 
     python benchmarks/learning.py --seeds 0 1 2 --iterations 3 --loss score-dpo
